@@ -1,0 +1,50 @@
+//! grantry-core: the provider model, token storage contract, key ring and errors of grantry.
+//!
+//! Core knows no provider by name. A provider crate implements [`Provider`] and registers a
+//! [`ProviderFactory`] with [`register_provider!`]; a server builds every enabled provider with
+//! [`build_providers`] and keeps tokens sealed through a [`Vault`] over a [`TokenStore`].
+
+pub mod error;
+pub mod keyring;
+pub mod provider;
+pub mod scope;
+pub mod secret;
+pub mod store;
+pub mod token;
+pub mod vault;
+
+pub use error::{ConfigError, CryptoError, Error, ProviderError, StoreError};
+pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
+pub use provider::{
+    AuthorizeRequest, BuildFn, Provider, ProviderFactory, ProviderSettings, ProvidersConfig,
+    RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers, env_prefix, factories,
+};
+pub use scope::{Scope, ScopeInfo, ScopeSet};
+pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken, StateToken};
+pub use store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};
+pub use token::{Account, AccountDetails, Resource, TokenSet};
+pub use vault::{ReencryptReport, Vault};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+    pub use inventory;
+}
+
+pub use async_trait::async_trait;
+
+/// Registers a [`ProviderFactory`] so that servers linking the crate find it at start-up.
+///
+/// ```ignore
+/// grantry_core::register_provider!(grantry_core::ProviderFactory {
+///     id: "example",
+///     name: "Example",
+///     build: build,
+/// });
+/// ```
+#[macro_export]
+macro_rules! register_provider {
+    ($factory:expr) => {
+        $crate::__private::inventory::submit! { $factory }
+    };
+}

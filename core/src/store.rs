@@ -1,0 +1,204 @@
+//! The `TokenStore` trait: persistent connections, their resources and single-use OAuth states.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreError;
+use crate::keyring::SealedValue;
+use crate::scope::ScopeSet;
+use crate::token::{Account, Resource};
+
+/// Whether a connection can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    /// Tokens are usable or refreshable.
+    Active,
+    /// The grant is dead upstream; the user must consent again.
+    NeedsReauth,
+}
+
+impl ConnectionStatus {
+    /// The stored and serialized form: `active` or `needs_reauth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::NeedsReauth => "needs_reauth",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "needs_reauth" => Some(Self::NeedsReauth),
+            _ => None,
+        }
+    }
+}
+
+/// One user's connection to one provider, as stored (tokens sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    /// Random id; part of the associated data of both sealed tokens.
+    pub id: String,
+    /// The user who owns it.
+    pub user_id: String,
+    /// The provider id.
+    pub provider: String,
+    /// The upstream account.
+    pub account: Account,
+    /// Scopes granted.
+    pub scopes: ScopeSet,
+    /// Usable or needing re-consent.
+    pub status: ConnectionStatus,
+    /// The sealed access token.
+    pub access_token: SealedValue,
+    /// The sealed refresh token, when there is one.
+    pub refresh_token: Option<SealedValue>,
+    /// Id (hex) of the key that sealed both tokens.
+    pub key_id: String,
+    /// When the access token expires.
+    pub access_expires_at: Option<DateTime<Utc>>,
+    /// When the refresh token dies of inactivity, if it does.
+    pub refresh_idle_expires_at: Option<DateTime<Utc>>,
+    /// When the grant dies whatever happens, if it does.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// Incremented by every token write; refresh waiters watch it.
+    pub version: i64,
+    /// Until when a refresher holds the lease.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Who holds the lease.
+    pub lease_owner: Option<String>,
+    /// The last refresh failure, a message without secrets.
+    pub last_failure: Option<String>,
+    /// When the user first connected.
+    pub connected_at: DateTime<Utc>,
+    /// Last write.
+    pub updated_at: DateTime<Utc>,
+    /// Last successful refresh.
+    pub last_refreshed_at: Option<DateTime<Utc>>,
+    /// Resources (sites) the grant reaches.
+    pub resources: Vec<Resource>,
+}
+
+/// New sealed tokens written by a refresh.
+#[derive(Debug, Clone)]
+pub struct TokenUpdate {
+    /// The sealed access token.
+    pub access_token: SealedValue,
+    /// The sealed refresh token to keep (the old one when none came back).
+    pub refresh_token: Option<SealedValue>,
+    /// Id (hex) of the sealing key.
+    pub key_id: String,
+    /// New access expiry.
+    pub access_expires_at: Option<DateTime<Utc>>,
+    /// New inactivity expiry of the refresh token.
+    pub refresh_idle_expires_at: Option<DateTime<Utc>>,
+    /// Scopes, when the refresh reported them.
+    pub scopes: Option<ScopeSet>,
+    /// When the refresh happened.
+    pub refreshed_at: DateTime<Utc>,
+}
+
+/// A pending OAuth state (only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRecord {
+    /// SHA-256 (hex) of the state value.
+    pub state_hash: String,
+    /// The user who asked for it.
+    pub user_id: String,
+    /// The provider id.
+    pub provider: String,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Persistent storage of connections and states; every method is atomic.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts or replaces the (user, provider) connection and its resources.
+    ///
+    /// An existing row is replaced only if its id equals `record.id` (the id the tokens were
+    /// sealed for); otherwise [`StoreError::Conflict`]. Replacing bumps `version`, clears the
+    /// lease and the last failure. Returns the stored row.
+    async fn put_connection(&self, record: &ConnectionRecord) -> Result<ConnectionRecord, StoreError>;
+
+    /// The connection of `user_id` to `provider`.
+    async fn connection(&self, user_id: &str, provider: &str) -> Result<Option<ConnectionRecord>, StoreError>;
+
+    /// A connection by id.
+    async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError>;
+
+    /// Every connection of `provider` (all providers when `None`), ordered by user id.
+    async fn list_connections(&self, provider: Option<&str>) -> Result<Vec<ConnectionRecord>, StoreError>;
+
+    /// Deletes the connection and its resources; whether one existed.
+    async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError>;
+
+    /// Replaces the resources of a connection.
+    async fn replace_resources(&self, connection_id: &str, resources: &[Resource]) -> Result<(), StoreError>;
+
+    /// Takes the refresh lease if it is free or expired at `now`; whether this caller won it.
+    async fn try_acquire_lease(
+        &self,
+        connection_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Releases the lease if `owner` still holds it.
+    async fn release_lease(&self, connection_id: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Writes refreshed tokens if the row is still at `expected_version`: version + 1, lease
+    /// cleared, status active, failure cleared. Whether the write happened.
+    async fn complete_refresh(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        update: &TokenUpdate,
+    ) -> Result<bool, StoreError>;
+
+    /// Re-seals the tokens of a row at `expected_version` without bumping the version (key
+    /// rotation changes no token). Whether the write happened.
+    async fn rewrap_tokens(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        access_token: &SealedValue,
+        refresh_token: Option<&SealedValue>,
+        key_id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets the status and last failure, releasing any lease; the row and its tokens stay.
+    async fn set_status(
+        &self,
+        connection_id: &str,
+        status: ConnectionStatus,
+        failure: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Every distinct key id that sealed a stored value.
+    async fn key_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Stores a new state.
+    async fn put_state(&self, state: &StateRecord) -> Result<(), StoreError>;
+
+    /// Marks the state used and returns it, only if it exists, is unused, unexpired at `now`,
+    /// and belongs to this user and provider. A state of another user is left untouched.
+    async fn consume_state(
+        &self,
+        state_hash: &str,
+        user_id: &str,
+        provider: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StateRecord>, StoreError>;
+
+    /// Deletes states that expired before `now`; how many.
+    async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}

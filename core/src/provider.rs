@@ -127,10 +127,19 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// The configuration of one provider id: `[providers.foo]` merged with `FOO_*` variables.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProviderSettings {
     id: String,
     values: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("id", &self.id)
+            .field("keys", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl ProviderSettings {

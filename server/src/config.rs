@@ -1,0 +1,413 @@
+//! Configuration: defaults < `grantry.toml` (or `GRANTRY_CONFIG`) < environment, through figment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use grantry_core::{ConfigError, CryptoError, KeyRing, ProviderSettings, ProvidersConfig, env_prefix};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Default listen address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Default database.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://grantry.db";
+/// Default configuration file, read when present.
+pub const DEFAULT_CONFIG_FILE: &str = "grantry.toml";
+
+/// Top-level settings and the environment variable of each.
+const VARIABLES: &[(&str, &str)] = &[
+    ("bind", "GRANTRY_BIND"),
+    ("database_url", "DATABASE_URL"),
+    ("encryption_key", "GRANTRY_ENCRYPTION_KEY"),
+    ("encryption_old_keys", "GRANTRY_ENCRYPTION_OLD_KEYS"),
+    ("jwt_secret", "GRANTRY_JWT_SECRET"),
+    ("log_level", "LOG_LEVEL"),
+];
+
+fn variable_of(key: &str) -> &str {
+    VARIABLES
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+        .unwrap_or(key)
+}
+
+/// A database URL whose `Debug` and `Display` hide any password.
+#[derive(Clone)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(SecretString::from(url.into()))
+    }
+
+    /// The full URL, password included.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(self.expose()) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("redacted"));
+                f.write_str(u.as_str())
+            }
+            _ => f.write_str(self.expose()),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+struct Raw {
+    bind: Option<String>,
+    database_url: Option<String>,
+    encryption_key: Option<String>,
+    encryption_old_keys: Option<String>,
+    jwt_secret: Option<String>,
+    log_level: Option<String>,
+    #[serde(default)]
+    providers: BTreeMap<String, Map<String, Value>>,
+}
+
+/// The resolved configuration of a grantry server.
+#[derive(Debug)]
+pub struct Config {
+    /// Listen address (`GRANTRY_BIND`).
+    pub bind: SocketAddr,
+    /// Database (`DATABASE_URL`).
+    pub database_url: DatabaseUrl,
+    /// Current encryption key, base64 (`GRANTRY_ENCRYPTION_KEY`).
+    pub encryption_key: Option<SecretString>,
+    /// Older keys, comma-separated base64 (`GRANTRY_ENCRYPTION_OLD_KEYS`).
+    pub encryption_old_keys: Option<SecretString>,
+    /// HS256 secret for users' bearer tokens (`GRANTRY_JWT_SECRET`).
+    pub jwt_secret: Option<SecretString>,
+    /// Log level or tracing filter (`LOG_LEVEL`).
+    pub log_level: String,
+    /// Per-provider sections.
+    pub providers: ProvidersConfig,
+    /// The TOML file that was read, if any.
+    pub file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads from the process environment and the configuration file.
+    pub fn load() -> Result<Self, ConfigError> {
+        let ids: Vec<&str> = grantry_core::factories()?.iter().map(|f| f.id).collect();
+        Self::load_from(std::env::vars(), &ids)
+    }
+
+    /// Loads from the given environment; `provider_ids` are the ids whose `FOO_*` variables are read
+    /// even without `ENABLE_FOO_INTEGRATION` (every `ENABLE_X_INTEGRATION` adds its own id).
+    pub fn load_from<I>(env: I, provider_ids: &[&str]) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        let file = config_file(&env)?;
+
+        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
+        if let Some(path) = &file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let toml_ids: Vec<String> = match &file {
+            Some(_) => figment
+                .extract_inner::<BTreeMap<String, Value>>("providers")
+                .map(|m| m.into_keys().collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        figment = figment.merge(Serialized::defaults(env_overlay(&env, provider_ids, &toml_ids)));
+
+        let raw: Raw = figment.extract().map_err(|e| figment_error(&e, file.as_deref()))?;
+
+        let bind_text = raw.bind.unwrap_or_else(|| DEFAULT_BIND.into());
+        let bind = bind_text.parse().map_err(|_| ConfigError::Invalid {
+            variable: "GRANTRY_BIND".into(),
+            reason: format!("`{bind_text}` is not an address such as 127.0.0.1:8080"),
+        })?;
+        let log_level = raw.log_level.unwrap_or_else(|| "info".into());
+        let secret = |v: Option<String>| v.filter(|s| !s.trim().is_empty()).map(SecretString::from);
+        let providers = raw
+            .providers
+            .into_iter()
+            .map(|(id, table)| {
+                let mut values = BTreeMap::new();
+                for (key, value) in table {
+                    flatten(&key, &value, &mut values);
+                }
+                ProviderSettings::new(id, values)
+            })
+            .collect::<Vec<_>>();
+        Ok(Self {
+            bind,
+            database_url: DatabaseUrl::new(raw.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.into())),
+            encryption_key: secret(raw.encryption_key),
+            encryption_old_keys: secret(raw.encryption_old_keys),
+            jwt_secret: secret(raw.jwt_secret),
+            log_level,
+            providers: ProvidersConfig::new(providers),
+            file,
+        })
+    }
+
+    /// The key ring, or an error naming the variable that is missing or bad.
+    pub fn keyring(&self) -> Result<KeyRing, ConfigError> {
+        let key = self.encryption_key.as_ref().ok_or_else(|| ConfigError::Missing {
+            variable: "GRANTRY_ENCRYPTION_KEY".into(),
+            context: " (base64 of 32 random bytes; `grantry keygen` prints one)".into(),
+        })?;
+        KeyRing::from_base64(key, self.encryption_old_keys.as_ref()).map_err(|e| match e {
+            CryptoError::InvalidKey { variable } => ConfigError::Invalid {
+                variable: variable.into(),
+                reason: "must be base64 of exactly 32 bytes (`grantry keygen` prints one)".into(),
+            },
+            other => ConfigError::Invalid {
+                variable: "GRANTRY_ENCRYPTION_KEY".into(),
+                reason: other.to_string(),
+            },
+        })
+    }
+
+    /// The JWT secret, or an error naming `GRANTRY_JWT_SECRET`.
+    pub fn require_jwt_secret(&self) -> Result<&SecretString, ConfigError> {
+        self.jwt_secret.as_ref().ok_or_else(|| ConfigError::Missing {
+            variable: "GRANTRY_JWT_SECRET".into(),
+            context: " (the HS256 secret that verifies users' bearer tokens)".into(),
+        })
+    }
+}
+
+fn config_file(env: &BTreeMap<String, String>) -> Result<Option<PathBuf>, ConfigError> {
+    match env.get("GRANTRY_CONFIG").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if path.is_file() {
+                Ok(Some(path))
+            } else {
+                Err(ConfigError::Invalid {
+                    variable: "GRANTRY_CONFIG".into(),
+                    reason: format!("no file at {}", path.display()),
+                })
+            }
+        }
+        None => {
+            let path = PathBuf::from(DEFAULT_CONFIG_FILE);
+            Ok(path.is_file().then_some(path))
+        }
+    }
+}
+
+/// The environment as a figment layer: top-level variables and every provider's `FOO_*`.
+fn env_overlay(env: &BTreeMap<String, String>, known_ids: &[&str], toml_ids: &[String]) -> Value {
+    let mut top = Map::new();
+    for (key, var) in VARIABLES {
+        if let Some(v) = env.get(*var) {
+            top.insert((*key).into(), Value::String(v.clone()));
+        }
+    }
+    let mut ids: Vec<String> = known_ids.iter().map(|s| (*s).to_owned()).collect();
+    ids.extend(toml_ids.iter().cloned());
+    for var in env.keys() {
+        if let Some(middle) = var.strip_prefix("ENABLE_").and_then(|r| r.strip_suffix("_INTEGRATION")) {
+            if !middle.is_empty() {
+                let id = middle.to_ascii_lowercase().replace('_', "-");
+                if !ids.iter().any(|known| env_prefix(known) == middle) {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    let mut providers = Map::new();
+    for id in ids {
+        let prefix = env_prefix(&id);
+        let mut section = Map::new();
+        if let Some(v) = env.get(&format!("ENABLE_{prefix}_INTEGRATION")) {
+            section.insert("enabled".into(), Value::String(v.clone()));
+        }
+        let lead = format!("{prefix}_");
+        for (var, value) in env {
+            if let Some(key) = var.strip_prefix(&lead).filter(|k| !k.is_empty()) {
+                section.insert(key.to_ascii_lowercase(), Value::String(value.clone()));
+            }
+        }
+        if !section.is_empty() {
+            providers.insert(id, Value::Object(section));
+        }
+    }
+    if !providers.is_empty() {
+        top.insert("providers".into(), Value::Object(providers));
+    }
+    Value::Object(top)
+}
+
+/// Flattens a TOML value to strings: arrays joined by spaces, tables as dotted keys.
+fn flatten(key: &str, value: &Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        Value::Null => {}
+        Value::String(s) => {
+            out.insert(key.to_owned(), s.clone());
+        }
+        Value::Bool(b) => {
+            out.insert(key.to_owned(), b.to_string());
+        }
+        Value::Number(n) => {
+            out.insert(key.to_owned(), n.to_string());
+        }
+        Value::Array(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            out.insert(key.to_owned(), parts.join(" "));
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                flatten(&format!("{key}.{k}"), v, out);
+            }
+        }
+    }
+}
+
+fn figment_error(error: &figment::Error, file: Option<&Path>) -> ConfigError {
+    let variable = match error.path.first().map(String::as_str) {
+        Some("providers") => match (error.path.get(1), error.path.get(2)) {
+            (Some(id), Some(key)) => ProviderSettings::new(id.clone(), BTreeMap::new()).variable(key),
+            _ => "providers".into(),
+        },
+        Some(key) => variable_of(key).to_owned(),
+        None => match file {
+            Some(path) => format!("GRANTRY_CONFIG ({})", path.display()),
+            None => "configuration".into(),
+        },
+    };
+    ConfigError::Invalid {
+        variable,
+        reason: error.kind.to_string().replace('\n', " "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::load_from(env(&[("GRANTRY_CONFIG", "")]), &["atlassian"]).expect("config");
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(c.log_level, "info");
+        assert!(c.encryption_key.is_none());
+        assert!(!c.providers.section("atlassian").enabled().expect("flag"));
+    }
+
+    #[test]
+    fn provider_variables_map_to_sections() {
+        let c = Config::load_from(
+            env(&[
+                ("ENABLE_ATLASSIAN_INTEGRATION", "true"),
+                ("ATLASSIAN_CLIENT_ID", "cid"),
+                ("ATLASSIAN_OAUTH_SCOPE", "read:me offline_access"),
+                ("ENABLE_CORP_SSO_INTEGRATION", "1"),
+                ("CORP_SSO_ISSUER", "https://sso.example"),
+                ("UNRELATED", "x"),
+            ]),
+            &["atlassian"],
+        )
+        .expect("config");
+        let a = c.providers.section("atlassian");
+        assert_eq!(a.enabled(), Ok(true));
+        assert_eq!(a.get("client_id"), Some("cid"));
+        assert_eq!(a.get("oauth_scope"), Some("read:me offline_access"));
+        let sso = c.providers.section("corp-sso");
+        assert_eq!(sso.enabled(), Ok(true));
+        assert_eq!(sso.get("issuer"), Some("https://sso.example"));
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.toml");
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:9000\"\nlog_level = \"debug\"\n[providers.atlassian]\nenabled = true\nclient_id = \"from-file\"\noauth_scope = [\"read:me\", \"offline_access\"]\n[providers.gitlab]\nkind = \"oauth2\"\n",
+        )
+        .expect("write");
+        let c = Config::load_from(
+            env(&[
+                ("GRANTRY_CONFIG", path.to_str().expect("utf8")),
+                ("LOG_LEVEL", "TRACE"),
+                ("ATLASSIAN_CLIENT_ID", "from-env"),
+                ("GITLAB_CLIENT_ID", "gl"),
+            ]),
+            &["atlassian"],
+        )
+        .expect("config");
+        assert_eq!(c.bind.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.log_level, "TRACE");
+        let a = c.providers.section("atlassian");
+        assert_eq!(a.enabled(), Ok(true));
+        assert_eq!(a.get("client_id"), Some("from-env"));
+        assert_eq!(a.get("oauth_scope"), Some("read:me offline_access"));
+        let gl = c.providers.section("gitlab");
+        assert_eq!(gl.get("kind"), Some("oauth2"));
+        assert_eq!(gl.get("client_id"), Some("gl"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let e = Config::load_from(env(&[("GRANTRY_BIND", "nowhere")]), &[]).expect_err("bad bind");
+        assert!(e.to_string().starts_with("GRANTRY_BIND is invalid"), "{e}");
+        let e = Config::load_from(env(&[("GRANTRY_CONFIG", "/nonexistent/g.toml")]), &[]).expect_err("no file");
+        assert!(e.to_string().starts_with("GRANTRY_CONFIG is invalid"), "{e}");
+        let c = Config::load_from(env(&[]), &[]).expect("config");
+        let e = c.keyring().expect_err("no key");
+        assert!(e.to_string().starts_with("GRANTRY_ENCRYPTION_KEY is required"), "{e}");
+        let c = Config::load_from(env(&[("GRANTRY_ENCRYPTION_KEY", "c2hvcnQ=")]), &[]).expect("config");
+        let e = c.keyring().expect_err("short key");
+        assert!(e.to_string().starts_with("GRANTRY_ENCRYPTION_KEY is invalid"), "{e}");
+        assert!(!e.to_string().contains("c2hvcnQ"));
+        let e = c.require_jwt_secret().expect_err("no jwt");
+        assert!(e.to_string().starts_with("GRANTRY_JWT_SECRET is required"), "{e}");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let c = Config::load_from(
+            env(&[
+                ("GRANTRY_ENCRYPTION_KEY", "super-secret-key"),
+                ("GRANTRY_JWT_SECRET", "jwt-secret-value"),
+                ("DATABASE_URL", "postgres://app:hunter2@db.example/grantry"),
+                ("ATLASSIAN_CLIENT_SECRET", "client-secret-value"),
+            ]),
+            &["atlassian"],
+        )
+        .expect("config");
+        let shown = format!("{c:?}");
+        for secret in ["super-secret-key", "jwt-secret-value", "hunter2", "client-secret-value"] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+        assert_eq!(c.database_url.to_string(), "postgres://app:redacted@db.example/grantry");
+    }
+}

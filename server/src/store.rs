@@ -1,0 +1,587 @@
+//! The SQL token store: one implementation over sqlx's `Any` driver for SQLite and PostgreSQL.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use grantry_core::{
+    Account, ConnectionRecord, ConnectionStatus, Resource, ScopeSet, SealedValue, StateRecord,
+    StoreError, TokenStore, TokenUpdate,
+};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The database behind a [`SqlStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, the embedded default.
+    Sqlite,
+    /// PostgreSQL, shared by several replicas.
+    Postgres,
+}
+
+impl Backend {
+    /// Picks the backend from a `DATABASE_URL`.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::Database(
+                "DATABASE_URL must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+}
+
+/// A [`TokenStore`] on SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn opt_millis(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(millis)
+}
+
+fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("time {ms} out of range")))
+}
+
+fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    ms.map(time).transpose()
+}
+
+/// The SQLite URL with `mode=rwc` added so that a missing database file is created.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+macro_rules! select_connections {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, user_id, provider, account_id, account_name, account_email, scopes, status, \
+             access_token, refresh_token, key_id, access_expires_at, refresh_idle_expires_at, refresh_expires_at, \
+             version, lease_until, lease_owner, last_failure, connected_at, updated_at, last_refreshed_at \
+             FROM connections ",
+            $tail
+        )
+    };
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://…`, created if missing, or `postgres://…`).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url),
+            Backend::Postgres => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(db_err)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))
+    }
+
+    /// Which database this store uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn record_from_row(row: &AnyRow) -> Result<ConnectionRecord, StoreError> {
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        let status: String = row.try_get("status").map_err(get)?;
+        Ok(ConnectionRecord {
+            id: row.try_get("id").map_err(get)?,
+            user_id: row.try_get("user_id").map_err(get)?,
+            provider: row.try_get("provider").map_err(get)?,
+            account: Account {
+                id: row.try_get("account_id").map_err(get)?,
+                name: row.try_get("account_name").map_err(get)?,
+                email: row.try_get("account_email").map_err(get)?,
+            },
+            scopes: ScopeSet::parse(&row.try_get::<String, _>("scopes").map_err(get)?),
+            status: ConnectionStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown status `{status}`")))?,
+            access_token: SealedValue::from_bytes(row.try_get("access_token").map_err(get)?),
+            refresh_token: row
+                .try_get::<Option<Vec<u8>>, _>("refresh_token")
+                .map_err(get)?
+                .map(SealedValue::from_bytes),
+            key_id: row.try_get("key_id").map_err(get)?,
+            access_expires_at: opt_time(row.try_get("access_expires_at").map_err(get)?)?,
+            refresh_idle_expires_at: opt_time(row.try_get("refresh_idle_expires_at").map_err(get)?)?,
+            refresh_expires_at: opt_time(row.try_get("refresh_expires_at").map_err(get)?)?,
+            version: row.try_get("version").map_err(get)?,
+            lease_until: opt_time(row.try_get("lease_until").map_err(get)?)?,
+            lease_owner: row.try_get("lease_owner").map_err(get)?,
+            last_failure: row.try_get("last_failure").map_err(get)?,
+            connected_at: time(row.try_get("connected_at").map_err(get)?)?,
+            updated_at: time(row.try_get("updated_at").map_err(get)?)?,
+            last_refreshed_at: opt_time(row.try_get("last_refreshed_at").map_err(get)?)?,
+            resources: Vec::new(),
+        })
+    }
+
+    fn resource_from_row(row: &AnyRow) -> Result<(String, Resource), StoreError> {
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        let scopes: String = row.try_get("scopes").map_err(get)?;
+        Ok((
+            row.try_get("connection_id").map_err(get)?,
+            Resource {
+                id: row.try_get("resource_id").map_err(get)?,
+                name: row.try_get("name").map_err(get)?,
+                url: row.try_get("url").map_err(get)?,
+                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                avatar_url: row.try_get("avatar_url").map_err(get)?,
+            },
+        ))
+    }
+
+    async fn with_resources(&self, mut record: ConnectionRecord) -> Result<ConnectionRecord, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connection_id, resource_id, name, url, scopes, avatar_url FROM connection_resources \
+             WHERE connection_id = $1 ORDER BY position",
+        )
+        .bind(record.id.clone())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        record.resources = rows
+            .iter()
+            .map(|r| Self::resource_from_row(r).map(|(_, res)| res))
+            .collect::<Result<_, _>>()?;
+        Ok(record)
+    }
+
+    async fn write_resources<'c>(
+        tx: &mut sqlx::Transaction<'c, sqlx::Any>,
+        connection_id: &str,
+        resources: &[Resource],
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM connection_resources WHERE connection_id = $1")
+            .bind(connection_id.to_owned())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        for (position, res) in resources.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO connection_resources (connection_id, position, resource_id, name, url, scopes, avatar_url) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(connection_id.to_owned())
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(res.id.clone())
+            .bind(res.name.clone())
+            .bind(res.url.clone())
+            .bind(res.scopes.join(" "))
+            .bind(res.avatar_url.clone())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn put_connection(&self, r: &ConnectionRecord) -> Result<ConnectionRecord, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let done = sqlx::query(
+            "INSERT INTO connections (id, user_id, provider, account_id, account_name, account_email, scopes, status, \
+             access_token, refresh_token, key_id, access_expires_at, refresh_idle_expires_at, refresh_expires_at, \
+             version, lease_until, lease_owner, last_failure, connected_at, updated_at, last_refreshed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, NULL, NULL, NULL, $15, $16, $17) \
+             ON CONFLICT (user_id, provider) DO UPDATE SET \
+             account_id = excluded.account_id, account_name = excluded.account_name, \
+             account_email = excluded.account_email, scopes = excluded.scopes, status = excluded.status, \
+             access_token = excluded.access_token, refresh_token = excluded.refresh_token, key_id = excluded.key_id, \
+             access_expires_at = excluded.access_expires_at, refresh_idle_expires_at = excluded.refresh_idle_expires_at, \
+             refresh_expires_at = excluded.refresh_expires_at, version = connections.version + 1, \
+             lease_until = NULL, lease_owner = NULL, last_failure = NULL, connected_at = excluded.connected_at, \
+             updated_at = excluded.updated_at, last_refreshed_at = excluded.last_refreshed_at \
+             WHERE connections.id = excluded.id",
+        )
+        .bind(r.id.clone())
+        .bind(r.user_id.clone())
+        .bind(r.provider.clone())
+        .bind(r.account.id.clone())
+        .bind(r.account.name.clone())
+        .bind(r.account.email.clone())
+        .bind(r.scopes.to_string())
+        .bind(r.status.as_str())
+        .bind(r.access_token.as_bytes().to_vec())
+        .bind(r.refresh_token.as_ref().map(|t| t.as_bytes().to_vec()))
+        .bind(r.key_id.clone())
+        .bind(opt_millis(r.access_expires_at))
+        .bind(opt_millis(r.refresh_idle_expires_at))
+        .bind(opt_millis(r.refresh_expires_at))
+        .bind(millis(r.connected_at))
+        .bind(millis(r.updated_at))
+        .bind(opt_millis(r.last_refreshed_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Conflict(format!("connection of user for {}", r.provider))
+            }
+            _ => db_err(e),
+        })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("connection of user for {}", r.provider)));
+        }
+        Self::write_resources(&mut tx, &r.id, &r.resources).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.connection_by_id(&r.id)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("connection of user for {}", r.provider)))
+    }
+
+    async fn connection(&self, user_id: &str, provider: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        let row = sqlx::query(select_connections!("WHERE user_id = $1 AND provider = $2"))
+            .bind(user_id.to_owned())
+            .bind(provider.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(row) => Ok(Some(self.with_resources(Self::record_from_row(&row)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        let row = sqlx::query(select_connections!("WHERE id = $1"))
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(row) => Ok(Some(self.with_resources(Self::record_from_row(&row)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_connections(&self, provider: Option<&str>) -> Result<Vec<ConnectionRecord>, StoreError> {
+        let (rows, resource_rows) = match provider {
+            Some(p) => (
+                sqlx::query(select_connections!("WHERE provider = $1 ORDER BY user_id"))
+                    .bind(p.to_owned())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_err)?,
+                sqlx::query(
+                    "SELECT r.connection_id, r.resource_id, r.name, r.url, r.scopes, r.avatar_url \
+                     FROM connection_resources r JOIN connections c ON c.id = r.connection_id \
+                     WHERE c.provider = $1 ORDER BY r.connection_id, r.position",
+                )
+                .bind(p.to_owned())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?,
+            ),
+            None => (
+                sqlx::query(select_connections!("ORDER BY provider, user_id"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_err)?,
+                sqlx::query(
+                    "SELECT connection_id, resource_id, name, url, scopes, avatar_url \
+                     FROM connection_resources ORDER BY connection_id, position",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?,
+            ),
+        };
+        let mut resources: HashMap<String, Vec<Resource>> = HashMap::new();
+        for row in &resource_rows {
+            let (id, res) = Self::resource_from_row(row)?;
+            resources.entry(id).or_default().push(res);
+        }
+        rows.iter()
+            .map(|row| {
+                let mut record = Self::record_from_row(row)?;
+                record.resources = resources.remove(&record.id).unwrap_or_default();
+                Ok(record)
+            })
+            .collect()
+    }
+
+    async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "DELETE FROM connection_resources WHERE connection_id IN \
+             (SELECT id FROM connections WHERE user_id = $1 AND provider = $2)",
+        )
+        .bind(user_id.to_owned())
+        .bind(provider.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let done = sqlx::query("DELETE FROM connections WHERE user_id = $1 AND provider = $2")
+            .bind(user_id.to_owned())
+            .bind(provider.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn replace_resources(&self, connection_id: &str, resources: &[Resource]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        Self::write_resources(&mut tx, connection_id, resources).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        connection_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET lease_until = $1, lease_owner = $2 \
+             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4)",
+        )
+        .bind(millis(until))
+        .bind(owner.to_owned())
+        .bind(connection_id.to_owned())
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, connection_id: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE connections SET lease_until = NULL, lease_owner = NULL WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(connection_id.to_owned())
+        .bind(owner.to_owned())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn complete_refresh(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        u: &TokenUpdate,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET access_token = $1, refresh_token = $2, key_id = $3, access_expires_at = $4, \
+             refresh_idle_expires_at = $5, scopes = COALESCE($6, scopes), version = version + 1, \
+             lease_until = NULL, lease_owner = NULL, status = 'active', last_failure = NULL, \
+             updated_at = $7, last_refreshed_at = $7 WHERE id = $8 AND version = $9",
+        )
+        .bind(u.access_token.as_bytes().to_vec())
+        .bind(u.refresh_token.as_ref().map(|t| t.as_bytes().to_vec()))
+        .bind(u.key_id.clone())
+        .bind(opt_millis(u.access_expires_at))
+        .bind(opt_millis(u.refresh_idle_expires_at))
+        .bind(u.scopes.as_ref().map(ToString::to_string))
+        .bind(millis(u.refreshed_at))
+        .bind(connection_id.to_owned())
+        .bind(expected_version)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rewrap_tokens(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        access_token: &SealedValue,
+        refresh_token: Option<&SealedValue>,
+        key_id: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET access_token = $1, refresh_token = $2, key_id = $3 \
+             WHERE id = $4 AND version = $5",
+        )
+        .bind(access_token.as_bytes().to_vec())
+        .bind(refresh_token.map(|t| t.as_bytes().to_vec()))
+        .bind(key_id.to_owned())
+        .bind(connection_id.to_owned())
+        .bind(expected_version)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_status(
+        &self,
+        connection_id: &str,
+        status: ConnectionStatus,
+        failure: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE connections SET status = $1, last_failure = $2, lease_until = NULL, lease_owner = NULL, \
+             updated_at = $3 WHERE id = $4",
+        )
+        .bind(status.as_str())
+        .bind(failure.map(str::to_owned))
+        .bind(millis(Utc::now()))
+        .bind(connection_id.to_owned())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn key_ids(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT key_id FROM connections ORDER BY key_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("key_id").map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    async fn put_state(&self, s: &StateRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oauth_states (state_hash, user_id, provider, expires_at, created_at, used) \
+             VALUES ($1, $2, $3, $4, $5, 0)",
+        )
+        .bind(s.state_hash.clone())
+        .bind(s.user_id.clone())
+        .bind(s.provider.clone())
+        .bind(millis(s.expires_at))
+        .bind(millis(s.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn consume_state(
+        &self,
+        state_hash: &str,
+        user_id: &str,
+        provider: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StateRecord>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE oauth_states SET used = 1 WHERE state_hash = $1 AND user_id = $2 AND provider = $3 \
+             AND used = 0 AND expires_at > $4 \
+             RETURNING state_hash, user_id, provider, expires_at, created_at",
+        )
+        .bind(state_hash.to_owned())
+        .bind(user_id.to_owned())
+        .bind(provider.to_owned())
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        Ok(Some(StateRecord {
+            state_hash: row.try_get("state_hash").map_err(get)?,
+            user_id: row.try_get("user_id").map_err(get)?,
+            provider: row.try_get("provider").map_err(get)?,
+            expires_at: time(row.try_get("expires_at").map_err(get)?)?,
+            created_at: time(row.try_get("created_at").map_err(get)?)?,
+        }))
+    }
+
+    async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM oauth_states WHERE expires_at <= $1")
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_from_url() {
+        assert_eq!(Backend::from_url("sqlite://x.db").ok(), Some(Backend::Sqlite));
+        assert_eq!(Backend::from_url("postgres://u@h/db").ok(), Some(Backend::Postgres));
+        assert!(Backend::from_url("mysql://x").is_err());
+        assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
+        assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+    }
+}

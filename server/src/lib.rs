@@ -1,3 +1,92 @@
-//! server
+//! grantry-server: configuration, SQL token stores and the axum server that mounts every enabled
+//! provider under `/api/v1/{provider}`. It knows no provider by name.
+
+pub mod app;
 pub mod config;
+pub mod error;
+pub mod logging;
 pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use grantry_core::{Provider, Vault, build_providers};
+
+pub use app::{AppState, router};
+pub use config::Config;
+pub use error::{ApiError, ServerError};
+pub use store::{Backend, SqlStore};
+
+/// Connects to the configured database and applies the migrations.
+pub async fn open_store(config: &Config) -> Result<SqlStore, ServerError> {
+    let store = SqlStore::connect(config.database_url.expose()).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Opens the vault: database migrated and every stored key id present in the key ring.
+pub async fn open_vault(config: &Config) -> Result<(SqlStore, Vault), ServerError> {
+    let keys = Arc::new(config.keyring()?);
+    let store = open_store(config).await?;
+    let vault = Vault::new(Arc::new(store.clone()), keys);
+    vault.check_keys().await?;
+    Ok((store, vault))
+}
+
+/// Validates the configuration and builds everything `serve` needs, without listening yet.
+pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
+    config.keyring()?;
+    config.require_jwt_secret()?;
+    let providers: Vec<Arc<dyn Provider>> = build_providers(&config.providers)?;
+    let (_store, vault) = open_vault(config).await?;
+    Ok(AppState::new(vault, providers))
+}
+
+/// Serves `state` on the configured address until `shutdown` completes.
+pub async fn serve(
+    config: &Config,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = config.bind.to_string();
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServerError::Io {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Io {
+        addr: addr.clone(),
+        source,
+    })?;
+    tracing::info!(%local, providers = ?state.provider_ids(), database = %config.database_url, "grantry listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| ServerError::Io { addr, source })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

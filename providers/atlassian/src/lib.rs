@@ -1,1 +1,182 @@
-//! atlassian
+//! grantry-atlassian: the Atlassian Cloud provider (OAuth 2.0 3LO for Jira and Confluence).
+//!
+//! Linking this crate registers the `atlassian` provider; `ENABLE_ATLASSIAN_INTEGRATION=true`
+//! enables it. This release carries the configuration, the scope catalogue and the authorize
+//! URL; the token calls land with issue #3 and answer `Unsupported` until then.
+
+mod config;
+mod scopes;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use grantry_core::{
+    AccessToken, AccountDetails, AuthorizationCode, AuthorizeRequest, ConfigError, Provider,
+    ProviderError, ProviderFactory, ProvidersConfig, RefreshPolicy, RefreshToken, ScopeInfo,
+    ScopeSet, TokenSet,
+};
+use url::Url;
+
+pub use config::{AtlassianConfig, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_SCOPES};
+pub use scopes::SCOPES;
+
+/// The provider id, also the route prefix `/api/v1/atlassian`.
+pub const ID: &str = "atlassian";
+
+/// The Atlassian Cloud provider.
+#[derive(Debug)]
+pub struct Atlassian {
+    config: AtlassianConfig,
+}
+
+impl Atlassian {
+    /// A provider from validated configuration.
+    pub fn new(config: AtlassianConfig) -> Self {
+        Self { config }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &AtlassianConfig {
+        &self.config
+    }
+}
+
+fn build(config: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError> {
+    let section = config.section(ID);
+    if !section.enabled()? {
+        return Ok(Vec::new());
+    }
+    let config = AtlassianConfig::from_settings(&section)?;
+    if !config.scopes.yields_refresh_token(SCOPES) {
+        tracing::warn!(
+            "ATLASSIAN_OAUTH_SCOPE lacks offline_access: Atlassian will issue no refresh token and connections will need re-consent every hour"
+        );
+    }
+    Ok(vec![Arc::new(Atlassian::new(config))])
+}
+
+grantry_core::register_provider!(ProviderFactory {
+    id: ID,
+    name: "Atlassian",
+    build,
+});
+
+#[async_trait]
+impl Provider for Atlassian {
+    fn id(&self) -> &str {
+        ID
+    }
+
+    fn display_name(&self) -> &str {
+        "Atlassian"
+    }
+
+    fn scope_catalogue(&self) -> &[ScopeInfo] {
+        SCOPES
+    }
+
+    fn requested_scopes(&self) -> &ScopeSet {
+        &self.config.scopes
+    }
+
+    fn authorize_url(&self, request: &AuthorizeRequest<'_>) -> Result<Url, ProviderError> {
+        let mut url = self.config.auth_url.clone();
+        url.set_path("/authorize");
+        url.query_pairs_mut()
+            .append_pair("audience", "api.atlassian.com")
+            .append_pair("client_id", &self.config.client_id)
+            .append_pair("scope", &request.scopes.to_string())
+            .append_pair("redirect_uri", self.config.redirect_uri.as_str())
+            .append_pair("state", request.state.secret())
+            .append_pair("response_type", "code")
+            .append_pair("prompt", "consent");
+        Ok(url)
+    }
+
+    async fn exchange_code(&self, _code: &AuthorizationCode) -> Result<TokenSet, ProviderError> {
+        Err(ProviderError::Unsupported("the code exchange (issue #3)"))
+    }
+
+    async fn refresh(&self, _refresh_token: &RefreshToken) -> Result<TokenSet, ProviderError> {
+        Err(ProviderError::Unsupported("refresh (issue #3)"))
+    }
+
+    async fn account(&self, _access_token: &AccessToken) -> Result<AccountDetails, ProviderError> {
+        Err(ProviderError::Unsupported("account lookup (issue #3)"))
+    }
+
+    fn refresh_policy(&self) -> RefreshPolicy {
+        const DAY: u64 = 24 * 60 * 60;
+        RefreshPolicy {
+            rotates: true,
+            reuse_leeway: std::time::Duration::ZERO,
+            idle_expiry: Some(std::time::Duration::from_secs(90 * DAY)),
+            absolute_expiry: Some(std::time::Duration::from_secs(365 * DAY)),
+            refresh_margin: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use grantry_core::{ProviderSettings, StateToken};
+
+    use super::*;
+
+    fn providers(pairs: &[(&str, &str)]) -> ProvidersConfig {
+        let values: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        ProvidersConfig::new([ProviderSettings::new(ID, values)])
+    }
+
+    #[test]
+    fn disabled_builds_nothing() {
+        assert!(build(&providers(&[])).expect("ok").is_empty());
+        assert!(build(&providers(&[("enabled", "false")])).expect("ok").is_empty());
+    }
+
+    #[test]
+    fn enabled_requires_credentials() {
+        let err = build(&providers(&[("enabled", "true")])).err().expect("missing client id");
+        assert_eq!(
+            err.to_string(),
+            "ATLASSIAN_CLIENT_ID is required when ENABLE_ATLASSIAN_INTEGRATION=true"
+        );
+        let err = build(&providers(&[("enabled", "true"), ("client_id", "c"), ("client_secret", "s")]))
+            .err()
+            .expect("missing redirect");
+        assert!(err.to_string().starts_with("ATLASSIAN_REDIRECT_URI"));
+    }
+
+    #[test]
+    fn authorize_url_carries_every_required_parameter() {
+        let built = build(&providers(&[
+            ("enabled", "true"),
+            ("client_id", "cid"),
+            ("client_secret", "sec"),
+            ("redirect_uri", "http://localhost:3000/settings/connections"),
+            ("auth_url", "http://127.0.0.1:9/"),
+        ]))
+        .expect("built");
+        let provider = &built[0];
+        let state = StateToken::new("st4te");
+        let url = provider
+            .authorize_url(&AuthorizeRequest {
+                state: &state,
+                scopes: provider.requested_scopes(),
+            })
+            .expect("url");
+        assert_eq!(url.path(), "/authorize");
+        let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["audience"], "api.atlassian.com");
+        assert_eq!(q["client_id"], "cid");
+        assert_eq!(q["state"], "st4te");
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["prompt"], "consent");
+        assert_eq!(q["redirect_uri"], "http://localhost:3000/settings/connections");
+        assert_eq!(ScopeSet::parse(&q["scope"]), ScopeSet::parse(DEFAULT_SCOPES));
+        assert!(!url.as_str().contains("sec"));
+    }
+}

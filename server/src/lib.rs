@@ -6,6 +6,8 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::future::Future;
 use std::sync::Arc;

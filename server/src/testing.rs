@@ -1,0 +1,99 @@
+//! Test support (feature `testing`): fresh databases for test suites on SQLite and PostgreSQL.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+use crate::store::SqlStore;
+
+/// The variable that points the PostgreSQL tests at a server.
+pub const POSTGRES_URL_VAR: &str = "GRANTRY_TEST_POSTGRES_URL";
+
+/// A fresh, empty database that lives as long as this value (PostgreSQL databases are dropped
+/// by [`TestDatabase::cleanup`]).
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The `DATABASE_URL` of the fresh database.
+    pub url: String,
+    /// Which kind it is, for messages.
+    pub kind: &'static str,
+    admin_url: Option<String>,
+    name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// A new SQLite database file in a temporary folder.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary folder: {e}"));
+        let path: PathBuf = dir.path().join("grantry-test.db");
+        Self {
+            url: format!("sqlite://{}", path.display()),
+            kind: "sqlite",
+            admin_url: None,
+            name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A new PostgreSQL database on the server of `GRANTRY_TEST_POSTGRES_URL`, or `None` when unset.
+    pub async fn postgres() -> Option<Self> {
+        let admin = std::env::var(POSTGRES_URL_VAR).ok().filter(|s| !s.trim().is_empty())?;
+        let name = format!("grantry_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is set but the server does not answer: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        let _ = conn.close().await;
+        let mut url = url::Url::parse(&admin).unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is not a URL: {e}"));
+        url.set_path(&format!("/{name}"));
+        Some(Self {
+            url: url.to_string(),
+            kind: "postgres",
+            admin_url: Some(admin),
+            name: Some(name),
+            _dir: None,
+        })
+    }
+
+    /// Every backend available here: SQLite always, PostgreSQL when configured.
+    pub async fn all() -> Vec<Self> {
+        let mut dbs = vec![Self::sqlite()];
+        match Self::postgres().await {
+            Some(pg) => dbs.push(pg),
+            None => eprintln!("note: {POSTGRES_URL_VAR} is unset; PostgreSQL not tested in this run"),
+        }
+        dbs
+    }
+
+    /// A migrated store on this database.
+    pub async fn store(&self) -> SqlStore {
+        let store = SqlStore::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the {} test database: {e}", self.kind));
+        store
+            .migrate()
+            .await
+            .unwrap_or_else(|e| panic!("cannot migrate the {} test database: {e}", self.kind));
+        store
+    }
+
+    /// Drops a PostgreSQL database (SQLite files go with their folder).
+    pub async fn cleanup(self) {
+        if let (Some(admin), Some(name)) = (&self.admin_url, &self.name) {
+            if let Ok(opts) = PgConnectOptions::from_str(admin) {
+                if let Ok(mut conn) = PgConnection::connect_with(&opts).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            }
+        }
+    }
+}

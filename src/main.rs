@@ -7,7 +7,11 @@ use grantry_core::{KeyRing, build_providers, factories};
 use grantry_server::{Config, ServerError, logging};
 
 #[derive(Parser)]
-#[command(name = "grantry", version, about = "OAuth 2.0 connection server: connect accounts, keep tokens encrypted and fresh")]
+#[command(
+    name = "grantry",
+    version,
+    about = "OAuth 2.0 connection server: connect accounts, keep tokens encrypted and fresh"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,7 +86,11 @@ async fn run(command: Command) -> Result<(), ServerError> {
                     Ok(built) if built.is_empty() => "disabled".to_owned(),
                     Ok(built) => format!(
                         "enabled ({})",
-                        built.iter().map(|p| p.id().to_owned()).collect::<Vec<_>>().join(", ")
+                        built
+                            .iter()
+                            .map(|p| p.id().to_owned())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     Err(e) => format!("misconfigured: {e}"),
                 };

@@ -14,10 +14,14 @@ pub enum CryptoError {
         variable: &'static str,
     },
     /// The value was sealed under a key the ring does not hold.
-    #[error("a stored value is sealed with key {0}, which is not configured; add that key to GRANTRY_ENCRYPTION_OLD_KEYS")]
+    #[error(
+        "a stored value is sealed with key {0}, which is not configured; add that key to GRANTRY_ENCRYPTION_OLD_KEYS"
+    )]
     UnknownKey(KeyId),
     /// Authentication failed: wrong key material for that id, or a value moved to another row or field.
-    #[error("a stored value sealed with key {key_id} failed authentication (tampered, or copied from another row or field)")]
+    #[error(
+        "a stored value sealed with key {key_id} failed authentication (tampered, or copied from another row or field)"
+    )]
     OpenFailed {
         /// The key id named in the value.
         key_id: KeyId,

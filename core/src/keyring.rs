@@ -172,12 +172,19 @@ impl KeyRing {
     /// Builds a ring from base64 keys: `current` seals, `old` keys open only.
     ///
     /// `old` is the comma-separated list of `GRANTRY_ENCRYPTION_OLD_KEYS`; blanks are ignored.
-    pub fn from_base64(current: &SecretString, old: Option<&SecretString>) -> Result<Self, CryptoError> {
+    pub fn from_base64(
+        current: &SecretString,
+        old: Option<&SecretString>,
+    ) -> Result<Self, CryptoError> {
         use secrecy::ExposeSecret;
         let current = Key::from_base64(current.expose_secret(), "GRANTRY_ENCRYPTION_KEY")?;
         let mut olds = Vec::new();
         if let Some(old) = old {
-            for part in old.expose_secret().split(',').filter(|p| !p.trim().is_empty()) {
+            for part in old
+                .expose_secret()
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+            {
                 let key = Key::from_base64(part, "GRANTRY_ENCRYPTION_OLD_KEYS")?;
                 if key.id != current.id && !olds.iter().any(|k: &Key| k.id == key.id) {
                     olds.push(key);
@@ -210,7 +217,11 @@ impl KeyRing {
     }
 
     /// Seals `plaintext` under the current key for `context`, with a fresh random nonce.
-    pub fn seal(&self, plaintext: &str, context: SealContext<'_>) -> Result<SealedValue, CryptoError> {
+    pub fn seal(
+        &self,
+        plaintext: &str,
+        context: SealContext<'_>,
+    ) -> Result<SealedValue, CryptoError> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let aad = context.associated_data();
         let ciphertext = self
@@ -233,7 +244,11 @@ impl KeyRing {
     }
 
     /// Opens a sealed value for `context`; fails if the key is unknown or the context differs.
-    pub fn open(&self, sealed: &SealedValue, context: SealContext<'_>) -> Result<SecretString, CryptoError> {
+    pub fn open(
+        &self,
+        sealed: &SealedValue,
+        context: SealContext<'_>,
+    ) -> Result<SecretString, CryptoError> {
         let key_id = sealed.key_id().ok_or(CryptoError::Malformed)?;
         let key = self.key(key_id).ok_or(CryptoError::UnknownKey(key_id))?;
         let bytes = sealed.as_bytes();
@@ -255,7 +270,11 @@ impl KeyRing {
     }
 
     /// Re-seals `sealed` under the current key; `None` when it already uses the current key.
-    pub fn reseal(&self, sealed: &SealedValue, context: SealContext<'_>) -> Result<Option<SealedValue>, CryptoError> {
+    pub fn reseal(
+        &self,
+        sealed: &SealedValue,
+        context: SealContext<'_>,
+    ) -> Result<Option<SealedValue>, CryptoError> {
         if sealed.key_id() == Some(self.current.id) {
             return Ok(None);
         }
@@ -272,8 +291,11 @@ mod tests {
 
     fn ring(current: &str, old: &[&str]) -> KeyRing {
         let old = old.join(",");
-        KeyRing::from_base64(&SecretString::from(current.to_owned()), Some(&SecretString::from(old)))
-            .expect("valid keys")
+        KeyRing::from_base64(
+            &SecretString::from(current.to_owned()),
+            Some(&SecretString::from(old)),
+        )
+        .expect("valid keys")
     }
 
     fn ctx(id: &str, field: TokenField) -> SealContext<'_> {
@@ -287,8 +309,12 @@ mod tests {
     #[test]
     fn round_trip_and_fresh_nonce() {
         let ring = ring(&KeyRing::generate_key_base64(), &[]);
-        let a = ring.seal("token-value", ctx("c1", TokenField::Access)).expect("seal");
-        let b = ring.seal("token-value", ctx("c1", TokenField::Access)).expect("seal");
+        let a = ring
+            .seal("token-value", ctx("c1", TokenField::Access))
+            .expect("seal");
+        let b = ring
+            .seal("token-value", ctx("c1", TokenField::Access))
+            .expect("seal");
         assert_ne!(a, b, "each seal uses a fresh nonce");
         let opened = ring.open(&a, ctx("c1", TokenField::Access)).expect("open");
         assert_eq!(opened.expose_secret(), "token-value");
@@ -298,7 +324,9 @@ mod tests {
     #[test]
     fn value_does_not_open_for_another_row_field_or_provider() {
         let ring = ring(&KeyRing::generate_key_base64(), &[]);
-        let sealed = ring.seal("secret", ctx("c1", TokenField::Access)).expect("seal");
+        let sealed = ring
+            .seal("secret", ctx("c1", TokenField::Access))
+            .expect("seal");
         assert!(matches!(
             ring.open(&sealed, ctx("c2", TokenField::Access)),
             Err(CryptoError::OpenFailed { .. })
@@ -320,32 +348,60 @@ mod tests {
         let old_key = KeyRing::generate_key_base64();
         let new_key = KeyRing::generate_key_base64();
         let before = ring(&old_key, &[]);
-        let sealed = before.seal("s", ctx("c1", TokenField::Refresh)).expect("seal");
+        let sealed = before
+            .seal("s", ctx("c1", TokenField::Refresh))
+            .expect("seal");
         let after = ring(&new_key, &[&old_key]);
-        assert_eq!(after.open(&sealed, ctx("c1", TokenField::Refresh)).expect("open").expose_secret(), "s");
+        assert_eq!(
+            after
+                .open(&sealed, ctx("c1", TokenField::Refresh))
+                .expect("open")
+                .expose_secret(),
+            "s"
+        );
         let moved = after
             .reseal(&sealed, ctx("c1", TokenField::Refresh))
             .expect("reseal")
             .expect("moved");
         assert_eq!(moved.key_id(), Some(after.current_key_id()));
-        assert!(after.reseal(&moved, ctx("c1", TokenField::Refresh)).expect("noop").is_none());
+        assert!(
+            after
+                .reseal(&moved, ctx("c1", TokenField::Refresh))
+                .expect("noop")
+                .is_none()
+        );
         let only_new = ring(&new_key, &[]);
         assert_eq!(
             only_new.open(&sealed, ctx("c1", TokenField::Refresh)).err(),
             Some(CryptoError::UnknownKey(before.current_key_id()))
         );
-        assert!(only_new.open(&moved, ctx("c1", TokenField::Refresh)).is_ok());
+        assert!(
+            only_new
+                .open(&moved, ctx("c1", TokenField::Refresh))
+                .is_ok()
+        );
     }
 
     #[test]
     fn bad_keys_and_bytes_are_errors_not_panics() {
         let bad = KeyRing::from_base64(&SecretString::from("not base64!".to_owned()), None);
-        assert_eq!(bad.err(), Some(CryptoError::InvalidKey { variable: "GRANTRY_ENCRYPTION_KEY" }));
+        assert_eq!(
+            bad.err(),
+            Some(CryptoError::InvalidKey {
+                variable: "GRANTRY_ENCRYPTION_KEY"
+            })
+        );
         let short = KeyRing::from_base64(&SecretString::from("AAAA".to_owned()), None);
         assert!(short.is_err());
         let ring = ring(&KeyRing::generate_key_base64(), &[]);
         for bytes in [vec![], vec![1], vec![9; 40], vec![1; 21]] {
-            assert!(ring.open(&SealedValue::from_bytes(bytes), ctx("c", TokenField::Access)).is_err());
+            assert!(
+                ring.open(
+                    &SealedValue::from_bytes(bytes),
+                    ctx("c", TokenField::Access)
+                )
+                .is_err()
+            );
         }
     }
 

@@ -301,7 +301,8 @@ inventory::collect!(ProviderFactory);
 
 /// Every factory linked into the binary, sorted by id; duplicate ids are an error.
 pub fn factories() -> Result<Vec<&'static ProviderFactory>, ConfigError> {
-    let mut list: Vec<&'static ProviderFactory> = inventory::iter::<ProviderFactory>.into_iter().collect();
+    let mut list: Vec<&'static ProviderFactory> =
+        inventory::iter::<ProviderFactory>.into_iter().collect();
     list.sort_by_key(|f| f.id);
     if let Some(pair) = list.windows(2).find(|w| w[0].id == w[1].id) {
         return Err(ConfigError::DuplicateProvider(pair[0].id.to_owned()));
@@ -329,7 +330,10 @@ mod tests {
     fn settings(pairs: &[(&str, &str)]) -> ProviderSettings {
         ProviderSettings::new(
             "corp-sso",
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         )
     }
 
@@ -347,21 +351,39 @@ mod tests {
 
     #[test]
     fn flags_and_urls_are_validated() {
-        let s = settings(&[("enabled", "TRUE"), ("bad", "maybe"), ("url", "ftp://x"), ("blank", "  ")]);
+        let s = settings(&[
+            ("enabled", "TRUE"),
+            ("bad", "maybe"),
+            ("url", "ftp://x"),
+            ("blank", "  "),
+        ]);
         assert_eq!(s.enabled(), Ok(true));
         assert!(s.flag("bad", false).is_err());
         assert!(s.url("url", None).is_err());
         assert!(s.url("blank", None).is_err());
-        assert_eq!(s.url("other", Some("https://a.example/")).map(|u| u.to_string()), Ok("https://a.example/".into()));
+        assert_eq!(
+            s.url("other", Some("https://a.example/"))
+                .map(|u| u.to_string()),
+            Ok("https://a.example/".into())
+        );
         assert_eq!(s.get("blank"), None);
     }
 
     #[test]
     fn token_errors_are_classified() {
-        assert_eq!(classify_token_error(403, Some("invalid_grant")), TokenErrorKind::Terminal);
-        assert_eq!(classify_token_error(400, Some("invalid_grant")), TokenErrorKind::Terminal);
+        assert_eq!(
+            classify_token_error(403, Some("invalid_grant")),
+            TokenErrorKind::Terminal
+        );
+        assert_eq!(
+            classify_token_error(400, Some("invalid_grant")),
+            TokenErrorKind::Terminal
+        );
         assert_eq!(classify_token_error(503, None), TokenErrorKind::Transient);
         assert_eq!(classify_token_error(429, None), TokenErrorKind::Transient);
-        assert_eq!(classify_token_error(401, Some("invalid_client")), TokenErrorKind::Rejected);
+        assert_eq!(
+            classify_token_error(401, Some("invalid_client")),
+            TokenErrorKind::Rejected
+        );
     }
 }

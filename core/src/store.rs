@@ -126,22 +126,36 @@ pub trait TokenStore: Send + Sync + 'static {
     /// An existing row is replaced only if its id equals `record.id` (the id the tokens were
     /// sealed for); otherwise [`StoreError::Conflict`]. Replacing bumps `version`, clears the
     /// lease and the last failure. Returns the stored row.
-    async fn put_connection(&self, record: &ConnectionRecord) -> Result<ConnectionRecord, StoreError>;
+    async fn put_connection(
+        &self,
+        record: &ConnectionRecord,
+    ) -> Result<ConnectionRecord, StoreError>;
 
     /// The connection of `user_id` to `provider`.
-    async fn connection(&self, user_id: &str, provider: &str) -> Result<Option<ConnectionRecord>, StoreError>;
+    async fn connection(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<ConnectionRecord>, StoreError>;
 
     /// A connection by id.
     async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError>;
 
     /// Every connection of `provider` (all providers when `None`), ordered by user id.
-    async fn list_connections(&self, provider: Option<&str>) -> Result<Vec<ConnectionRecord>, StoreError>;
+    async fn list_connections(
+        &self,
+        provider: Option<&str>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError>;
 
     /// Deletes the connection and its resources; whether one existed.
     async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError>;
 
     /// Replaces the resources of a connection.
-    async fn replace_resources(&self, connection_id: &str, resources: &[Resource]) -> Result<(), StoreError>;
+    async fn replace_resources(
+        &self,
+        connection_id: &str,
+        resources: &[Resource],
+    ) -> Result<(), StoreError>;
 
     /// Takes the refresh lease if it is free or expired at `now`; whether this caller won it.
     async fn try_acquire_lease(

@@ -32,7 +32,9 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,11 +96,15 @@ impl Vault {
                 .as_ref()
                 .map(|r| r.id.clone())
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let access = self
-                .keys
-                .seal(tokens.access_token.secret(), context(&id, provider, TokenField::Access))?;
+            let access = self.keys.seal(
+                tokens.access_token.secret(),
+                context(&id, provider, TokenField::Access),
+            )?;
             let refresh = match &tokens.refresh_token {
-                Some(t) => Some(self.keys.seal(t.secret(), context(&id, provider, TokenField::Refresh))?),
+                Some(t) => Some(
+                    self.keys
+                        .seal(t.secret(), context(&id, provider, TokenField::Refresh))?,
+                ),
                 None => None,
             };
             let record = ConnectionRecord {
@@ -149,7 +155,10 @@ impl Vault {
         let refresh = match &record.refresh_token {
             Some(sealed) => Some(RefreshToken::new(
                 self.keys
-                    .open(sealed, context(&record.id, &record.provider, TokenField::Refresh))?
+                    .open(
+                        sealed,
+                        context(&record.id, &record.provider, TokenField::Refresh),
+                    )?
                     .expose_secret(),
             )),
             None => None,
@@ -180,7 +189,9 @@ impl Vault {
                 new.secret(),
                 context(&record.id, &record.provider, TokenField::Refresh),
             )?),
-            (None, Some(old)) => self.reseal(old, &record.id, &record.provider, TokenField::Refresh)?,
+            (None, Some(old)) => {
+                self.reseal(old, &record.id, &record.provider, TokenField::Refresh)?
+            }
             (None, None) => None,
         };
         Ok(TokenUpdate {
@@ -205,7 +216,11 @@ impl Vault {
         field: TokenField,
     ) -> Result<Option<SealedValue>, Error> {
         let ctx = context(id, provider, field);
-        Ok(Some(self.keys.reseal(sealed, ctx)?.unwrap_or_else(|| sealed.clone())))
+        Ok(Some(
+            self.keys
+                .reseal(sealed, ctx)?
+                .unwrap_or_else(|| sealed.clone()),
+        ))
     }
 
     /// Moves every stored value to the current key; values already on it are left alone.
@@ -224,7 +239,12 @@ impl Vault {
                     report.current += 1;
                     break;
                 }
-                let access = self.reseal(&record.access_token, &record.id, &record.provider, TokenField::Access)?;
+                let access = self.reseal(
+                    &record.access_token,
+                    &record.id,
+                    &record.provider,
+                    TokenField::Access,
+                )?;
                 let refresh = match &record.refresh_token {
                     Some(r) => self.reseal(r, &record.id, &record.provider, TokenField::Refresh)?,
                     None => None,
@@ -232,7 +252,13 @@ impl Vault {
                 let Some(access) = access else { break };
                 let written = self
                     .store
-                    .rewrap_tokens(&record.id, record.version, &access, refresh.as_ref(), &current.to_string())
+                    .rewrap_tokens(
+                        &record.id,
+                        record.version,
+                        &access,
+                        refresh.as_ref(),
+                        &current.to_string(),
+                    )
                     .await?;
                 if written {
                     report.moved += 1;

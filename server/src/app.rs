@@ -55,7 +55,11 @@ impl AppState {
 
     /// The ids of the enabled providers.
     pub fn provider_ids(&self) -> Vec<String> {
-        self.inner.providers.iter().map(|p| p.id().to_owned()).collect()
+        self.inner
+            .providers
+            .iter()
+            .map(|p| p.id().to_owned())
+            .collect()
     }
 }
 
@@ -74,7 +78,11 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store().ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database does not answer")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database does not answer",
+        )
     })?;
     Ok(Json(json!({"status": "ready"})))
 }

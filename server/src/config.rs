@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use grantry_core::{ConfigError, CryptoError, KeyRing, ProviderSettings, ProvidersConfig, env_prefix};
+use grantry_core::{
+    ConfigError, CryptoError, KeyRing, ProviderSettings, ProvidersConfig, env_prefix,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -131,9 +133,15 @@ impl Config {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        figment = figment.merge(Serialized::defaults(env_overlay(&env, provider_ids, &toml_ids)));
+        figment = figment.merge(Serialized::defaults(env_overlay(
+            &env,
+            provider_ids,
+            &toml_ids,
+        )));
 
-        let raw: Raw = figment.extract().map_err(|e| figment_error(&e, file.as_deref()))?;
+        let raw: Raw = figment
+            .extract()
+            .map_err(|e| figment_error(&e, file.as_deref()))?;
 
         let bind_text = raw.bind.unwrap_or_else(|| DEFAULT_BIND.into());
         let bind = bind_text.parse().map_err(|_| ConfigError::Invalid {
@@ -155,7 +163,10 @@ impl Config {
             .collect::<Vec<_>>();
         Ok(Self {
             bind,
-            database_url: DatabaseUrl::new(raw.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.into())),
+            database_url: DatabaseUrl::new(
+                raw.database_url
+                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            ),
             encryption_key: secret(raw.encryption_key),
             encryption_old_keys: secret(raw.encryption_old_keys),
             jwt_secret: secret(raw.jwt_secret),
@@ -167,10 +178,13 @@ impl Config {
 
     /// The key ring, or an error naming the variable that is missing or bad.
     pub fn keyring(&self) -> Result<KeyRing, ConfigError> {
-        let key = self.encryption_key.as_ref().ok_or_else(|| ConfigError::Missing {
-            variable: "GRANTRY_ENCRYPTION_KEY".into(),
-            context: " (base64 of 32 random bytes; `grantry keygen` prints one)".into(),
-        })?;
+        let key = self
+            .encryption_key
+            .as_ref()
+            .ok_or_else(|| ConfigError::Missing {
+                variable: "GRANTRY_ENCRYPTION_KEY".into(),
+                context: " (base64 of 32 random bytes; `grantry keygen` prints one)".into(),
+            })?;
         KeyRing::from_base64(key, self.encryption_old_keys.as_ref()).map_err(|e| match e {
             CryptoError::InvalidKey { variable } => ConfigError::Invalid {
                 variable: variable.into(),
@@ -185,15 +199,21 @@ impl Config {
 
     /// The JWT secret, or an error naming `GRANTRY_JWT_SECRET`.
     pub fn require_jwt_secret(&self) -> Result<&SecretString, ConfigError> {
-        self.jwt_secret.as_ref().ok_or_else(|| ConfigError::Missing {
-            variable: "GRANTRY_JWT_SECRET".into(),
-            context: " (the HS256 secret that verifies users' bearer tokens)".into(),
-        })
+        self.jwt_secret
+            .as_ref()
+            .ok_or_else(|| ConfigError::Missing {
+                variable: "GRANTRY_JWT_SECRET".into(),
+                context: " (the HS256 secret that verifies users' bearer tokens)".into(),
+            })
     }
 }
 
 fn config_file(env: &BTreeMap<String, String>) -> Result<Option<PathBuf>, ConfigError> {
-    match env.get("GRANTRY_CONFIG").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    match env
+        .get("GRANTRY_CONFIG")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
         Some(path) => {
             let path = PathBuf::from(path);
             if path.is_file() {
@@ -223,12 +243,14 @@ fn env_overlay(env: &BTreeMap<String, String>, known_ids: &[&str], toml_ids: &[S
     let mut ids: Vec<String> = known_ids.iter().map(|s| (*s).to_owned()).collect();
     ids.extend(toml_ids.iter().cloned());
     for var in env.keys() {
-        if let Some(middle) = var.strip_prefix("ENABLE_").and_then(|r| r.strip_suffix("_INTEGRATION")) {
-            if !middle.is_empty() {
-                let id = middle.to_ascii_lowercase().replace('_', "-");
-                if !ids.iter().any(|known| env_prefix(known) == middle) {
-                    ids.push(id);
-                }
+        if let Some(middle) = var
+            .strip_prefix("ENABLE_")
+            .and_then(|r| r.strip_suffix("_INTEGRATION"))
+            && !middle.is_empty()
+        {
+            let id = middle.to_ascii_lowercase().replace('_', "-");
+            if !ids.iter().any(|known| env_prefix(known) == middle) {
+                ids.push(id);
             }
         }
     }
@@ -289,7 +311,9 @@ fn flatten(key: &str, value: &Value, out: &mut BTreeMap<String, String>) {
 fn figment_error(error: &figment::Error, file: Option<&Path>) -> ConfigError {
     let variable = match error.path.first().map(String::as_str) {
         Some("providers") => match (error.path.get(1), error.path.get(2)) {
-            (Some(id), Some(key)) => ProviderSettings::new(id.clone(), BTreeMap::new()).variable(key),
+            (Some(id), Some(key)) => {
+                ProviderSettings::new(id.clone(), BTreeMap::new()).variable(key)
+            }
             _ => "providers".into(),
         },
         Some(key) => variable_of(key).to_owned(),
@@ -309,7 +333,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -379,17 +406,33 @@ mod tests {
     fn bad_values_name_their_variable() {
         let e = Config::load_from(env(&[("GRANTRY_BIND", "nowhere")]), &[]).expect_err("bad bind");
         assert!(e.to_string().starts_with("GRANTRY_BIND is invalid"), "{e}");
-        let e = Config::load_from(env(&[("GRANTRY_CONFIG", "/nonexistent/g.toml")]), &[]).expect_err("no file");
-        assert!(e.to_string().starts_with("GRANTRY_CONFIG is invalid"), "{e}");
+        let e = Config::load_from(env(&[("GRANTRY_CONFIG", "/nonexistent/g.toml")]), &[])
+            .expect_err("no file");
+        assert!(
+            e.to_string().starts_with("GRANTRY_CONFIG is invalid"),
+            "{e}"
+        );
         let c = Config::load_from(env(&[]), &[]).expect("config");
         let e = c.keyring().expect_err("no key");
-        assert!(e.to_string().starts_with("GRANTRY_ENCRYPTION_KEY is required"), "{e}");
-        let c = Config::load_from(env(&[("GRANTRY_ENCRYPTION_KEY", "c2hvcnQ=")]), &[]).expect("config");
+        assert!(
+            e.to_string()
+                .starts_with("GRANTRY_ENCRYPTION_KEY is required"),
+            "{e}"
+        );
+        let c =
+            Config::load_from(env(&[("GRANTRY_ENCRYPTION_KEY", "c2hvcnQ=")]), &[]).expect("config");
         let e = c.keyring().expect_err("short key");
-        assert!(e.to_string().starts_with("GRANTRY_ENCRYPTION_KEY is invalid"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("GRANTRY_ENCRYPTION_KEY is invalid"),
+            "{e}"
+        );
         assert!(!e.to_string().contains("c2hvcnQ"));
         let e = c.require_jwt_secret().expect_err("no jwt");
-        assert!(e.to_string().starts_with("GRANTRY_JWT_SECRET is required"), "{e}");
+        assert!(
+            e.to_string().starts_with("GRANTRY_JWT_SECRET is required"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -405,9 +448,17 @@ mod tests {
         )
         .expect("config");
         let shown = format!("{c:?}");
-        for secret in ["super-secret-key", "jwt-secret-value", "hunter2", "client-secret-value"] {
+        for secret in [
+            "super-secret-key",
+            "jwt-secret-value",
+            "hunter2",
+            "client-secret-value",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked in {shown}");
         }
-        assert_eq!(c.database_url.to_string(), "postgres://app:redacted@db.example/grantry");
+        assert_eq!(
+            c.database_url.to_string(),
+            "postgres://app:redacted@db.example/grantry"
+        );
     }
 }

@@ -63,7 +63,11 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "database failure");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable",
+        )
     }
 }
 

@@ -10,7 +10,11 @@ pub fn filter(level: &str) -> Result<EnvFilter, ConfigError> {
     let directive = match lower.as_str() {
         "" => "info".to_owned(),
         "error" | "warn" | "warning" | "info" | "debug" | "trace" | "off" => {
-            let lvl = if lower == "warning" { "warn" } else { lower.as_str() };
+            let lvl = if lower == "warning" {
+                "warn"
+            } else {
+                lower.as_str()
+            };
             format!("{lvl},sqlx=warn,hyper=info,h2=info")
         }
         _ => trimmed.to_owned(),

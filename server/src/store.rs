@@ -61,7 +61,8 @@ fn opt_millis(t: Option<DateTime<Utc>>) -> Option<i64> {
 }
 
 fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("time {ms} out of range")))
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("time {ms} out of range")))
 }
 
 fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -172,7 +173,9 @@ impl SqlStore {
                 .map(SealedValue::from_bytes),
             key_id: row.try_get("key_id").map_err(get)?,
             access_expires_at: opt_time(row.try_get("access_expires_at").map_err(get)?)?,
-            refresh_idle_expires_at: opt_time(row.try_get("refresh_idle_expires_at").map_err(get)?)?,
+            refresh_idle_expires_at: opt_time(
+                row.try_get("refresh_idle_expires_at").map_err(get)?,
+            )?,
             refresh_expires_at: opt_time(row.try_get("refresh_expires_at").map_err(get)?)?,
             version: row.try_get("version").map_err(get)?,
             lease_until: opt_time(row.try_get("lease_until").map_err(get)?)?,
@@ -200,7 +203,10 @@ impl SqlStore {
         ))
     }
 
-    async fn with_resources(&self, mut record: ConnectionRecord) -> Result<ConnectionRecord, StoreError> {
+    async fn with_resources(
+        &self,
+        mut record: ConnectionRecord,
+    ) -> Result<ConnectionRecord, StoreError> {
         let rows = sqlx::query(
             "SELECT connection_id, resource_id, name, url, scopes, avatar_url FROM connection_resources \
              WHERE connection_id = $1 ORDER BY position",
@@ -249,7 +255,10 @@ impl SqlStore {
 #[async_trait]
 impl TokenStore for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -296,7 +305,10 @@ impl TokenStore for SqlStore {
             _ => db_err(e),
         })?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("connection of user for {}", r.provider)));
+            return Err(StoreError::Conflict(format!(
+                "connection of user for {}",
+                r.provider
+            )));
         }
         Self::write_resources(&mut tx, &r.id, &r.resources).await?;
         tx.commit().await.map_err(db_err)?;
@@ -305,7 +317,11 @@ impl TokenStore for SqlStore {
             .ok_or_else(|| StoreError::Conflict(format!("connection of user for {}", r.provider)))
     }
 
-    async fn connection(&self, user_id: &str, provider: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+    async fn connection(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
         let row = sqlx::query(select_connections!("WHERE user_id = $1 AND provider = $2"))
             .bind(user_id.to_owned())
             .bind(provider.to_owned())
@@ -313,7 +329,9 @@ impl TokenStore for SqlStore {
             .await
             .map_err(db_err)?;
         match row {
-            Some(row) => Ok(Some(self.with_resources(Self::record_from_row(&row)?).await?)),
+            Some(row) => Ok(Some(
+                self.with_resources(Self::record_from_row(&row)?).await?,
+            )),
             None => Ok(None),
         }
     }
@@ -325,12 +343,17 @@ impl TokenStore for SqlStore {
             .await
             .map_err(db_err)?;
         match row {
-            Some(row) => Ok(Some(self.with_resources(Self::record_from_row(&row)?).await?)),
+            Some(row) => Ok(Some(
+                self.with_resources(Self::record_from_row(&row)?).await?,
+            )),
             None => Ok(None),
         }
     }
 
-    async fn list_connections(&self, provider: Option<&str>) -> Result<Vec<ConnectionRecord>, StoreError> {
+    async fn list_connections(
+        &self,
+        provider: Option<&str>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
         let (rows, resource_rows) = match provider {
             Some(p) => (
                 sqlx::query(select_connections!("WHERE provider = $1 ORDER BY user_id"))
@@ -397,7 +420,11 @@ impl TokenStore for SqlStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn replace_resources(&self, connection_id: &str, resources: &[Resource]) -> Result<(), StoreError> {
+    async fn replace_resources(
+        &self,
+        connection_id: &str,
+        resources: &[Resource],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         Self::write_resources(&mut tx, connection_id, resources).await?;
         tx.commit().await.map_err(db_err)
@@ -512,7 +539,10 @@ impl TokenStore for SqlStore {
             .await
             .map_err(db_err)?;
         rows.iter()
-            .map(|r| r.try_get::<String, _>("key_id").map_err(|e| StoreError::Corrupt(e.to_string())))
+            .map(|r| {
+                r.try_get::<String, _>("key_id")
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
             .collect()
     }
 
@@ -578,8 +608,14 @@ mod tests {
 
     #[test]
     fn backend_from_url() {
-        assert_eq!(Backend::from_url("sqlite://x.db").ok(), Some(Backend::Sqlite));
-        assert_eq!(Backend::from_url("postgres://u@h/db").ok(), Some(Backend::Postgres));
+        assert_eq!(
+            Backend::from_url("sqlite://x.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
         assert!(Backend::from_url("mysql://x").is_err());
         assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
         assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");

@@ -27,7 +27,8 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// A new SQLite database file in a temporary folder.
     pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary folder: {e}"));
+        let dir =
+            tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary folder: {e}"));
         let path: PathBuf = dir.path().join("grantry-test.db");
         Self {
             url: format!("sqlite://{}", path.display()),
@@ -40,17 +41,20 @@ impl TestDatabase {
 
     /// A new PostgreSQL database on the server of `GRANTRY_TEST_POSTGRES_URL`, or `None` when unset.
     pub async fn postgres() -> Option<Self> {
-        let admin = std::env::var(POSTGRES_URL_VAR).ok().filter(|s| !s.trim().is_empty())?;
+        let admin = std::env::var(POSTGRES_URL_VAR)
+            .ok()
+            .filter(|s| !s.trim().is_empty())?;
         let name = format!("grantry_t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is set but the server does not answer: {e}"));
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("{POSTGRES_URL_VAR} is set but the server does not answer: {e}")
+        });
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
         let _ = conn.close().await;
-        let mut url = url::Url::parse(&admin).unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is not a URL: {e}"));
+        let mut url = url::Url::parse(&admin)
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is not a URL: {e}"));
         url.set_path(&format!("/{name}"));
         Some(Self {
             url: url.to_string(),
@@ -66,7 +70,9 @@ impl TestDatabase {
         let mut dbs = vec![Self::sqlite()];
         match Self::postgres().await {
             Some(pg) => dbs.push(pg),
-            None => eprintln!("note: {POSTGRES_URL_VAR} is unset; PostgreSQL not tested in this run"),
+            None => {
+                eprintln!("note: {POSTGRES_URL_VAR} is unset; PostgreSQL not tested in this run")
+            }
         }
         dbs
     }
@@ -85,15 +91,16 @@ impl TestDatabase {
 
     /// Drops a PostgreSQL database (SQLite files go with their folder).
     pub async fn cleanup(self) {
-        if let (Some(admin), Some(name)) = (&self.admin_url, &self.name) {
-            if let Ok(opts) = PgConnectOptions::from_str(admin) {
-                if let Ok(mut conn) = PgConnection::connect_with(&opts).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                        .execute(&mut conn)
-                        .await;
-                    let _ = conn.close().await;
-                }
-            }
+        if let (Some(admin), Some(name)) = (&self.admin_url, &self.name)
+            && let Ok(opts) = PgConnectOptions::from_str(admin)
+            && let Ok(mut conn) = PgConnection::connect_with(&opts).await
+        {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+            let _ = conn.close().await;
         }
     }
 }

@@ -49,7 +49,10 @@ fn details() -> AccountDetails {
                 id: "cloud-1".into(),
                 name: "Site one".into(),
                 url: Some("https://one.atlassian.net".into()),
-                scopes: vec!["read:jira-work".into(), "read:confluence-content.all".into()],
+                scopes: vec![
+                    "read:jira-work".into(),
+                    "read:confluence-content.all".into(),
+                ],
                 avatar_url: Some("https://avatars.example/1.png".into()),
             },
             Resource {
@@ -96,22 +99,55 @@ async fn connections_round_trip_replace_and_delete() {
         let r = record("c-1", "u-1", "atlassian");
         let stored = store.put_connection(&r).await.expect("put");
         assert_eq!(stored, r, "{}: stored row differs", db.kind);
-        assert_eq!(store.connection("u-1", "atlassian").await.expect("get"), Some(r.clone()));
-        assert_eq!(store.connection_by_id("c-1").await.expect("get").map(|c| c.user_id), Some("u-1".into()));
+        assert_eq!(
+            store.connection("u-1", "atlassian").await.expect("get"),
+            Some(r.clone())
+        );
+        assert_eq!(
+            store
+                .connection_by_id("c-1")
+                .await
+                .expect("get")
+                .map(|c| c.user_id),
+            Some("u-1".into())
+        );
         assert_eq!(store.connection("u-1", "other").await.expect("get"), None);
 
-        store.put_connection(&record("c-2", "u-2", "atlassian")).await.expect("put 2");
-        store.put_connection(&record("c-3", "u-1", "other")).await.expect("put 3");
-        let listed = store.list_connections(Some("atlassian")).await.expect("list");
-        assert_eq!(listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c-1", "c-2"]);
-        assert!(listed.iter().all(|c| c.resources.len() == 2), "{}: resources listed", db.kind);
-        assert_eq!(store.list_connections(None).await.expect("list all").len(), 3);
+        store
+            .put_connection(&record("c-2", "u-2", "atlassian"))
+            .await
+            .expect("put 2");
+        store
+            .put_connection(&record("c-3", "u-1", "other"))
+            .await
+            .expect("put 3");
+        let listed = store
+            .list_connections(Some("atlassian"))
+            .await
+            .expect("list");
+        assert_eq!(
+            listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["c-1", "c-2"]
+        );
+        assert!(
+            listed.iter().all(|c| c.resources.len() == 2),
+            "{}: resources listed",
+            db.kind
+        );
+        assert_eq!(
+            store.list_connections(None).await.expect("list all").len(),
+            3
+        );
 
         let mut again = record("c-1", "u-1", "atlassian");
         again.resources.truncate(1);
         again.status = ConnectionStatus::Active;
         let replaced = store.put_connection(&again).await.expect("replace");
-        assert_eq!(replaced.version, 1, "{}: replace bumps the version", db.kind);
+        assert_eq!(
+            replaced.version, 1,
+            "{}: replace bumps the version",
+            db.kind
+        );
         assert_eq!(replaced.resources.len(), 1);
 
         let err = store
@@ -120,12 +156,37 @@ async fn connections_round_trip_replace_and_delete() {
             .expect_err("same user and provider under another id");
         assert!(matches!(err, StoreError::Conflict(_)), "{}: {err}", db.kind);
 
-        store.replace_resources("c-1", &details().resources).await.expect("resources");
-        assert_eq!(store.connection_by_id("c-1").await.expect("get").expect("row").resources.len(), 2);
+        store
+            .replace_resources("c-1", &details().resources)
+            .await
+            .expect("resources");
+        assert_eq!(
+            store
+                .connection_by_id("c-1")
+                .await
+                .expect("get")
+                .expect("row")
+                .resources
+                .len(),
+            2
+        );
 
-        assert!(store.delete_connection("u-1", "atlassian").await.expect("delete"));
-        assert!(!store.delete_connection("u-1", "atlassian").await.expect("delete again"));
-        assert_eq!(store.connection("u-1", "atlassian").await.expect("get"), None);
+        assert!(
+            store
+                .delete_connection("u-1", "atlassian")
+                .await
+                .expect("delete")
+        );
+        assert!(
+            !store
+                .delete_connection("u-1", "atlassian")
+                .await
+                .expect("delete again")
+        );
+        assert_eq!(
+            store.connection("u-1", "atlassian").await.expect("get"),
+            None
+        );
         assert_eq!(store.list_connections(None).await.expect("list").len(), 2);
         store.close().await;
         db.cleanup().await;
@@ -136,23 +197,61 @@ async fn connections_round_trip_replace_and_delete() {
 async fn lease_is_exclusive_until_it_expires() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
-        store.put_connection(&record("c-1", "u-1", "p")).await.expect("put");
+        store
+            .put_connection(&record("c-1", "u-1", "p"))
+            .await
+            .expect("put");
         let t = now();
-        assert!(store.try_acquire_lease("c-1", "a", t, t + Duration::seconds(30)).await.expect("a"));
-        assert!(!store.try_acquire_lease("c-1", "b", t, t + Duration::seconds(30)).await.expect("b"));
-        store.release_lease("c-1", "b").await.expect("release by non-owner");
-        assert!(!store.try_acquire_lease("c-1", "b", t, t + Duration::seconds(30)).await.expect("b"));
+        assert!(
+            store
+                .try_acquire_lease("c-1", "a", t, t + Duration::seconds(30))
+                .await
+                .expect("a")
+        );
+        assert!(
+            !store
+                .try_acquire_lease("c-1", "b", t, t + Duration::seconds(30))
+                .await
+                .expect("b")
+        );
+        store
+            .release_lease("c-1", "b")
+            .await
+            .expect("release by non-owner");
+        assert!(
+            !store
+                .try_acquire_lease("c-1", "b", t, t + Duration::seconds(30))
+                .await
+                .expect("b")
+        );
         let later = t + Duration::seconds(31);
         assert!(
-            store.try_acquire_lease("c-1", "b", later, later + Duration::seconds(30)).await.expect("b"),
+            store
+                .try_acquire_lease("c-1", "b", later, later + Duration::seconds(30))
+                .await
+                .expect("b"),
             "{}: an expired lease is taken over",
             db.kind
         );
-        let row = store.connection_by_id("c-1").await.expect("get").expect("row");
+        let row = store
+            .connection_by_id("c-1")
+            .await
+            .expect("get")
+            .expect("row");
         assert_eq!(row.lease_owner.as_deref(), Some("b"));
         store.release_lease("c-1", "b").await.expect("release");
-        assert!(store.try_acquire_lease("c-1", "c", t, t + Duration::seconds(30)).await.expect("c"));
-        assert!(!store.try_acquire_lease("missing", "c", t, t).await.expect("missing row"));
+        assert!(
+            store
+                .try_acquire_lease("c-1", "c", t, t + Duration::seconds(30))
+                .await
+                .expect("c")
+        );
+        assert!(
+            !store
+                .try_acquire_lease("missing", "c", t, t)
+                .await
+                .expect("missing row")
+        );
         store.close().await;
         db.cleanup().await;
     }
@@ -162,7 +261,10 @@ async fn lease_is_exclusive_until_it_expires() {
 async fn exactly_one_concurrent_lease_taker_wins() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
-        store.put_connection(&record("c-1", "u-1", "p")).await.expect("put");
+        store
+            .put_connection(&record("c-1", "u-1", "p"))
+            .await
+            .expect("put");
         let t = now();
         let mut tasks = Vec::new();
         for i in 0..24 {
@@ -194,16 +296,49 @@ async fn refresh_writes_are_compare_and_swap_on_version() {
         let vault = Vault::new(Arc::new(store.clone()), keys);
         let policy = RefreshPolicy::default();
         let saved = vault
-            .save_grant("u-1", "p", &tokens("at-1", Some("rt-1")), &details(), &policy, now())
+            .save_grant(
+                "u-1",
+                "p",
+                &tokens("at-1", Some("rt-1")),
+                &details(),
+                &policy,
+                now(),
+            )
             .await
             .expect("save");
         let t = now();
-        assert!(store.try_acquire_lease(&saved.id, "me", t, t + Duration::seconds(30)).await.expect("lease"));
-        let update = vault.seal_refresh(&saved, &tokens("at-2", None), &policy, t).expect("seal");
-        assert!(!store.complete_refresh(&saved.id, saved.version + 7, &update).await.expect("stale"));
-        assert!(store.complete_refresh(&saved.id, saved.version, &update).await.expect("write"));
-        assert!(!store.complete_refresh(&saved.id, saved.version, &update).await.expect("twice"));
-        let row = store.connection_by_id(&saved.id).await.expect("get").expect("row");
+        assert!(
+            store
+                .try_acquire_lease(&saved.id, "me", t, t + Duration::seconds(30))
+                .await
+                .expect("lease")
+        );
+        let update = vault
+            .seal_refresh(&saved, &tokens("at-2", None), &policy, t)
+            .expect("seal");
+        assert!(
+            !store
+                .complete_refresh(&saved.id, saved.version + 7, &update)
+                .await
+                .expect("stale")
+        );
+        assert!(
+            store
+                .complete_refresh(&saved.id, saved.version, &update)
+                .await
+                .expect("write")
+        );
+        assert!(
+            !store
+                .complete_refresh(&saved.id, saved.version, &update)
+                .await
+                .expect("twice")
+        );
+        let row = store
+            .connection_by_id(&saved.id)
+            .await
+            .expect("get")
+            .expect("row");
         assert_eq!(row.version, saved.version + 1);
         assert_eq!(row.lease_owner, None);
         assert_eq!(row.last_refreshed_at, Some(t));
@@ -217,16 +352,34 @@ async fn refresh_writes_are_compare_and_swap_on_version() {
         );
 
         store
-            .set_status(&saved.id, ConnectionStatus::NeedsReauth, Some("invalid_grant"))
+            .set_status(
+                &saved.id,
+                ConnectionStatus::NeedsReauth,
+                Some("invalid_grant"),
+            )
             .await
             .expect("status");
-        let row = store.connection_by_id(&saved.id).await.expect("get").expect("row kept");
+        let row = store
+            .connection_by_id(&saved.id)
+            .await
+            .expect("get")
+            .expect("row kept");
         assert_eq!(row.status, ConnectionStatus::NeedsReauth);
         assert_eq!(row.last_failure.as_deref(), Some("invalid_grant"));
-        assert!(vault.open_tokens(&row).is_ok(), "tokens stay after needs_reauth");
+        assert!(
+            vault.open_tokens(&row).is_ok(),
+            "tokens stay after needs_reauth"
+        );
 
         let reconnected = vault
-            .save_grant("u-1", "p", &tokens("at-3", Some("rt-3")), &details(), &policy, now())
+            .save_grant(
+                "u-1",
+                "p",
+                &tokens("at-3", Some("rt-3")),
+                &details(),
+                &policy,
+                now(),
+            )
             .await
             .expect("reconnect");
         assert_eq!(reconnected.id, saved.id);
@@ -249,18 +402,71 @@ async fn states_are_single_use_bound_to_user_and_expire() {
             expires_at: expires,
             created_at: t,
         };
-        store.put_state(&state("h1", t + Duration::minutes(10))).await.expect("put");
-        store.put_state(&state("h2", t - Duration::seconds(1))).await.expect("put expired");
-        assert_eq!(store.consume_state("h1", "u-2", "p", t).await.expect("other user"), None);
-        assert_eq!(store.consume_state("h1", "u-1", "q", t).await.expect("other provider"), None);
-        assert_eq!(store.consume_state("nope", "u-1", "p", t).await.expect("unknown"), None);
-        let got = store.consume_state("h1", "u-1", "p", t).await.expect("consume");
-        assert_eq!(got, Some(state("h1", t + Duration::minutes(10))), "{}", db.kind);
-        assert_eq!(store.consume_state("h1", "u-1", "p", t).await.expect("reuse"), None);
-        assert_eq!(store.consume_state("h2", "u-1", "p", t).await.expect("expired"), None);
-        assert!(store.put_state(&state("h1", t)).await.is_err(), "a state hash is unique");
+        store
+            .put_state(&state("h1", t + Duration::minutes(10)))
+            .await
+            .expect("put");
+        store
+            .put_state(&state("h2", t - Duration::seconds(1)))
+            .await
+            .expect("put expired");
+        assert_eq!(
+            store
+                .consume_state("h1", "u-2", "p", t)
+                .await
+                .expect("other user"),
+            None
+        );
+        assert_eq!(
+            store
+                .consume_state("h1", "u-1", "q", t)
+                .await
+                .expect("other provider"),
+            None
+        );
+        assert_eq!(
+            store
+                .consume_state("nope", "u-1", "p", t)
+                .await
+                .expect("unknown"),
+            None
+        );
+        let got = store
+            .consume_state("h1", "u-1", "p", t)
+            .await
+            .expect("consume");
+        assert_eq!(
+            got,
+            Some(state("h1", t + Duration::minutes(10))),
+            "{}",
+            db.kind
+        );
+        assert_eq!(
+            store
+                .consume_state("h1", "u-1", "p", t)
+                .await
+                .expect("reuse"),
+            None
+        );
+        assert_eq!(
+            store
+                .consume_state("h2", "u-1", "p", t)
+                .await
+                .expect("expired"),
+            None
+        );
+        assert!(
+            store.put_state(&state("h1", t)).await.is_err(),
+            "a state hash is unique"
+        );
         assert_eq!(store.purge_expired_states(t).await.expect("purge"), 1);
-        assert_eq!(store.purge_expired_states(t + Duration::minutes(11)).await.expect("purge"), 1);
+        assert_eq!(
+            store
+                .purge_expired_states(t + Duration::minutes(11))
+                .await
+                .expect("purge"),
+            1
+        );
         store.close().await;
         db.cleanup().await;
     }
@@ -275,15 +481,32 @@ async fn tokens_are_sealed_bound_to_their_row_and_keys_rotate() {
         let policy = RefreshPolicy::default();
         let old_vault = Vault::new(Arc::new(store.clone()), ring(&old_key, &[]));
         let a = old_vault
-            .save_grant("u-a", "p", &tokens("access-A-secret", Some("refresh-A-secret")), &details(), &policy, now())
+            .save_grant(
+                "u-a",
+                "p",
+                &tokens("access-A-secret", Some("refresh-A-secret")),
+                &details(),
+                &policy,
+                now(),
+            )
             .await
             .expect("save a");
         let b = old_vault
-            .save_grant("u-b", "p", &tokens("access-B-secret", None), &details(), &policy, now())
+            .save_grant(
+                "u-b",
+                "p",
+                &tokens("access-B-secret", None),
+                &details(),
+                &policy,
+                now(),
+            )
             .await
             .expect("save b");
         for raw in [a.access_token.as_bytes(), b.access_token.as_bytes()] {
-            assert!(!raw.windows(6).any(|w| w == b"access"), "plaintext in the database");
+            assert!(
+                !raw.windows(6).any(|w| w == b"access"),
+                "plaintext in the database"
+            );
         }
 
         // A ciphertext copied to another row does not open there.
@@ -293,7 +516,11 @@ async fn tokens_are_sealed_bound_to_their_row_and_keys_rotate() {
                 .await
                 .expect("copy")
         );
-        let tampered = store.connection_by_id(&b.id).await.expect("get").expect("row");
+        let tampered = store
+            .connection_by_id(&b.id)
+            .await
+            .expect("get")
+            .expect("row");
         assert!(
             matches!(old_vault.open_tokens(&tampered), Err(Error::Crypto(_))),
             "{}: a value copied to another row must not open",
@@ -304,8 +531,19 @@ async fn tokens_are_sealed_bound_to_their_row_and_keys_rotate() {
         // The new key with the old one configured: values open, reencrypt moves them.
         let rotated = Vault::new(Arc::new(store.clone()), ring(&new_key, &[&old_key]));
         rotated.check_keys().await.expect("old key known");
-        let row = store.connection_by_id(&a.id).await.expect("get").expect("row");
-        assert_eq!(rotated.open_tokens(&row).expect("open").access_token.secret(), "access-A-secret");
+        let row = store
+            .connection_by_id(&a.id)
+            .await
+            .expect("get")
+            .expect("row");
+        assert_eq!(
+            rotated
+                .open_tokens(&row)
+                .expect("open")
+                .access_token
+                .secret(),
+            "access-A-secret"
+        );
         let report = rotated.reencrypt().await.expect("reencrypt");
         assert_eq!((report.moved, report.current), (1, 0));
         let report = rotated.reencrypt().await.expect("reencrypt again");
@@ -314,9 +552,16 @@ async fn tokens_are_sealed_bound_to_their_row_and_keys_rotate() {
         // Only the new key now: everything opens; only the old key: start-up check names the new id.
         let only_new = Vault::new(Arc::new(store.clone()), ring(&new_key, &[]));
         only_new.check_keys().await.expect("all on the new key");
-        let row = store.connection_by_id(&a.id).await.expect("get").expect("row");
+        let row = store
+            .connection_by_id(&a.id)
+            .await
+            .expect("get")
+            .expect("row");
         let opened = only_new.open_tokens(&row).expect("open");
-        assert_eq!(opened.refresh_token.as_ref().map(RefreshToken::secret), Some("refresh-A-secret"));
+        assert_eq!(
+            opened.refresh_token.as_ref().map(RefreshToken::secret),
+            Some("refresh-A-secret")
+        );
 
         let only_old = Vault::new(Arc::new(store.clone()), ring(&old_key, &[]));
         match only_old.check_keys().await {
@@ -325,7 +570,11 @@ async fn tokens_are_sealed_bound_to_their_row_and_keys_rotate() {
             }
             other => panic!("{}: expected MissingKeys, got {other:?}", db.kind),
         }
-        assert_eq!(store.list_connections(None).await.expect("list").len(), 1, "nothing deleted");
+        assert_eq!(
+            store.list_connections(None).await.expect("list").len(),
+            1,
+            "nothing deleted"
+        );
         store.close().await;
         db.cleanup().await;
     }

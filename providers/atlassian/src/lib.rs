@@ -126,27 +126,39 @@ mod tests {
     use super::*;
 
     fn providers(pairs: &[(&str, &str)]) -> ProvidersConfig {
-        let values: BTreeMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let values: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         ProvidersConfig::new([ProviderSettings::new(ID, values)])
     }
 
     #[test]
     fn disabled_builds_nothing() {
         assert!(build(&providers(&[])).expect("ok").is_empty());
-        assert!(build(&providers(&[("enabled", "false")])).expect("ok").is_empty());
+        assert!(
+            build(&providers(&[("enabled", "false")]))
+                .expect("ok")
+                .is_empty()
+        );
     }
 
     #[test]
     fn enabled_requires_credentials() {
-        let err = build(&providers(&[("enabled", "true")])).err().expect("missing client id");
+        let err = build(&providers(&[("enabled", "true")]))
+            .err()
+            .expect("missing client id");
         assert_eq!(
             err.to_string(),
             "ATLASSIAN_CLIENT_ID is required when ENABLE_ATLASSIAN_INTEGRATION=true"
         );
-        let err = build(&providers(&[("enabled", "true"), ("client_id", "c"), ("client_secret", "s")]))
-            .err()
-            .expect("missing redirect");
+        let err = build(&providers(&[
+            ("enabled", "true"),
+            ("client_id", "c"),
+            ("client_secret", "s"),
+        ]))
+        .err()
+        .expect("missing redirect");
         assert!(err.to_string().starts_with("ATLASSIAN_REDIRECT_URI"));
     }
 
@@ -175,8 +187,14 @@ mod tests {
         assert_eq!(q["state"], "st4te");
         assert_eq!(q["response_type"], "code");
         assert_eq!(q["prompt"], "consent");
-        assert_eq!(q["redirect_uri"], "http://localhost:3000/settings/connections");
-        assert_eq!(ScopeSet::parse(&q["scope"]), ScopeSet::parse(DEFAULT_SCOPES));
+        assert_eq!(
+            q["redirect_uri"],
+            "http://localhost:3000/settings/connections"
+        );
+        assert_eq!(
+            ScopeSet::parse(&q["scope"]),
+            ScopeSet::parse(DEFAULT_SCOPES)
+        );
         assert!(!url.as_str().contains("sec"));
     }
 }

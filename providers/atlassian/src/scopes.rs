@@ -20,14 +20,35 @@ pub static SCOPES: &[ScopeInfo] = &[
     },
     scope("read:jira-user", "Read Jira user information"),
     scope("read:jira-work", "Read Jira projects and issues"),
-    scope("write:jira-work", "Create and edit Jira issues and comments"),
+    scope(
+        "write:jira-work",
+        "Create and edit Jira issues and comments",
+    ),
     scope("manage:jira-project", "Manage Jira project settings"),
-    scope("manage:jira-configuration", "Manage Jira site configuration"),
+    scope(
+        "manage:jira-configuration",
+        "Manage Jira site configuration",
+    ),
     scope("read:confluence-content.all", "Read all Confluence content"),
-    scope("read:confluence-content.summary", "Read summaries of Confluence content"),
-    scope("write:confluence-content", "Create and edit Confluence content"),
-    scope("read:confluence-space.summary", "Read summaries of Confluence spaces"),
+    scope(
+        "read:confluence-content.summary",
+        "Read summaries of Confluence content",
+    ),
+    scope(
+        "write:confluence-content",
+        "Create and edit Confluence content",
+    ),
+    scope(
+        "read:confluence-space.summary",
+        "Read summaries of Confluence spaces",
+    ),
     scope("search:confluence", "Search Confluence"),
-    scope("read:page:confluence", "Read Confluence pages (granular, v2 API)"),
-    scope("read:space:confluence", "Read Confluence spaces (granular, v2 API)"),
+    scope(
+        "read:page:confluence",
+        "Read Confluence pages (granular, v2 API)",
+    ),
+    scope(
+        "read:space:confluence",
+        "Read Confluence spaces (granular, v2 API)",
+    ),
 ];

@@ -1,0 +1,4 @@
+//! End-to-end tests of the `grantry` binary.
+
+mod cli;
+mod helpers;

@@ -2,6 +2,9 @@
 
 use std::process::ExitCode;
 
+#[cfg(feature = "demo")]
+mod demo;
+
 use clap::{Parser, Subcommand};
 use grantry_core::{KeyRing, build_providers, factories};
 use grantry_server::{Config, ServerError, logging};
@@ -29,6 +32,9 @@ enum Command {
     Reencrypt,
     /// List the providers linked into this binary and whether each is enabled.
     Providers,
+    /// Try the whole flow locally: a fake Atlassian, the server, a throw-away database.
+    #[cfg(feature = "demo")]
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> Result<(), ServerError> {
+    #[cfg(feature = "demo")]
+    if let Command::Demo = command {
+        return demo::run().await;
+    }
     let config = Config::load()?;
     logging::init(&config.log_level)?;
     match command {
@@ -100,5 +110,7 @@ async fn run(command: Command) -> Result<(), ServerError> {
             Ok(())
         }
         Command::Keygen => Ok(()),
+        #[cfg(feature = "demo")]
+        Command::Demo => Ok(()),
     }
 }

@@ -5,8 +5,10 @@
 //! [`build_providers`] and keeps tokens sealed through a [`Vault`] over a [`TokenStore`].
 
 pub mod error;
+pub mod http;
 pub mod keyring;
 pub mod provider;
+pub mod refresh;
 pub mod scope;
 pub mod secret;
 pub mod store;
@@ -14,11 +16,17 @@ pub mod token;
 pub mod vault;
 
 pub use error::{ConfigError, CryptoError, Error, ProviderError, StoreError};
+pub use http::{
+    ApiError, Authenticator, AuthenticatorHandle, FreshToken, Principal, ProviderHandle,
+    RefresherHandle, Role,
+};
 pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
 pub use provider::{
     AuthorizeRequest, BuildFn, Provider, ProviderFactory, ProviderSettings, ProvidersConfig,
-    RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers, env_prefix, factories,
+    RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers, classify_token_error,
+    env_prefix, factories,
 };
+pub use refresh::{AccessError, FreshAccess, RefreshSettings, Refresher};
 pub use scope::{Scope, ScopeInfo, ScopeSet};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken, StateToken};
 pub use store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};

@@ -70,6 +70,24 @@ secret_newtype!(
     StateToken
 );
 
+impl StateToken {
+    /// A new unguessable state: 32 random bytes, base64url without padding.
+    pub fn generate() -> Self {
+        use aes_gcm::aead::OsRng;
+        use aes_gcm::aead::rand_core::RngCore;
+        use base64::Engine;
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        Self::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The SHA-256 (hex) under which the state is stored; the state itself is never stored.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(self.secret().as_bytes()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +100,16 @@ mod tests {
         assert_eq!(token.secret(), "very-secret-value");
         let refresh: RefreshToken = serde_json::from_str("\"r-1\"").expect("json string");
         assert!(!format!("{refresh:?}").contains("r-1"));
+    }
+
+    #[test]
+    fn states_are_random_and_hashed() {
+        let a = StateToken::generate();
+        let b = StateToken::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.secret().len(), 43);
+        assert_eq!(a.digest().len(), 64);
+        assert_eq!(a.digest(), StateToken::new(a.secret()).digest());
+        assert_ne!(a.digest(), b.digest());
     }
 }

@@ -1,15 +1,21 @@
 //! Application state and the axum router.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
-use grantry_core::{Provider, TokenStore, Vault};
+use axum::{Extension, Json, Router};
+use grantry_core::{
+    ApiError, Authenticator, AuthenticatorHandle, Principal, Provider, RefreshSettings, Refresher,
+    RefresherHandle, TokenStore, Vault,
+};
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::routes::provider_router;
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -20,6 +26,8 @@ pub struct AppState {
 struct Inner {
     vault: Vault,
     providers: Vec<Arc<dyn Provider>>,
+    authenticator: Arc<dyn Authenticator>,
+    refresher: Arc<Refresher>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -31,10 +39,25 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// State over a vault and the enabled providers.
-    pub fn new(vault: Vault, providers: Vec<Arc<dyn Provider>>) -> Self {
+    /// State over a vault, the enabled providers and the authenticator of users.
+    pub fn new(
+        vault: Vault,
+        providers: Vec<Arc<dyn Provider>>,
+        authenticator: Arc<dyn Authenticator>,
+        refresh: RefreshSettings,
+    ) -> Self {
+        let refresher = Arc::new(Refresher::new(
+            vault.clone(),
+            Refresher::random_owner(),
+            refresh,
+        ));
         Self {
-            inner: Arc::new(Inner { vault, providers }),
+            inner: Arc::new(Inner {
+                vault,
+                providers,
+                authenticator,
+                refresher,
+            }),
         }
     }
 
@@ -46,6 +69,11 @@ impl AppState {
     /// The token store.
     pub fn store(&self) -> &Arc<dyn TokenStore> {
         self.inner.vault.store()
+    }
+
+    /// The refresh manager.
+    pub fn refresher(&self) -> &Arc<Refresher> {
+        &self.inner.refresher
     }
 
     /// The enabled providers, sorted by id.
@@ -63,12 +91,45 @@ impl AppState {
     }
 }
 
-/// The complete router: health probes and the API of every enabled provider.
+/// The complete router: health probes, `/api/v1/providers` and every enabled provider's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .route("/api/v1/providers", get(providers))
+        .with_state(state.clone());
+    for provider in state.providers() {
+        app = app.nest(
+            &format!("/api/v1/{}", provider.id()),
+            provider_router(state.clone(), provider.clone()),
+        );
+    }
+    app.fallback(not_found)
+        .layer(Extension(AuthenticatorHandle(
+            state.inner.authenticator.clone(),
+        )))
+        .layer(Extension(RefresherHandle(state.inner.refresher.clone())))
+        .layer(middleware::from_fn(log_request))
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "grantry::http",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
 async fn healthz() -> Json<Value> {
@@ -85,4 +146,18 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         )
     })?;
     Ok(Json(json!({"status": "ready"})))
+}
+
+async fn providers(State(state): State<AppState>, _principal: Principal) -> Json<Value> {
+    Json(json!(
+        state
+            .providers()
+            .iter()
+            .map(|p| json!({
+                "id": p.id(),
+                "name": p.display_name(),
+                "scopes": p.requested_scopes().to_vec(),
+            }))
+            .collect::<Vec<_>>()
+    ))
 }

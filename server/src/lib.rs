@@ -2,9 +2,11 @@
 //! provider under `/api/v1/{provider}`. It knows no provider by name.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod logging;
+mod routes;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -12,9 +14,10 @@ pub mod testing;
 use std::future::Future;
 use std::sync::Arc;
 
-use grantry_core::{Provider, Vault, build_providers};
+use grantry_core::{Provider, RefreshSettings, Vault, build_providers};
 
 pub use app::{AppState, router};
+pub use auth::JwtAuthenticator;
 pub use config::Config;
 pub use error::{ApiError, ServerError};
 pub use store::{Backend, SqlStore};
@@ -38,10 +41,15 @@ pub async fn open_vault(config: &Config) -> Result<(SqlStore, Vault), ServerErro
 /// Validates the configuration and builds everything `serve` needs, without listening yet.
 pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
     config.keyring()?;
-    config.require_jwt_secret()?;
+    let jwt = config.require_jwt_secret()?;
     let providers: Vec<Arc<dyn Provider>> = build_providers(&config.providers)?;
     let (_store, vault) = open_vault(config).await?;
-    Ok(AppState::new(vault, providers))
+    Ok(AppState::new(
+        vault,
+        providers,
+        Arc::new(auth::JwtAuthenticator::new(jwt)),
+        RefreshSettings::default(),
+    ))
 }
 
 /// Serves `state` on the configured address until `shutdown` completes.

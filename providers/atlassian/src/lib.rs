@@ -1,10 +1,14 @@
 //! grantry-atlassian: the Atlassian Cloud provider (OAuth 2.0 3LO for Jira and Confluence).
 //!
 //! Linking this crate registers the `atlassian` provider; `ENABLE_ATLASSIAN_INTEGRATION=true`
-//! enables it. This release carries the configuration, the scope catalogue and the authorize
-//! URL; the token calls land with issue #3 and answer `Unsupported` until then.
+//! enables it. It speaks Atlassian's 3LO: the authorize URL (audience, `prompt=consent`, state),
+//! the JSON code exchange, rotating refresh, `/me` and the user's sites (accessible-resources).
 
+mod client;
 mod config;
+#[cfg(feature = "fake")]
+pub mod fake;
+mod routes;
 mod scopes;
 
 use std::sync::Arc;
@@ -24,15 +28,28 @@ pub use scopes::SCOPES;
 pub const ID: &str = "atlassian";
 
 /// The Atlassian Cloud provider.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Atlassian {
     config: AtlassianConfig,
+    http: reqwest::Client,
 }
 
 impl Atlassian {
     /// A provider from validated configuration.
-    pub fn new(config: AtlassianConfig) -> Self {
-        Self { config }
+    pub fn new(config: AtlassianConfig) -> Result<Self, ConfigError> {
+        let http = client::http_client().map_err(|e| ConfigError::Invalid {
+            variable: "ATLASSIAN_API_URL".into(),
+            reason: format!("cannot build the HTTP client: {e}"),
+        })?;
+        Ok(Self { config, http })
+    }
+
+    /// The live list of sites a token reaches, duplicate cloud ids merged.
+    pub async fn sites(
+        &self,
+        token: &AccessToken,
+    ) -> Result<Vec<grantry_core::Resource>, ProviderError> {
+        client::sites(&self.http, &self.config.api_url, token).await
     }
 
     /// The configuration in use.
@@ -52,7 +69,7 @@ fn build(config: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError
             "ATLASSIAN_OAUTH_SCOPE lacks offline_access: Atlassian will issue no refresh token and connections will need re-consent every hour"
         );
     }
-    Ok(vec![Arc::new(Atlassian::new(config))])
+    Ok(vec![Arc::new(Atlassian::new(config)?)])
 }
 
 grantry_core::register_provider!(ProviderFactory {
@@ -93,16 +110,41 @@ impl Provider for Atlassian {
         Ok(url)
     }
 
-    async fn exchange_code(&self, _code: &AuthorizationCode) -> Result<TokenSet, ProviderError> {
-        Err(ProviderError::Unsupported("the code exchange (issue #3)"))
+    async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenSet, ProviderError> {
+        let body = serde_json::json!({
+            "grant_type": "authorization_code",
+            "client_id": self.config.client_id,
+            "client_secret": self.config.client_secret.secret(),
+            "code": code.secret(),
+            "redirect_uri": self.config.redirect_uri.as_str(),
+        });
+        client::post_token(&self.http, &self.config.auth_url, &body, None).await
     }
 
-    async fn refresh(&self, _refresh_token: &RefreshToken) -> Result<TokenSet, ProviderError> {
-        Err(ProviderError::Unsupported("refresh (issue #3)"))
+    async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenSet, ProviderError> {
+        let body = serde_json::json!({
+            "grant_type": "refresh_token",
+            "client_id": self.config.client_id,
+            "client_secret": self.config.client_secret.secret(),
+            "refresh_token": refresh_token.secret(),
+        });
+        client::post_token(
+            &self.http,
+            &self.config.auth_url,
+            &body,
+            Some(refresh_token),
+        )
+        .await
     }
 
-    async fn account(&self, _access_token: &AccessToken) -> Result<AccountDetails, ProviderError> {
-        Err(ProviderError::Unsupported("account lookup (issue #3)"))
+    async fn account(&self, access_token: &AccessToken) -> Result<AccountDetails, ProviderError> {
+        let account = client::me(&self.http, &self.config.api_url, access_token).await?;
+        let resources = self.sites(access_token).await?;
+        Ok(AccountDetails { account, resources })
+    }
+
+    fn routes(&self) -> Option<axum::Router> {
+        Some(routes::router(Arc::new(self.clone())))
     }
 
     fn refresh_policy(&self) -> RefreshPolicy {

@@ -1,0 +1,385 @@
+//! The refresh manager: fresh access tokens, one refresh per connection across threads,
+//! processes and replicas (an in-process lock plus a lease row only one replica can win).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::error::{Error, ProviderError, StoreError};
+use crate::http::ApiError;
+use crate::provider::{Provider, RefreshPolicy};
+use crate::secret::AccessToken;
+use crate::store::{ConnectionRecord, ConnectionStatus};
+use crate::vault::Vault;
+
+/// Tuning of the refresh protocol.
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    /// How long a refresher holds the lease before another replica may take over.
+    pub lease: Duration,
+    /// Attempts at the token endpoint for transient failures.
+    pub max_attempts: u32,
+    /// First backoff between attempts (doubled each time, with jitter).
+    pub base_backoff: Duration,
+    /// Longest wait honoured from a `Retry-After`.
+    pub max_retry_after: Duration,
+    /// How often a waiter looks for the winner's new version.
+    pub poll_interval: Duration,
+    /// Overrides every provider's refresh margin when set.
+    pub margin: Option<Duration>,
+}
+
+impl Default for RefreshSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            base_backoff: Duration::from_millis(250),
+            max_retry_after: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(50),
+            margin: None,
+        }
+    }
+}
+
+/// A usable access token and where it came from.
+#[derive(Debug, Clone)]
+pub struct FreshAccess {
+    /// The access token.
+    pub access_token: AccessToken,
+    /// Its type, `Bearer`.
+    pub token_type: String,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The connection it belongs to.
+    pub connection_id: String,
+    /// The row version it was read or written at.
+    pub version: i64,
+    /// Whether this call refreshed it.
+    pub refreshed: bool,
+}
+
+/// Why no fresh token could be had.
+#[derive(Debug, Error)]
+pub enum AccessError {
+    /// The user has no connection to this provider.
+    #[error("not connected")]
+    NotConnected,
+    /// The grant is dead; the user must consent again.
+    #[error("the connection needs re-consent")]
+    NeedsReauth,
+    /// The provider could not refresh now.
+    #[error(transparent)]
+    Upstream(ProviderError),
+    /// Storage or sealing failed.
+    #[error(transparent)]
+    Core(#[from] Error),
+}
+
+impl From<StoreError> for AccessError {
+    fn from(e: StoreError) -> Self {
+        Self::Core(Error::Store(e))
+    }
+}
+
+impl AccessError {
+    /// The HTTP error for this failure.
+    pub fn into_api_error(self, provider: &str) -> ApiError {
+        match self {
+            Self::NotConnected => ApiError::not_connected(provider),
+            Self::NeedsReauth => ApiError::needs_reauth(provider),
+            Self::Upstream(e) => ApiError::upstream(format!("{provider}: {e}")),
+            Self::Core(Error::Store(e)) => ApiError::database(&e),
+            Self::Core(e) => ApiError::internal(&e),
+        }
+    }
+}
+
+/// Hands out fresh access tokens, refreshing each connection at most once at a time.
+pub struct Refresher {
+    vault: Vault,
+    owner: String,
+    settings: RefreshSettings,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refresher")
+            .field("owner", &self.owner)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn jitter(max: Duration) -> Duration {
+    use aes_gcm::aead::OsRng;
+    use aes_gcm::aead::rand_core::RngCore;
+    let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(OsRng.next_u64() % millis)
+}
+
+impl Refresher {
+    /// A refresher over `vault`; `owner` names this process in lease rows.
+    pub fn new(vault: Vault, owner: impl Into<String>, settings: RefreshSettings) -> Self {
+        Self {
+            vault,
+            owner: owner.into(),
+            settings,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A process-unique lease owner name: host-less, random.
+    pub fn random_owner() -> String {
+        format!("grantry-{}", uuid::Uuid::new_v4())
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    fn margin(&self, policy: &RefreshPolicy) -> chrono::Duration {
+        let margin = self.settings.margin.unwrap_or(policy.refresh_margin);
+        chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::zero())
+    }
+
+    fn is_due(
+        &self,
+        record: &ConnectionRecord,
+        policy: &RefreshPolicy,
+        now: DateTime<Utc>,
+    ) -> bool {
+        record
+            .access_expires_at
+            .is_some_and(|exp| exp - self.margin(policy) <= now)
+    }
+
+    fn open(&self, record: &ConnectionRecord, refreshed: bool) -> Result<FreshAccess, AccessError> {
+        let tokens = self.vault.open_tokens(record)?;
+        Ok(FreshAccess {
+            access_token: tokens.access_token,
+            token_type: tokens.token_type,
+            expires_at: record.access_expires_at,
+            connection_id: record.id.clone(),
+            version: record.version,
+            refreshed,
+        })
+    }
+
+    /// A fresh access token of `user_id` for `provider`, refreshed first when it is due.
+    pub async fn fresh_token(
+        &self,
+        user_id: &str,
+        provider: &Arc<dyn Provider>,
+    ) -> Result<FreshAccess, AccessError> {
+        let record = self
+            .vault
+            .store()
+            .connection(user_id, provider.id())
+            .await?
+            .ok_or(AccessError::NotConnected)?;
+        if record.status == ConnectionStatus::NeedsReauth {
+            return Err(AccessError::NeedsReauth);
+        }
+        let policy = provider.refresh_policy();
+        if !self.is_due(&record, &policy, Utc::now()) {
+            return self.open(&record, false);
+        }
+        self.refresh_single_flight(&record.id, provider).await
+    }
+
+    /// Refreshes the connection `connection_id` now if it is due, single-flight.
+    pub async fn refresh_single_flight(
+        &self,
+        connection_id: &str,
+        provider: &Arc<dyn Provider>,
+    ) -> Result<FreshAccess, AccessError> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(connection_id.to_owned()).or_default().clone()
+        };
+        let result = {
+            let _guard = lock.lock().await;
+            self.refresh_locked(connection_id, provider).await
+        };
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) <= 2 {
+            locks.remove(connection_id);
+        }
+        result
+    }
+
+    async fn refresh_locked(
+        &self,
+        connection_id: &str,
+        provider: &Arc<dyn Provider>,
+    ) -> Result<FreshAccess, AccessError> {
+        let policy = provider.refresh_policy();
+        let store = self.vault.store();
+        let started = tokio::time::Instant::now();
+        let give_up = self.settings.lease * 3;
+        loop {
+            let record = store
+                .connection_by_id(connection_id)
+                .await?
+                .ok_or(AccessError::NotConnected)?;
+            if record.status == ConnectionStatus::NeedsReauth {
+                return Err(AccessError::NeedsReauth);
+            }
+            let now = Utc::now();
+            if !self.is_due(&record, &policy, now) {
+                return self.open(&record, false);
+            }
+            let until = now
+                + chrono::Duration::from_std(self.settings.lease)
+                    .unwrap_or(chrono::Duration::seconds(30));
+            if store
+                .try_acquire_lease(connection_id, &self.owner, now, until)
+                .await?
+            {
+                return self
+                    .refresh_as_winner(connection_id, provider, &policy)
+                    .await;
+            }
+            if started.elapsed() > give_up {
+                return Err(AccessError::Upstream(ProviderError::Transient {
+                    reason: "timed out waiting for another replica's refresh".into(),
+                    retry_after: None,
+                }));
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+    }
+
+    async fn refresh_as_winner(
+        &self,
+        connection_id: &str,
+        provider: &Arc<dyn Provider>,
+        policy: &RefreshPolicy,
+    ) -> Result<FreshAccess, AccessError> {
+        let store = self.vault.store();
+        let result = self.redeem(connection_id, provider, policy).await;
+        if result.is_err() {
+            if let Err(e) = store.release_lease(connection_id, &self.owner).await {
+                tracing::warn!(connection = connection_id, error = %e, "could not release the refresh lease");
+            }
+        }
+        result
+    }
+
+    async fn redeem(
+        &self,
+        connection_id: &str,
+        provider: &Arc<dyn Provider>,
+        policy: &RefreshPolicy,
+    ) -> Result<FreshAccess, AccessError> {
+        let store = self.vault.store();
+        // Read again under the lease: another replica may have finished just before we won it.
+        let record = store
+            .connection_by_id(connection_id)
+            .await?
+            .ok_or(AccessError::NotConnected)?;
+        if !self.is_due(&record, policy, Utc::now()) {
+            store.release_lease(connection_id, &self.owner).await?;
+            return self.open(&record, false);
+        }
+        let tokens = self.vault.open_tokens(&record)?;
+        let Some(refresh_token) = tokens.refresh_token.clone() else {
+            if record
+                .access_expires_at
+                .is_some_and(|exp| exp <= Utc::now())
+            {
+                store
+                    .set_status(
+                        connection_id,
+                        ConnectionStatus::NeedsReauth,
+                        Some("expired and no refresh token"),
+                    )
+                    .await?;
+                return Err(AccessError::NeedsReauth);
+            }
+            store.release_lease(connection_id, &self.owner).await?;
+            return self.open(&record, false);
+        };
+        let started = tokio::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            match provider.refresh(&refresh_token).await {
+                Ok(new_tokens) => {
+                    let now = Utc::now();
+                    let update = self.vault.seal_refresh(&record, &new_tokens, policy, now)?;
+                    if !store
+                        .complete_refresh(connection_id, record.version, &update)
+                        .await?
+                    {
+                        tracing::error!(
+                            connection = connection_id,
+                            "the row changed under our lease; the refreshed tokens were not stored"
+                        );
+                        return Err(AccessError::Upstream(ProviderError::Transient {
+                            reason: "concurrent update during refresh".into(),
+                            retry_after: None,
+                        }));
+                    }
+                    tracing::info!(
+                        connection = connection_id,
+                        provider = provider.id(),
+                        "refreshed access token"
+                    );
+                    return Ok(FreshAccess {
+                        access_token: new_tokens.access_token,
+                        token_type: new_tokens.token_type,
+                        expires_at: new_tokens.expires_at,
+                        connection_id: connection_id.to_owned(),
+                        version: record.version + 1,
+                        refreshed: true,
+                    });
+                }
+                Err(e) if e.is_terminal() => {
+                    tracing::warn!(connection = connection_id, provider = provider.id(), error = %e, "grant refused; connection needs re-consent");
+                    store
+                        .set_status(
+                            connection_id,
+                            ConnectionStatus::NeedsReauth,
+                            Some(&e.to_string()),
+                        )
+                        .await?;
+                    return Err(AccessError::NeedsReauth);
+                }
+                Err(e) => {
+                    let retry_after = match &e {
+                        ProviderError::Transient { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    let may_retry = e.is_transient()
+                        && attempt < self.settings.max_attempts
+                        && started.elapsed() < self.settings.lease / 2;
+                    if !may_retry {
+                        tracing::warn!(connection = connection_id, provider = provider.id(), error = %e, attempt, "refresh failed");
+                        store
+                            .set_status(
+                                connection_id,
+                                ConnectionStatus::Active,
+                                Some(&e.to_string()),
+                            )
+                            .await?;
+                        return Err(AccessError::Upstream(e));
+                    }
+                    let backoff = self.settings.base_backoff * 2u32.pow(attempt - 1);
+                    let wait = match retry_after {
+                        Some(secs) => Duration::from_secs(secs).min(self.settings.max_retry_after),
+                        None => backoff / 2 + jitter(backoff),
+                    };
+                    tracing::debug!(connection = connection_id, attempt, ?wait, error = %e, "retrying refresh");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}

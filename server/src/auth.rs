@@ -1,0 +1,165 @@
+//! The default authenticator: HS256 JWTs from `Authorization: Bearer` or the `token` cookie.
+
+use async_trait::async_trait;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum_extra::extract::CookieJar;
+use grantry_core::{ApiError, Authenticator, Principal, Role};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The claims grantry reads from a user's token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// `admin` or anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// Verifies HS256 tokens signed with `GRANTRY_JWT_SECRET`.
+pub struct JwtAuthenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtAuthenticator([redacted])")
+    }
+}
+
+impl JwtAuthenticator {
+    /// An authenticator for tokens signed with `secret`.
+    pub fn new(secret: &SecretString) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 5;
+        Self {
+            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            validation,
+        }
+    }
+
+    /// Signs a token for `user_id` with `role`, valid for `ttl` (used by the demo and by tests).
+    pub fn issue(
+        secret: &SecretString,
+        user_id: &str,
+        role: &str,
+        ttl: std::time::Duration,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let exp = chrono::Utc::now().timestamp().max(0).unsigned_abs() + ttl.as_secs();
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            exp,
+            role: Some(role.to_owned()),
+        };
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+        )
+    }
+
+    fn token(parts: &Parts) -> Option<String> {
+        if let Some(value) = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let mut split = value.trim().splitn(2, ' ');
+            if let (Some(scheme), Some(token)) = (split.next(), split.next()) {
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+                    return Some(token.trim().to_owned());
+                }
+            }
+            return None;
+        }
+        CookieJar::from_headers(&parts.headers)
+            .get("token")
+            .map(|c| c.value().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+#[async_trait]
+impl Authenticator for JwtAuthenticator {
+    async fn authenticate(&self, parts: &Parts) -> Result<Principal, ApiError> {
+        let token = Self::token(parts)
+            .ok_or_else(|| ApiError::unauthorized("sign in: send Authorization: Bearer <token>"))?;
+        let data = decode::<Claims>(&token, &self.key, &self.validation)
+            .map_err(|_| ApiError::unauthorized("the bearer token is invalid or expired"))?;
+        if data.claims.sub.trim().is_empty() {
+            return Err(ApiError::unauthorized("the bearer token names no user"));
+        }
+        Ok(Principal {
+            user_id: data.claims.sub,
+            role: match data.claims.role.as_deref() {
+                Some("admin") => Role::Admin,
+                _ => Role::User,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::Request;
+
+    use super::*;
+
+    fn parts(header: Option<(&str, &str)>) -> Parts {
+        let mut builder = Request::builder().uri("/");
+        if let Some((k, v)) = header {
+            builder = builder.header(k, v);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    #[tokio::test]
+    async fn bearer_and_cookie_tokens_are_verified() {
+        let secret = SecretString::from("s3cret".to_owned());
+        let auth = JwtAuthenticator::new(&secret);
+        let admin = JwtAuthenticator::issue(&secret, "u-1", "admin", Duration::from_secs(60))
+            .expect("sign");
+        let user =
+            JwtAuthenticator::issue(&secret, "u-2", "user", Duration::from_secs(60)).expect("sign");
+        let p = auth
+            .authenticate(&parts(Some(("authorization", &format!("Bearer {admin}")))))
+            .await
+            .expect("ok");
+        assert_eq!((p.user_id.as_str(), p.is_admin()), ("u-1", true));
+        let p = auth
+            .authenticate(&parts(Some(("cookie", &format!("a=b; token={user}")))))
+            .await
+            .expect("ok");
+        assert_eq!((p.user_id.as_str(), p.is_admin()), ("u-2", false));
+
+        let other = JwtAuthenticator::issue(
+            &SecretString::from("other".to_owned()),
+            "u",
+            "admin",
+            Duration::from_secs(60),
+        )
+        .expect("sign");
+        for header in [
+            None,
+            Some(("authorization", "Bearer")),
+            Some(("authorization", "Basic abc")),
+            Some(("authorization", "Bearer not-a-jwt")),
+            Some(("authorization", &*format!("Bearer {other}"))),
+        ] {
+            let err = auth
+                .authenticate(&parts(header))
+                .await
+                .expect_err("refused");
+            assert_eq!(err.status, 401);
+        }
+    }
+}

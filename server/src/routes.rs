@@ -1,0 +1,334 @@
+//! The generic connection routes every provider gets under `/api/v1/{provider}`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use grantry_core::{
+    ApiError, AuthorizationCode, AuthorizeRequest, ConnectionRecord, Principal, Provider,
+    ProviderError, ProviderHandle, Resource, StateRecord, StateToken,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// How long an authorization state is accepted.
+pub(crate) const STATE_TTL_SECS: i64 = 600;
+
+#[derive(Clone)]
+struct RouteState {
+    app: AppState,
+    provider: Arc<dyn Provider>,
+}
+
+/// The router of one provider: generic routes plus the provider's own.
+pub(crate) fn provider_router(app: AppState, provider: Arc<dyn Provider>) -> Router {
+    let generic = Router::new()
+        .route("/connection/authorize", post(authorize))
+        .route("/connection/callback", post(callback))
+        .route("/connection/status", get(status))
+        .route("/connection", delete(disconnect))
+        .route("/admin/connections", get(admin_list))
+        .route("/admin/connections/{user_id}", delete(admin_delete))
+        .route(
+            "/admin/connections/{user_id}/access-token",
+            get(admin_access_token),
+        )
+        .with_state(RouteState {
+            app,
+            provider: provider.clone(),
+        });
+    let router = match provider.routes() {
+        Some(extra) => generic.merge(extra),
+        None => generic,
+    };
+    router.layer(Extension(ProviderHandle(provider)))
+}
+
+#[derive(Serialize)]
+struct AccountView<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    email: Option<&'a str>,
+}
+
+/// The status object of a connection (and, with `user_id`, its admin summary).
+#[derive(Serialize)]
+struct StatusView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    provider: &'a str,
+    connected: bool,
+    status: &'a str,
+    account: AccountView<'a>,
+    scopes: Vec<&'a str>,
+    sites: &'a [Resource],
+    connected_at: DateTime<Utc>,
+    access_token_expires_at: Option<DateTime<Utc>>,
+    refresh_token_expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_failure: Option<&'a str>,
+}
+
+fn view(record: &ConnectionRecord, with_user: bool) -> StatusView<'_> {
+    StatusView {
+        user_id: with_user.then_some(record.user_id.as_str()),
+        provider: &record.provider,
+        connected: true,
+        status: record.status.as_str(),
+        account: AccountView {
+            id: &record.account.id,
+            name: record.account.name.as_deref(),
+            email: record.account.email.as_deref(),
+        },
+        scopes: record.scopes.iter().collect(),
+        sites: &record.resources,
+        connected_at: record.connected_at,
+        access_token_expires_at: record.access_expires_at,
+        refresh_token_expires_at: record.refresh_expires_at.or(record.refresh_idle_expires_at),
+        last_failure: if with_user {
+            record.last_failure.as_deref()
+        } else {
+            None
+        },
+    }
+}
+
+async fn authorize(
+    State(s): State<RouteState>,
+    principal: Principal,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let state = StateToken::generate();
+    let now = Utc::now();
+    s.app
+        .store()
+        .put_state(&StateRecord {
+            state_hash: state.digest(),
+            user_id: principal.user_id.clone(),
+            provider: s.provider.id().to_owned(),
+            expires_at: now + chrono::Duration::seconds(STATE_TTL_SECS),
+            created_at: now,
+        })
+        .await
+        .map_err(|e| ApiError::database(&e))?;
+    let url = s
+        .provider
+        .authorize_url(&AuthorizeRequest {
+            state: &state,
+            scopes: s.provider.requested_scopes(),
+        })
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(json!({
+        "authorization_url": url.as_str(),
+        "state": state.secret(),
+        "expires_in": STATE_TTL_SECS,
+    })))
+}
+
+/// The body of a callback: `{code, state}` or `{error, state}`.
+#[derive(Deserialize)]
+struct CallbackBody {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+fn invalid_json(rejection: &JsonRejection) -> ApiError {
+    ApiError::new(rejection.status(), "invalid_request", rejection.body_text())
+}
+
+async fn callback(
+    State(s): State<RouteState>,
+    principal: Principal,
+    body: Result<Json<CallbackBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body.map_err(|r| invalid_json(&r))?;
+    let provider = &s.provider;
+    let state = body
+        .state
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| bad_request("invalid_request", "the callback needs `state`"))?;
+    if body.code.as_deref().is_none_or(str::is_empty)
+        && body.error.as_deref().is_none_or(str::is_empty)
+    {
+        return Err(bad_request(
+            "invalid_request",
+            "the callback needs `code` or `error`",
+        ));
+    }
+    let consumed = s
+        .app
+        .store()
+        .consume_state(
+            &StateToken::new(state).digest(),
+            &principal.user_id,
+            provider.id(),
+            Utc::now(),
+        )
+        .await
+        .map_err(|e| ApiError::database(&e))?;
+    if consumed.is_none() {
+        return Err(bad_request(
+            "invalid_state",
+            "unknown, expired or already used state; start the connection again",
+        ));
+    }
+    if let Some(error) = body.error.filter(|e| !e.is_empty()) {
+        let detail = body.error_description.unwrap_or_default();
+        return Err(if error == "access_denied" {
+            bad_request("access_denied", "the user declined the authorization")
+        } else {
+            bad_request(
+                "authorization_failed",
+                format!("the provider answered {error} {detail}")
+                    .trim()
+                    .to_owned(),
+            )
+        });
+    }
+    let code = AuthorizationCode::new(body.code.unwrap_or_default());
+    let tokens = provider
+        .exchange_code(&code)
+        .await
+        .map_err(|e| exchange_error(provider.id(), &e))?;
+    let details = provider
+        .account(&tokens.access_token)
+        .await
+        .map_err(|e| exchange_error(provider.id(), &e))?;
+    let record = s
+        .app
+        .vault()
+        .save_grant(
+            &principal.user_id,
+            provider.id(),
+            &tokens,
+            &details,
+            &provider.refresh_policy(),
+            Utc::now(),
+        )
+        .await
+        .map_err(|e| match e {
+            grantry_core::Error::Store(e) => ApiError::database(&e),
+            other => ApiError::internal(&other),
+        })?;
+    tracing::info!(provider = provider.id(), user = %principal.user_id, sites = record.resources.len(), "connected");
+    Ok(Json(json!(view(&record, false))))
+}
+
+fn exchange_error(provider: &str, e: &ProviderError) -> ApiError {
+    tracing::warn!(provider, error = %e, "authorization failed");
+    match e {
+        ProviderError::Transient { .. } => {
+            ApiError::upstream(format!("{provider} is unavailable: {e}"))
+        }
+        _ => bad_request(
+            "authorization_failed",
+            format!("{provider} refused the authorization: {e}"),
+        ),
+    }
+}
+
+async fn status(
+    State(s): State<RouteState>,
+    principal: Principal,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let record = s
+        .app
+        .store()
+        .connection(&principal.user_id, s.provider.id())
+        .await
+        .map_err(|e| ApiError::database(&e))?;
+    Ok(Json(match record {
+        Some(r) => json!(view(&r, false)),
+        None => json!({"provider": s.provider.id(), "connected": false}),
+    }))
+}
+
+async fn remove(s: &RouteState, user_id: &str) -> Result<Response, ApiError> {
+    let store = s.app.store();
+    let provider = &s.provider;
+    let Some(record) = store
+        .connection(user_id, provider.id())
+        .await
+        .map_err(|e| ApiError::database(&e))?
+    else {
+        return Err(ApiError::not_connected(provider.id()));
+    };
+    if let Ok(tokens) = s.app.vault().open_tokens(&record) {
+        if let Err(e) = provider.revoke(&tokens).await {
+            tracing::warn!(provider = provider.id(), error = %e, "upstream revocation failed; deleting our copy anyway");
+        }
+    }
+    if !store
+        .delete_connection(user_id, provider.id())
+        .await
+        .map_err(|e| ApiError::database(&e))?
+    {
+        return Err(ApiError::not_connected(provider.id()));
+    }
+    tracing::info!(provider = provider.id(), user = %user_id, "disconnected");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn disconnect(
+    State(s): State<RouteState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    remove(&s, &principal.user_id).await
+}
+
+async fn admin_list(
+    State(s): State<RouteState>,
+    principal: Principal,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_admin()?;
+    let list = s
+        .app
+        .store()
+        .list_connections(Some(s.provider.id()))
+        .await
+        .map_err(|e| ApiError::database(&e))?;
+    Ok(Json(json!(
+        list.iter().map(|r| view(r, true)).collect::<Vec<_>>()
+    )))
+}
+
+async fn admin_delete(
+    State(s): State<RouteState>,
+    principal: Principal,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require_admin()?;
+    remove(&s, &user_id).await
+}
+
+async fn admin_access_token(
+    State(s): State<RouteState>,
+    principal: Principal,
+    Path(user_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let principal = principal.require_admin()?;
+    let access = s
+        .app
+        .refresher()
+        .fresh_token(&user_id, &s.provider)
+        .await
+        .map_err(|e| e.into_api_error(s.provider.id()))?;
+    tracing::info!(provider = s.provider.id(), user = %user_id, admin = %principal.user_id, "access token handed out");
+    Ok(Json(json!({
+        "access_token": access.access_token.secret(),
+        "token_type": access.token_type,
+        "expires_at": access.expires_at,
+    })))
+}

@@ -264,10 +264,10 @@ impl Refresher {
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
         let result = self.redeem(connection_id, provider, policy).await;
-        if result.is_err() {
-            if let Err(e) = store.release_lease(connection_id, &self.owner).await {
-                tracing::warn!(connection = connection_id, error = %e, "could not release the refresh lease");
-            }
+        if result.is_err()
+            && let Err(e) = store.release_lease(connection_id, &self.owner).await
+        {
+            tracing::warn!(connection = connection_id, error = %e, "could not release the refresh lease");
         }
         result
     }

@@ -72,10 +72,11 @@ impl JwtAuthenticator {
             .and_then(|v| v.to_str().ok())
         {
             let mut split = value.trim().splitn(2, ' ');
-            if let (Some(scheme), Some(token)) = (split.next(), split.next()) {
-                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
-                    return Some(token.trim().to_owned());
-                }
+            if let (Some(scheme), Some(token)) = (split.next(), split.next())
+                && scheme.eq_ignore_ascii_case("bearer")
+                && !token.trim().is_empty()
+            {
+                return Some(token.trim().to_owned());
             }
             return None;
         }

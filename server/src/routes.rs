@@ -265,10 +265,10 @@ async fn remove(s: &RouteState, user_id: &str) -> Result<Response, ApiError> {
     else {
         return Err(ApiError::not_connected(provider.id()));
     };
-    if let Ok(tokens) = s.app.vault().open_tokens(&record) {
-        if let Err(e) = provider.revoke(&tokens).await {
-            tracing::warn!(provider = provider.id(), error = %e, "upstream revocation failed; deleting our copy anyway");
-        }
+    if let Ok(tokens) = s.app.vault().open_tokens(&record)
+        && let Err(e) = provider.revoke(&tokens).await
+    {
+        tracing::warn!(provider = provider.id(), error = %e, "upstream revocation failed; deleting our copy anyway");
     }
     if !store
         .delete_connection(user_id, provider.id())

@@ -35,6 +35,11 @@ impl Scratch {
         self.dir.path()
     }
 
+    /// Where `serve` writes its standard error.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.dir.path().join("serve.log")
+    }
+
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
@@ -54,10 +59,11 @@ impl Scratch {
     pub(crate) async fn serve(&mut self) -> Server {
         let port = free_port();
         self.set("GRANTRY_BIND", &format!("127.0.0.1:{port}"));
+        let log = std::fs::File::create(self.log_path()).expect("log file");
         let child = self
             .command(&["serve"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn serve");
         let mut server = Server {
@@ -135,4 +141,14 @@ pub(crate) fn stdout(out: &Output) -> String {
 
 pub(crate) fn db_file(dir: &Path) -> PathBuf {
     dir.join("grantry.db")
+}
+
+impl Server {
+    /// Stops the server and waits for it to exit.
+    pub(crate) fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

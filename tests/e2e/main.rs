@@ -1,4 +1,7 @@
 //! End-to-end tests of the `grantry` binary.
 
 mod cli;
+mod connect;
+mod harness;
 mod helpers;
+mod secrets;

@@ -1,0 +1,211 @@
+//! An in-process grantry (real router, real database, real HTTP) against the fake Atlassian.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grantry::atlassian::fake::{FakeAtlassian, FakeConfig, RunningFake};
+use grantry::core::{KeyRing, RefreshSettings, Vault, build_providers};
+use grantry_server::testing::TestDatabase;
+use grantry_server::{AppState, Config, JwtAuthenticator, SqlStore, router};
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::Value;
+
+pub(crate) const REDIRECT: &str = "http://localhost:3000/settings/connections";
+
+/// A running grantry with Atlassian enabled against a fake.
+pub(crate) struct Harness {
+    pub(crate) base: String,
+    pub(crate) fake: RunningFake,
+    pub(crate) store: SqlStore,
+    pub(crate) vault: Vault,
+    pub(crate) http: reqwest::Client,
+    jwt: SecretString,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub(crate) fn fake_config() -> FakeConfig {
+    FakeConfig {
+        redirect_uri: REDIRECT.into(),
+        ..FakeConfig::default()
+    }
+}
+
+impl Harness {
+    pub(crate) async fn start(db: &TestDatabase, fake: FakeConfig, enable: bool) -> Self {
+        let fake = FakeAtlassian::start(fake).await.expect("fake atlassian");
+        let mut env = BTreeMap::new();
+        let cfg = fake.fake.config();
+        for (k, v) in [
+            (
+                "ENABLE_ATLASSIAN_INTEGRATION",
+                if enable { "true" } else { "false" }.to_owned(),
+            ),
+            ("ATLASSIAN_CLIENT_ID", cfg.client_id.clone()),
+            ("ATLASSIAN_CLIENT_SECRET", cfg.client_secret.clone()),
+            ("ATLASSIAN_REDIRECT_URI", REDIRECT.to_owned()),
+            ("ATLASSIAN_AUTH_URL", fake.base_url.clone()),
+            ("ATLASSIAN_API_URL", fake.base_url.clone()),
+        ] {
+            env.insert(k.to_owned(), v);
+        }
+        let config = Config::load_from(env, &["atlassian"]).expect("config");
+        let providers = build_providers(&config.providers).expect("providers");
+        let store = db.store().await;
+        let keys = KeyRing::from_base64(&SecretString::from(KeyRing::generate_key_base64()), None)
+            .expect("key");
+        let vault = Vault::new(Arc::new(store.clone()), Arc::new(keys));
+        let jwt = SecretString::from("e2e-jwt-secret".to_owned());
+        let state = AppState::new(
+            vault.clone(),
+            providers,
+            Arc::new(JwtAuthenticator::new(&jwt)),
+            RefreshSettings::default(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = router(state);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self {
+            base,
+            fake,
+            store,
+            vault,
+            http,
+            jwt,
+            server,
+        }
+    }
+
+    pub(crate) fn token(&self, user: &str, role: &str) -> String {
+        JwtAuthenticator::issue(&self.jwt, user, role, Duration::from_secs(600)).expect("sign")
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request as `user` (no Authorization header when `None`); returns status and JSON body.
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        user: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(user) = user {
+            let role = if user.starts_with("admin") {
+                "admin"
+            } else {
+                "user"
+            };
+            req = req.bearer_auth(self.token(user, role));
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, json)
+    }
+
+    /// Asks for an authorization URL as `user`; returns (authorization_url, state).
+    pub(crate) async fn authorize(&self, user: &str) -> (String, String) {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/v1/atlassian/connection/authorize",
+                Some(user),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["expires_in"], 600);
+        (
+            body["authorization_url"].as_str().expect("url").to_owned(),
+            body["state"].as_str().expect("state").to_owned(),
+        )
+    }
+
+    /// Opens the consent page and clicks Accept or Decline; returns the redirect's query pairs.
+    pub(crate) async fn consent(
+        &self,
+        authorization_url: &str,
+        accept: bool,
+    ) -> BTreeMap<String, String> {
+        let page = self
+            .http
+            .get(authorization_url)
+            .send()
+            .await
+            .expect("consent page");
+        assert_eq!(page.status(), 200);
+        let url = url::Url::parse(authorization_url).expect("url");
+        let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        let form = [
+            ("client_id", q["client_id"].as_str()),
+            ("redirect_uri", q["redirect_uri"].as_str()),
+            ("scope", q["scope"].as_str()),
+            ("state", q["state"].as_str()),
+            ("decision", if accept { "accept" } else { "decline" }),
+        ];
+        let resp = self
+            .http
+            .post(self.fake.url("/authorize/decision"))
+            .form(&form)
+            .send()
+            .await
+            .expect("decision");
+        assert_eq!(resp.status(), 302);
+        let location = resp.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        assert!(location.starts_with(REDIRECT), "{location}");
+        url::Url::parse(&location)
+            .expect("redirect")
+            .query_pairs()
+            .into_owned()
+            .collect()
+    }
+
+    /// The whole dance for `user`; returns the callback's status object.
+    pub(crate) async fn connect(&self, user: &str) -> Value {
+        let (url, state) = self.authorize(user).await;
+        let back = self.consent(&url, true).await;
+        assert_eq!(back["state"], state);
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/v1/atlassian/connection/callback",
+                Some(user),
+                Some(serde_json::json!({"code": back["code"], "state": back["state"]})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}

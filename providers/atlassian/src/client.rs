@@ -15,8 +15,6 @@ use url::Url;
 
 /// Largest upstream body read for token, identity and site calls.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
-/// Longest a single upstream call may take.
-pub(crate) const TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -52,10 +50,10 @@ struct Site {
 }
 
 /// Builds the HTTP client: timeouts, no redirects, a user agent.
-pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("grantry/", env!("CARGO_PKG_VERSION")))
         .build()

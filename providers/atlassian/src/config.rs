@@ -1,6 +1,8 @@
 //! Configuration of the Atlassian provider (`ATLASSIAN_*`, `[providers.atlassian]`).
 
 use grantry_core::{ClientSecret, ConfigError, ProviderSettings, ScopeSet};
+use std::time::Duration;
+
 use url::Url;
 
 /// Default authorization host.
@@ -10,6 +12,9 @@ pub const DEFAULT_API_URL: &str = "https://api.atlassian.com";
 /// Scopes asked for when `ATLASSIAN_OAUTH_SCOPE` is unset.
 pub const DEFAULT_SCOPES: &str =
     "read:me read:jira-user read:jira-work read:confluence-content.all offline_access";
+
+/// Default timeout of one upstream call, in seconds.
+pub const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 15;
 
 /// Validated settings of the Atlassian provider.
 #[derive(Debug, Clone)]
@@ -26,6 +31,8 @@ pub struct AtlassianConfig {
     pub auth_url: Url,
     /// API gateway (`ATLASSIAN_API_URL`).
     pub api_url: Url,
+    /// Longest an upstream call may take (`ATLASSIAN_HTTP_TIMEOUT`, seconds).
+    pub http_timeout: Duration,
 }
 
 impl AtlassianConfig {
@@ -48,6 +55,17 @@ impl AtlassianConfig {
             redirect_uri,
             auth_url: s.url("auth_url", Some(DEFAULT_AUTH_URL))?,
             api_url: s.url("api_url", Some(DEFAULT_API_URL))?,
+            http_timeout: Duration::from_secs(match s.get("http_timeout") {
+                None => DEFAULT_HTTP_TIMEOUT_SECS,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=300).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        variable: s.variable("http_timeout"),
+                        reason: format!("expected whole seconds between 1 and 300, got `{v}`"),
+                    })?,
+            }),
         })
     }
 }

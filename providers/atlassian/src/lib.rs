@@ -21,7 +21,9 @@ use grantry_core::{
 };
 use url::Url;
 
-pub use config::{AtlassianConfig, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_SCOPES};
+pub use config::{
+    AtlassianConfig, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES,
+};
 pub use scopes::SCOPES;
 
 /// The provider id, also the route prefix `/api/v1/atlassian`.
@@ -37,7 +39,7 @@ pub struct Atlassian {
 impl Atlassian {
     /// A provider from validated configuration.
     pub fn new(config: AtlassianConfig) -> Result<Self, ConfigError> {
-        let http = client::http_client().map_err(|e| ConfigError::Invalid {
+        let http = client::http_client(config.http_timeout).map_err(|e| ConfigError::Invalid {
             variable: "ATLASSIAN_API_URL".into(),
             reason: format!("cannot build the HTTP client: {e}"),
         })?;

@@ -2,6 +2,7 @@
 
 mod cli;
 mod connect;
+mod demo;
 mod harness;
 mod helpers;
 mod secrets;

@@ -11,6 +11,8 @@ use thiserror::Error;
 use crate::error::{Error, ProviderError, StoreError};
 use crate::http::ApiError;
 use crate::provider::{Provider, RefreshPolicy};
+use crate::scope::ScopeSet;
+use crate::token::Resource;
 use crate::secret::AccessToken;
 use crate::store::{ConnectionRecord, ConnectionStatus};
 use crate::vault::Vault;
@@ -60,6 +62,10 @@ pub struct FreshAccess {
     pub version: i64,
     /// Whether this call refreshed it.
     pub refreshed: bool,
+    /// The resources (sites) the grant reaches, as stored.
+    pub resources: Vec<Resource>,
+    /// The scopes granted, as stored.
+    pub scopes: ScopeSet,
 }
 
 /// Why no fresh token could be had.
@@ -168,6 +174,8 @@ impl Refresher {
             connection_id: record.id.clone(),
             version: record.version,
             refreshed,
+            resources: record.resources.clone(),
+            scopes: record.scopes.clone(),
         })
     }
 
@@ -338,6 +346,8 @@ impl Refresher {
                         connection_id: connection_id.to_owned(),
                         version: record.version + 1,
                         refreshed: true,
+                        resources: record.resources.clone(),
+                        scopes: new_tokens.scopes.clone().unwrap_or_else(|| record.scopes.clone()),
                     });
                 }
                 Err(e) if e.is_terminal() => {

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod http;
 pub mod keyring;
+pub mod maintenance;
 pub mod provider;
 pub mod refresh;
 pub mod scope;
@@ -21,12 +22,13 @@ pub use http::{
     RefresherHandle, Role,
 };
 pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
+pub use maintenance::MaintenanceReport;
 pub use provider::{
     AuthorizeRequest, BuildFn, Provider, ProviderFactory, ProviderSettings, ProvidersConfig,
     RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers, classify_token_error,
     env_prefix, factories,
 };
-pub use refresh::{AccessError, FreshAccess, RefreshSettings, Refresher};
+pub use refresh::{AccessError, FreshAccess, RefreshMetrics, RefreshSettings, Refresher};
 pub use scope::{Scope, ScopeInfo, ScopeSet};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken, StateToken};
 pub use store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};

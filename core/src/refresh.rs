@@ -2,6 +2,7 @@
 //! processes and replicas (an in-process lock plus a lease row only one replica can win).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,9 +13,9 @@ use crate::error::{Error, ProviderError, StoreError};
 use crate::http::ApiError;
 use crate::provider::{Provider, RefreshPolicy};
 use crate::scope::ScopeSet;
-use crate::token::Resource;
 use crate::secret::AccessToken;
 use crate::store::{ConnectionRecord, ConnectionStatus};
+use crate::token::Resource;
 use crate::vault::Vault;
 
 /// Tuning of the refresh protocol.
@@ -104,12 +105,54 @@ impl AccessError {
     }
 }
 
+/// Counters of the refresh protocol, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct RefreshMetrics {
+    /// Refreshes this process started at a token endpoint.
+    pub started: AtomicU64,
+    /// Refreshes that stored a new token pair.
+    pub succeeded: AtomicU64,
+    /// Refreshes refused for good (`invalid_grant`): the connection needs re-consent.
+    pub failed_invalid_grant: AtomicU64,
+    /// Refreshes that failed for a passing reason (network, 5xx, 429, timeouts) after retries.
+    pub failed_transient: AtomicU64,
+    /// Refreshes the provider refused otherwise (bad client, bad request).
+    pub failed_rejected: AtomicU64,
+    /// Refreshes whose result could not be stored.
+    pub failed_store: AtomicU64,
+    /// Callers that found the token due and were served by another caller's refresh.
+    pub waiters_served: AtomicU64,
+    /// Idle grants refreshed to keep them alive.
+    pub keep_alive: AtomicU64,
+}
+
+impl RefreshMetrics {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Current value of a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What makes a connection due for refresh.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// The access token expires within the margin.
+    AccessExpiry,
+    /// The refresh token would die of inactivity within this window.
+    IdleExpiry(chrono::Duration),
+}
+
 /// Hands out fresh access tokens, refreshing each connection at most once at a time.
 pub struct Refresher {
     vault: Vault,
     owner: String,
     settings: RefreshSettings,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    metrics: RefreshMetrics,
 }
 
 impl std::fmt::Debug for Refresher {
@@ -136,7 +179,23 @@ impl Refresher {
             owner: owner.into(),
             settings,
             locks: Mutex::new(HashMap::new()),
+            metrics: RefreshMetrics::default(),
         }
+    }
+
+    /// The counters of this refresher.
+    pub fn metrics(&self) -> &RefreshMetrics {
+        &self.metrics
+    }
+
+    /// The name this process writes into lease rows.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The tuning in force.
+    pub fn settings(&self) -> &RefreshSettings {
+        &self.settings
     }
 
     /// A process-unique lease owner name: host-less, random.
@@ -159,10 +218,19 @@ impl Refresher {
         record: &ConnectionRecord,
         policy: &RefreshPolicy,
         now: DateTime<Utc>,
+        due: Due,
     ) -> bool {
-        record
-            .access_expires_at
-            .is_some_and(|exp| exp - self.margin(policy) <= now)
+        match due {
+            Due::AccessExpiry => record
+                .access_expires_at
+                .is_some_and(|exp| exp - self.margin(policy) <= now),
+            Due::IdleExpiry(window) => {
+                record.refresh_token.is_some()
+                    && record
+                        .refresh_idle_expires_at
+                        .is_some_and(|exp| exp - window <= now)
+            }
+        }
     }
 
     fn open(&self, record: &ConnectionRecord, refreshed: bool) -> Result<FreshAccess, AccessError> {
@@ -195,17 +263,40 @@ impl Refresher {
             return Err(AccessError::NeedsReauth);
         }
         let policy = provider.refresh_policy();
-        if !self.is_due(&record, &policy, Utc::now()) {
+        if !self.is_due(&record, &policy, Utc::now(), Due::AccessExpiry) {
             return self.open(&record, false);
         }
-        self.refresh_single_flight(&record.id, provider).await
+        let access = self
+            .single_flight(&record.id, provider, Due::AccessExpiry)
+            .await?;
+        if !access.refreshed {
+            RefreshMetrics::bump(&self.metrics.waiters_served);
+        }
+        Ok(access)
     }
 
-    /// Refreshes the connection `connection_id` now if it is due, single-flight.
-    pub async fn refresh_single_flight(
+    /// Refreshes `connection_id` if its refresh token would die of inactivity within `window`.
+    pub async fn keep_alive(
         &self,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
+        window: Duration,
+    ) -> Result<bool, AccessError> {
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
+        let access = self
+            .single_flight(connection_id, provider, Due::IdleExpiry(window))
+            .await?;
+        if access.refreshed {
+            RefreshMetrics::bump(&self.metrics.keep_alive);
+        }
+        Ok(access.refreshed)
+    }
+
+    async fn single_flight(
+        &self,
+        connection_id: &str,
+        provider: &Arc<dyn Provider>,
+        due: Due,
     ) -> Result<FreshAccess, AccessError> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -213,7 +304,7 @@ impl Refresher {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.refresh_locked(connection_id, provider).await
+            self.refresh_locked(connection_id, provider, due).await
         };
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         if Arc::strong_count(&lock) <= 2 {
@@ -226,6 +317,7 @@ impl Refresher {
         &self,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
+        due: Due,
     ) -> Result<FreshAccess, AccessError> {
         let policy = provider.refresh_policy();
         let store = self.vault.store();
@@ -240,7 +332,7 @@ impl Refresher {
                 return Err(AccessError::NeedsReauth);
             }
             let now = Utc::now();
-            if !self.is_due(&record, &policy, now) {
+            if !self.is_due(&record, &policy, now, due) {
                 return self.open(&record, false);
             }
             let until = now
@@ -251,7 +343,7 @@ impl Refresher {
                 .await?
             {
                 return self
-                    .refresh_as_winner(connection_id, provider, &policy)
+                    .refresh_as_winner(connection_id, provider, &policy, due)
                     .await;
             }
             if started.elapsed() > give_up {
@@ -269,9 +361,21 @@ impl Refresher {
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         policy: &RefreshPolicy,
+        due: Due,
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
-        let result = self.redeem(connection_id, provider, policy).await;
+        let result = self.redeem(connection_id, provider, policy, due).await;
+        if let Err(e) = &result {
+            let counter = match e {
+                AccessError::NeedsReauth => &self.metrics.failed_invalid_grant,
+                AccessError::Upstream(ProviderError::Transient { .. }) => {
+                    &self.metrics.failed_transient
+                }
+                AccessError::Upstream(_) => &self.metrics.failed_rejected,
+                AccessError::NotConnected | AccessError::Core(_) => &self.metrics.failed_store,
+            };
+            RefreshMetrics::bump(counter);
+        }
         if result.is_err()
             && let Err(e) = store.release_lease(connection_id, &self.owner).await
         {
@@ -285,6 +389,7 @@ impl Refresher {
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         policy: &RefreshPolicy,
+        due: Due,
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
         // Read again under the lease: another replica may have finished just before we won it.
@@ -292,7 +397,7 @@ impl Refresher {
             .connection_by_id(connection_id)
             .await?
             .ok_or(AccessError::NotConnected)?;
-        if !self.is_due(&record, policy, Utc::now()) {
+        if !self.is_due(&record, policy, Utc::now(), due) {
             store.release_lease(connection_id, &self.owner).await?;
             return self.open(&record, false);
         }
@@ -316,6 +421,7 @@ impl Refresher {
         };
         let started = tokio::time::Instant::now();
         let mut attempt = 1;
+        RefreshMetrics::bump(&self.metrics.started);
         loop {
             match provider.refresh(&refresh_token).await {
                 Ok(new_tokens) => {
@@ -334,6 +440,7 @@ impl Refresher {
                             retry_after: None,
                         }));
                     }
+                    RefreshMetrics::bump(&self.metrics.succeeded);
                     tracing::info!(
                         connection = connection_id,
                         provider = provider.id(),
@@ -347,7 +454,10 @@ impl Refresher {
                         version: record.version + 1,
                         refreshed: true,
                         resources: record.resources.clone(),
-                        scopes: new_tokens.scopes.clone().unwrap_or_else(|| record.scopes.clone()),
+                        scopes: new_tokens
+                            .scopes
+                            .clone()
+                            .unwrap_or_else(|| record.scopes.clone()),
                     });
                 }
                 Err(e) if e.is_terminal() => {

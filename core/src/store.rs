@@ -197,6 +197,9 @@ pub trait TokenStore: Send + Sync + 'static {
         failure: Option<&str>,
     ) -> Result<(), StoreError>;
 
+    /// The number of connections per (provider, status), ordered.
+    async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError>;
+
     /// Every distinct key id that sealed a stored value.
     async fn key_ids(&self) -> Result<Vec<String>, StoreError>;
 

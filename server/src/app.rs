@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
         .route("/api/v1/providers", get(providers))
         .with_state(state.clone());
     for provider in state.providers() {

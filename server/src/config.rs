@@ -29,7 +29,15 @@ const VARIABLES: &[(&str, &str)] = &[
     ("encryption_old_keys", "GRANTRY_ENCRYPTION_OLD_KEYS"),
     ("jwt_secret", "GRANTRY_JWT_SECRET"),
     ("log_level", "LOG_LEVEL"),
+    ("refresh_margin", "GRANTRY_REFRESH_MARGIN"),
+    ("refresh_lease", "GRANTRY_REFRESH_LEASE"),
+    ("maintenance_interval", "GRANTRY_MAINTENANCE_INTERVAL"),
 ];
+
+/// Default refresh lease, seconds.
+pub const DEFAULT_REFRESH_LEASE_SECS: u64 = 30;
+/// Default interval of the maintenance task, seconds.
+pub const DEFAULT_MAINTENANCE_INTERVAL_SECS: u64 = 3600;
 
 fn variable_of(key: &str) -> &str {
     VARIABLES
@@ -81,8 +89,37 @@ struct Raw {
     encryption_old_keys: Option<String>,
     jwt_secret: Option<String>,
     log_level: Option<String>,
+    refresh_margin: Option<Value>,
+    refresh_lease: Option<Value>,
+    maintenance_interval: Option<Value>,
     #[serde(default)]
     providers: BTreeMap<String, Map<String, Value>>,
+}
+
+/// Whole seconds from a TOML number or an environment string, within `range`.
+fn seconds(
+    key: &str,
+    value: Option<&Value>,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let parsed = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if s.trim().is_empty() => return Ok(None),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match parsed.filter(|n| range.contains(n)) {
+        Some(n) => Ok(Some(std::time::Duration::from_secs(n))),
+        None => Err(ConfigError::Invalid {
+            variable: variable_of(key).into(),
+            reason: format!(
+                "expected whole seconds from {} to {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
 }
 
 /// The resolved configuration of a grantry server.
@@ -100,6 +137,13 @@ pub struct Config {
     pub jwt_secret: Option<SecretString>,
     /// Log level or tracing filter (`LOG_LEVEL`).
     pub log_level: String,
+    /// Refresh this long before access tokens expire (`GRANTRY_REFRESH_MARGIN`); the provider's
+    /// own margin (5 minutes for Atlassian) when unset.
+    pub refresh_margin: Option<std::time::Duration>,
+    /// How long a replica holds the refresh lease (`GRANTRY_REFRESH_LEASE`).
+    pub refresh_lease: std::time::Duration,
+    /// How often the maintenance task runs (`GRANTRY_MAINTENANCE_INTERVAL`).
+    pub maintenance_interval: std::time::Duration,
     /// Per-provider sections.
     pub providers: ProvidersConfig,
     /// The TOML file that was read, if any.
@@ -161,8 +205,22 @@ impl Config {
                 ProviderSettings::new(id, values)
             })
             .collect::<Vec<_>>();
+        let refresh_margin = seconds("refresh_margin", raw.refresh_margin.as_ref(), 0..=86_400)?;
+        let refresh_lease = seconds("refresh_lease", raw.refresh_lease.as_ref(), 1..=3600)?
+            .unwrap_or(std::time::Duration::from_secs(DEFAULT_REFRESH_LEASE_SECS));
+        let maintenance_interval = seconds(
+            "maintenance_interval",
+            raw.maintenance_interval.as_ref(),
+            1..=86_400,
+        )?
+        .unwrap_or(std::time::Duration::from_secs(
+            DEFAULT_MAINTENANCE_INTERVAL_SECS,
+        ));
         Ok(Self {
             bind,
+            refresh_margin,
+            refresh_lease,
+            maintenance_interval,
             database_url: DatabaseUrl::new(
                 raw.database_url
                     .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
@@ -195,6 +253,15 @@ impl Config {
                 reason: other.to_string(),
             },
         })
+    }
+
+    /// The refresh tuning this configuration asks for.
+    pub fn refresh_settings(&self) -> grantry_core::RefreshSettings {
+        grantry_core::RefreshSettings {
+            lease: self.refresh_lease,
+            margin: self.refresh_margin,
+            ..grantry_core::RefreshSettings::default()
+        }
     }
 
     /// The JWT secret, or an error naming `GRANTRY_JWT_SECRET`.

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod logging;
+mod metrics;
 mod routes;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -14,7 +15,7 @@ pub mod testing;
 use std::future::Future;
 use std::sync::Arc;
 
-use grantry_core::{Provider, RefreshSettings, Vault, build_providers};
+use grantry_core::{Provider, Vault, build_providers};
 
 pub use app::{AppState, router};
 pub use auth::JwtAuthenticator;
@@ -48,7 +49,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
         vault,
         providers,
         Arc::new(auth::JwtAuthenticator::new(jwt)),
-        RefreshSettings::default(),
+        config.refresh_settings(),
     ))
 }
 
@@ -70,10 +71,36 @@ pub async fn serve(
         source,
     })?;
     tracing::info!(%local, providers = ?state.provider_ids(), database = %config.database_url, "grantry listening");
-    axum::serve(listener, router(state))
+    let maintenance = tokio::spawn(maintain(state.clone(), config.maintenance_interval));
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|source| ServerError::Io { addr, source })
+        .map_err(|source| ServerError::Io { addr, source });
+    maintenance.abort();
+    served
+}
+
+/// How long before a refresh token's inactivity expiry the maintenance task refreshes it.
+pub const KEEP_ALIVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Runs the maintenance pass every `interval`, the first right away.
+pub async fn maintain(state: AppState, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match grantry_core::maintenance::run_once(
+            state.refresher(),
+            state.providers(),
+            KEEP_ALIVE_WINDOW,
+            chrono::Utc::now(),
+        )
+        .await
+        {
+            Ok(report) => tracing::debug!(?report, "maintenance pass"),
+            Err(e) => tracing::warn!(error = %e, "maintenance pass failed"),
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

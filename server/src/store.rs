@@ -533,6 +533,28 @@ impl TokenStore for SqlStore {
         Ok(())
     }
 
+    async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, status, COUNT(*) AS n FROM connections GROUP BY provider, status \
+             ORDER BY provider, status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status").map_err(get)?;
+                Ok((
+                    row.try_get("provider").map_err(get)?,
+                    ConnectionStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown status `{status}`")))?,
+                    u64::try_from(row.try_get::<i64, _>("n").map_err(get)?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     async fn key_ids(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT DISTINCT key_id FROM connections ORDER BY key_id")
             .fetch_all(&self.pool)

@@ -20,9 +20,23 @@ pub(crate) struct Harness {
     pub(crate) fake: RunningFake,
     pub(crate) store: SqlStore,
     pub(crate) vault: Vault,
+    pub(crate) state: AppState,
     pub(crate) http: reqwest::Client,
     jwt: SecretString,
     server: tokio::task::JoinHandle<()>,
+}
+
+/// Serves `state` on a free loopback port; returns the base URL and the server task.
+pub(crate) async fn spawn_server(state: AppState) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = router(state);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, server)
 }
 
 impl Drop for Harness {
@@ -40,6 +54,16 @@ pub(crate) fn fake_config() -> FakeConfig {
 
 impl Harness {
     pub(crate) async fn start(db: &TestDatabase, fake: FakeConfig, enable: bool) -> Self {
+        Self::start_with(db, fake, enable, RefreshSettings::default()).await
+    }
+
+    /// Like `start`, with the given refresh tuning.
+    pub(crate) async fn start_with(
+        db: &TestDatabase,
+        fake: FakeConfig,
+        enable: bool,
+        refresh: RefreshSettings,
+    ) -> Self {
         let fake = FakeAtlassian::start(fake).await.expect("fake atlassian");
         let mut env = BTreeMap::new();
         let cfg = fake.fake.config();
@@ -67,16 +91,9 @@ impl Harness {
             vault.clone(),
             providers,
             Arc::new(JwtAuthenticator::new(&jwt)),
-            RefreshSettings::default(),
+            refresh,
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let app = router(state);
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (base, server) = spawn_server(state.clone()).await;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -86,10 +103,21 @@ impl Harness {
             fake,
             store,
             vault,
+            state,
             http,
             jwt,
             server,
         }
+    }
+
+    /// Another replica over the same database and providers, with its own refresher.
+    pub(crate) fn replica_state(&self, refresh: RefreshSettings) -> AppState {
+        AppState::new(
+            self.vault.clone(),
+            self.state.providers().to_vec(),
+            Arc::new(JwtAuthenticator::new(&self.jwt)),
+            refresh,
+        )
     }
 
     pub(crate) fn token(&self, user: &str, role: &str) -> String {

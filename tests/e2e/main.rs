@@ -5,4 +5,5 @@ mod connect;
 mod demo;
 mod harness;
 mod helpers;
+mod lifecycle;
 mod secrets;

@@ -1,0 +1,505 @@
+//! The token lifecycle: single-flight rotating refresh across tasks, replicas and processes.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use grantry::atlassian::fake::{Failure, FakeAtlassian};
+use grantry::core::{ConnectionStatus, KeyRing, RefreshSettings, TokenStore, maintenance};
+use grantry_server::JwtAuthenticator;
+use grantry_server::testing::TestDatabase;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::harness::{Harness, REDIRECT, fake_config, spawn_server};
+use crate::helpers::Scratch;
+
+const TOKEN_ROUTE: &str = "/api/v1/atlassian/admin/connections/alice/access-token";
+
+/// Two-second access tokens, a one-second margin, a two-second lease.
+fn short_settings() -> RefreshSettings {
+    RefreshSettings {
+        margin: Some(Duration::from_secs(1)),
+        lease: Duration::from_secs(2),
+        ..RefreshSettings::default()
+    }
+}
+
+fn short_fake() -> grantry::atlassian::fake::FakeConfig {
+    let mut config = fake_config();
+    config.access_ttl = Duration::from_secs(2);
+    config
+}
+
+/// Sleeps until alice's stored access token is due (expiry minus the one-second margin).
+async fn wait_until_due(store: &dyn TokenStore) {
+    let row = store
+        .connection("alice", "atlassian")
+        .await
+        .expect("db")
+        .expect("row");
+    let due = row.access_expires_at.expect("expiry") - chrono::Duration::seconds(1);
+    let wait = (due - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(100);
+    tokio::time::sleep(wait).await;
+}
+
+async fn get_token(http: &reqwest::Client, url: String, admin: &str) -> (u16, Value) {
+    let resp = http
+        .get(url)
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_callers_share_one_refresh() {
+    for db in TestDatabase::all().await {
+        let h = Harness::start_with(&db, short_fake(), true, short_settings()).await;
+        h.connect("alice").await;
+        let before = h
+            .store
+            .connection("alice", "atlassian")
+            .await
+            .expect("db")
+            .expect("row");
+        h.fake.fake.set_access_ttl(Duration::from_secs(3600));
+        wait_until_due(&h.store).await;
+
+        let admin = h.token("admin-1", "admin");
+        let mut calls = JoinSet::new();
+        for _ in 0..200 {
+            let (http, url, admin) = (h.http.clone(), h.url(TOKEN_ROUTE), admin.clone());
+            calls.spawn(async move { get_token(&http, url, &admin).await });
+        }
+        let mut tokens = std::collections::BTreeSet::new();
+        while let Some(done) = calls.join_next().await {
+            let (status, body) = done.expect("join");
+            assert_eq!(status, 200, "{}: {body}", db.kind);
+            tokens.insert(body["access_token"].as_str().expect("token").to_owned());
+        }
+        assert_eq!(
+            h.fake.fake.counters().token_refresh,
+            1,
+            "{}: exactly one refresh",
+            db.kind
+        );
+        assert_eq!(tokens.len(), 1, "every caller got the one new token");
+        let after = h
+            .store
+            .connection("alice", "atlassian")
+            .await
+            .expect("db")
+            .expect("row");
+        assert_eq!(
+            after.version,
+            before.version + 1,
+            "version rose by exactly 1"
+        );
+        assert_eq!(after.lease_owner, None, "lease released");
+
+        let metrics = h
+            .http
+            .get(h.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("grantry_refreshes_started_total 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("grantry_refreshes_succeeded_total 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("grantry_connections{provider=\"atlassian\",status=\"active\"} 1"),
+            "{metrics}"
+        );
+        let served: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("grantry_refresh_waiters_served_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("waiters metric");
+        assert!(
+            served >= 1,
+            "waiters were served by the one refresh: {metrics}"
+        );
+        drop(h);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
+    for db in TestDatabase::all().await {
+        let h = Harness::start_with(&db, short_fake(), true, short_settings()).await;
+        h.connect("alice").await;
+        h.fake.fake.omit_refresh_token_next(1);
+        for round in 1..=2u64 {
+            wait_until_due(&h.store).await;
+            let (status, body) =
+                get_token(&h.http, h.url(TOKEN_ROUTE), &h.token("admin-1", "admin")).await;
+            assert_eq!(status, 200, "{} round {round}: {body}", db.kind);
+            assert_eq!(h.fake.fake.counters().token_refresh, round);
+        }
+        let row = h
+            .store
+            .connection("alice", "atlassian")
+            .await
+            .expect("db")
+            .expect("row");
+        assert_eq!(row.version, 2);
+        assert_eq!(row.status, ConnectionStatus::Active);
+        drop(h);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_winner_is_taken_over_after_its_lease() {
+    for db in TestDatabase::all().await {
+        let h = Harness::start_with(&db, short_fake(), true, short_settings()).await;
+        h.connect("alice").await;
+        h.fake.fake.set_reuse_leeway(Duration::from_secs(600));
+        h.fake.fake.set_access_ttl(Duration::from_secs(3600));
+        wait_until_due(&h.store).await;
+
+        // Replica A wins the lease, then hangs at the token endpoint and dies there.
+        let a = h.replica_state(short_settings());
+        let a_owner = a.refresher().owner().to_owned();
+        h.fake
+            .fake
+            .fail_next_token_calls(1, Failure::Delay(Duration::from_secs(30)));
+        let (a_base, a_server) = spawn_server(a).await;
+        let admin = h.token("admin-1", "admin");
+        let hung = {
+            let (http, url, admin) = (
+                h.http.clone(),
+                format!("{a_base}{TOKEN_ROUTE}"),
+                admin.clone(),
+            );
+            tokio::spawn(async move { get_token(&http, url, &admin).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let row = h
+                .store
+                .connection("alice", "atlassian")
+                .await
+                .expect("db")
+                .expect("row");
+            if row.lease_owner.as_deref() == Some(a_owner.as_str()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica A never took the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        hung.abort();
+        a_server.abort();
+
+        // Replica B (the harness) waits out the lease and refreshes; nothing is lost.
+        let (status, body) = get_token(&h.http, h.url(TOKEN_ROUTE), &admin).await;
+        assert_eq!(status, 200, "{}: {body}", db.kind);
+        let row = h
+            .store
+            .connection("alice", "atlassian")
+            .await
+            .expect("db")
+            .expect("row");
+        assert_eq!(row.status, ConnectionStatus::Active);
+        assert_eq!(row.version, 1);
+        assert_ne!(row.lease_owner.as_deref(), Some(a_owner.as_str()));
+        let (status, again) = get_token(&h.http, h.url(TOKEN_ROUTE), &admin).await;
+        assert_eq!(
+            (status, &again["access_token"]),
+            (200, &body["access_token"])
+        );
+        drop(h);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn maintenance_keeps_idle_grants_alive_and_retires_expired_ones() {
+    for db in TestDatabase::all().await {
+        let h = Harness::start(&db, fake_config(), true).await;
+        h.connect("alice").await;
+        h.connect("bob").await;
+        let (_, _) = h.authorize("carol").await;
+        let soon = (Utc::now() + chrono::Duration::days(2)).timestamp_millis();
+        let past = (Utc::now() - chrono::Duration::seconds(1)).timestamp_millis();
+        for (sql, value, user) in [
+            (
+                "UPDATE connections SET refresh_idle_expires_at = $1 WHERE user_id = $2",
+                soon,
+                "alice",
+            ),
+            (
+                "UPDATE connections SET refresh_expires_at = $1 WHERE user_id = $2",
+                past,
+                "bob",
+            ),
+        ] {
+            sqlx::query(sql)
+                .bind(value)
+                .bind(user)
+                .execute(h.store.pool())
+                .await
+                .expect("update");
+        }
+        sqlx::query("UPDATE oauth_states SET expires_at = $1")
+            .bind(past)
+            .execute(h.store.pool())
+            .await
+            .expect("expire states");
+
+        let report = maintenance::run_once(
+            h.state.refresher(),
+            h.state.providers(),
+            Duration::from_secs(7 * 24 * 3600),
+            Utc::now(),
+        )
+        .await
+        .expect("maintenance");
+        assert_eq!(
+            (report.kept_alive, report.expired, report.failures),
+            (1, 1, 0),
+            "{}: {report:?}",
+            db.kind
+        );
+        assert!(report.states_purged >= 1);
+        let alice = h
+            .store
+            .connection("alice", "atlassian")
+            .await
+            .expect("db")
+            .expect("row");
+        assert_eq!(alice.version, 1, "alice's idle grant was refreshed");
+        assert!(
+            alice.refresh_idle_expires_at.expect("idle") > Utc::now() + chrono::Duration::days(80)
+        );
+        let bob = h
+            .store
+            .connection("bob", "atlassian")
+            .await
+            .expect("db")
+            .expect("row kept");
+        assert_eq!(bob.status, ConnectionStatus::NeedsReauth);
+        assert_eq!(h.fake.fake.counters().token_refresh, 1);
+        let again = maintenance::run_once(
+            h.state.refresher(),
+            h.state.providers(),
+            Duration::from_secs(7 * 24 * 3600),
+            Utc::now(),
+        )
+        .await
+        .expect("second pass");
+        assert_eq!(
+            (again.kept_alive, again.expired),
+            (0, 0),
+            "nothing more to do"
+        );
+        drop(h);
+        db.cleanup().await;
+    }
+}
+
+/// Two `grantry serve` processes on one database: 100 concurrent requests, one refresh.
+#[tokio::test]
+async fn two_processes_on_one_database_share_one_refresh() {
+    let mut dbs = vec![TestDatabase::sqlite()];
+    dbs.extend(TestDatabase::postgres().await);
+    for db in dbs {
+        let fake = FakeAtlassian::start(short_fake()).await.expect("fake");
+        let jwt = "two-process-jwt";
+        let key = KeyRing::generate_key_base64();
+        let env = |scratch: Scratch| {
+            scratch
+                .with("GRANTRY_ENCRYPTION_KEY", &key)
+                .with("GRANTRY_JWT_SECRET", jwt)
+                .with("DATABASE_URL", &db.url)
+                .with("GRANTRY_REFRESH_MARGIN", "1")
+                .with("GRANTRY_REFRESH_LEASE", "5")
+                .with("ENABLE_ATLASSIAN_INTEGRATION", "true")
+                .with("ATLASSIAN_CLIENT_ID", &fake.fake.config().client_id)
+                .with("ATLASSIAN_CLIENT_SECRET", &fake.fake.config().client_secret)
+                .with("ATLASSIAN_REDIRECT_URI", REDIRECT)
+                .with("ATLASSIAN_AUTH_URL", &fake.base_url)
+                .with("ATLASSIAN_API_URL", &fake.base_url)
+        };
+        let mut scratch_a = env(Scratch::new());
+        let server_a = scratch_a.serve().await;
+        let mut scratch_b = env(Scratch::new());
+        let server_b = scratch_b.serve().await;
+
+        let secret = SecretString::from(jwt.to_owned());
+        let user = JwtAuthenticator::issue(&secret, "alice", "user", Duration::from_secs(600))
+            .expect("sign");
+        let admin = JwtAuthenticator::issue(&secret, "root", "admin", Duration::from_secs(600))
+            .expect("sign");
+        let http = reqwest::Client::new();
+        let auth: Value = http
+            .post(server_a.url("/api/v1/atlassian/connection/authorize"))
+            .bearer_auth(&user)
+            .send()
+            .await
+            .expect("authorize")
+            .json()
+            .await
+            .expect("json");
+        let code = fake.fake.issue_code(grantry::atlassian::DEFAULT_SCOPES);
+        let resp = http
+            .post(server_b.url("/api/v1/atlassian/connection/callback"))
+            .bearer_auth(&user)
+            .json(&json!({"code": code, "state": auth["state"]}))
+            .send()
+            .await
+            .expect("callback");
+        assert_eq!(
+            resp.status(),
+            200,
+            "a state issued by one replica completes on the other"
+        );
+        fake.fake.set_access_ttl(Duration::from_secs(3600));
+        let store = db.store().await;
+        wait_until_due(&store).await;
+
+        let mut calls = JoinSet::new();
+        for i in 0..100 {
+            let server = if i % 2 == 0 { &server_a } else { &server_b };
+            let (http, url, admin) = (http.clone(), server.url(TOKEN_ROUTE), admin.clone());
+            calls.spawn(async move { get_token(&http, url, &admin).await });
+        }
+        let mut tokens = std::collections::BTreeSet::new();
+        while let Some(done) = calls.join_next().await {
+            let (status, body) = done.expect("join");
+            assert_eq!(status, 200, "{}: {body}", db.kind);
+            tokens.insert(body["access_token"].as_str().expect("token").to_owned());
+        }
+        assert_eq!(
+            fake.fake.counters().token_refresh,
+            1,
+            "{}: exactly one refresh across two processes",
+            db.kind
+        );
+        assert_eq!(tokens.len(), 1);
+        let row = store
+            .connection("alice", "atlassian")
+            .await
+            .expect("db")
+            .expect("row");
+        assert_eq!(row.version, 1);
+        store.close().await;
+        server_a.stop();
+        server_b.stop();
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_winner_process_is_taken_over() {
+    let mut dbs = vec![TestDatabase::sqlite()];
+    dbs.extend(TestDatabase::postgres().await);
+    for db in dbs {
+        let fake = FakeAtlassian::start(short_fake()).await.expect("fake");
+        fake.fake.set_reuse_leeway(Duration::from_secs(600));
+        let jwt = "kill-jwt";
+        let key = KeyRing::generate_key_base64();
+        let env = |scratch: Scratch| {
+            scratch
+                .with("GRANTRY_ENCRYPTION_KEY", &key)
+                .with("GRANTRY_JWT_SECRET", jwt)
+                .with("DATABASE_URL", &db.url)
+                .with("GRANTRY_REFRESH_MARGIN", "1")
+                .with("GRANTRY_REFRESH_LEASE", "2")
+                .with("ENABLE_ATLASSIAN_INTEGRATION", "true")
+                .with("ATLASSIAN_CLIENT_ID", &fake.fake.config().client_id)
+                .with("ATLASSIAN_CLIENT_SECRET", &fake.fake.config().client_secret)
+                .with("ATLASSIAN_REDIRECT_URI", REDIRECT)
+                .with("ATLASSIAN_AUTH_URL", &fake.base_url)
+                .with("ATLASSIAN_API_URL", &fake.base_url)
+                .with("ATLASSIAN_HTTP_TIMEOUT", "60")
+        };
+        let mut scratch_a = env(Scratch::new());
+        let server_a = scratch_a.serve().await;
+        let mut scratch_b = env(Scratch::new());
+        let server_b = scratch_b.serve().await;
+        let secret = SecretString::from(jwt.to_owned());
+        let user = JwtAuthenticator::issue(&secret, "alice", "user", Duration::from_secs(600))
+            .expect("sign");
+        let admin = JwtAuthenticator::issue(&secret, "root", "admin", Duration::from_secs(600))
+            .expect("sign");
+        let http = reqwest::Client::new();
+        let auth: Value = http
+            .post(server_a.url("/api/v1/atlassian/connection/authorize"))
+            .bearer_auth(&user)
+            .send()
+            .await
+            .expect("authorize")
+            .json()
+            .await
+            .expect("json");
+        let code = fake.fake.issue_code(grantry::atlassian::DEFAULT_SCOPES);
+        let resp = http
+            .post(server_a.url("/api/v1/atlassian/connection/callback"))
+            .bearer_auth(&user)
+            .json(&json!({"code": code, "state": auth["state"]}))
+            .send()
+            .await
+            .expect("callback");
+        assert_eq!(resp.status(), 200);
+        fake.fake.set_access_ttl(Duration::from_secs(3600));
+        let store = db.store().await;
+        wait_until_due(&store).await;
+
+        fake.fake
+            .fail_next_token_calls(1, Failure::Delay(Duration::from_secs(30)));
+        let hung = {
+            let (http, url, admin) = (http.clone(), server_a.url(TOKEN_ROUTE), admin.clone());
+            tokio::spawn(async move { get_token(&http, url, &admin).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store
+            .connection("alice", "atlassian")
+            .await
+            .expect("db")
+            .expect("row")
+            .lease_owner
+            .is_none()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process A never took the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server_a.stop();
+        hung.abort();
+
+        let (status, body) = get_token(&http, server_b.url(TOKEN_ROUTE), &admin).await;
+        assert_eq!(status, 200, "{}: {body}", db.kind);
+        let row = store
+            .connection("alice", "atlassian")
+            .await
+            .expect("db")
+            .expect("row");
+        assert_eq!(
+            (row.status, row.version),
+            (ConnectionStatus::Active, 1),
+            "{}",
+            db.kind
+        );
+        store.close().await;
+        server_b.stop();
+        db.cleanup().await;
+    }
+}

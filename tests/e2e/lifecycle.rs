@@ -503,3 +503,75 @@ async fn a_killed_winner_process_is_taken_over() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn transient_failures_are_retried_then_reported_without_losing_the_connection() {
+    let db = TestDatabase::sqlite();
+    let settings = RefreshSettings {
+        base_backoff: Duration::from_millis(20),
+        ..short_settings()
+    };
+    let h = Harness::start_with(&db, short_fake(), true, settings).await;
+    h.connect("alice").await;
+    let admin = h.token("admin-1", "admin");
+
+    // Two 503s, then success: the third attempt stores the new pair.
+    wait_until_due(&h.store).await;
+    h.fake.fake.fail_next_token_calls(2, Failure::Status(503));
+    let (status, body) = get_token(&h.http, h.url(TOKEN_ROUTE), &admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.fake.fake.counters().token_failures, 2);
+    assert_eq!(
+        h.store
+            .connection("alice", "atlassian")
+            .await
+            .expect("db")
+            .expect("row")
+            .version,
+        1
+    );
+
+    // A 429 with Retry-After, then success.
+    wait_until_due(&h.store).await;
+    h.fake.fake.fail_next_token_calls(1, Failure::Status(429));
+    let (status, _) = get_token(&h.http, h.url(TOKEN_ROUTE), &admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.fake.fake.counters().token_failures, 3);
+
+    // Three failures exhaust the attempts: 502, the connection stays active with the failure noted.
+    wait_until_due(&h.store).await;
+    h.fake.fake.fail_next_token_calls(3, Failure::Malformed);
+    let (status, body) = get_token(&h.http, h.url(TOKEN_ROUTE), &admin).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (502, Some("upstream_unavailable")),
+        "{body}"
+    );
+    let row = h
+        .store
+        .connection("alice", "atlassian")
+        .await
+        .expect("db")
+        .expect("row");
+    assert_eq!(row.status, ConnectionStatus::Active);
+    assert!(row.last_failure.is_some());
+    assert_eq!(
+        row.lease_owner, None,
+        "the lease is released after a failure"
+    );
+    let (status, _) = get_token(&h.http, h.url(TOKEN_ROUTE), &admin).await;
+    assert_eq!(status, 200, "the next call refreshes normally");
+    let metrics = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("grantry_refreshes_failed_total{reason=\"transient\"} 1"),
+        "{metrics}"
+    );
+}

@@ -11,7 +11,7 @@ use chrono::Utc;
 use grantry::atlassian::fake::{Failure, FakeAtlassian, FakeConfig};
 use grantry::core::{
     AccessToken, KeyRing, Provider, ProviderSettings, ProvidersConfig, RefreshSettings, Refresher,
-    TokenStore, Vault, build_providers,
+    Vault, build_providers,
 };
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;
@@ -74,7 +74,10 @@ async fn run(upstream_latency: Duration) {
 
     let code = fake.fake.issue_code(grantry::atlassian::DEFAULT_SCOPES);
     let tokens = provider
-        .exchange_code(&grantry::core::AuthorizationCode::new(code))
+        .exchange_code(
+            &grantry::core::AuthorizationCode::new(code),
+            &grantry::core::CallbackContext::default(),
+        )
         .await
         .expect("exchange");
     let details = provider

@@ -59,6 +59,8 @@ pub enum TokenField {
     Access,
     /// The refresh token.
     Refresh,
+    /// The PKCE verifier of a pending authorization (bound to the state's hash).
+    PkceVerifier,
 }
 
 impl TokenField {
@@ -67,6 +69,7 @@ impl TokenField {
         match self {
             Self::Access => "access",
             Self::Refresh => "refresh",
+            Self::PkceVerifier => "pkce_verifier",
         }
     }
 }

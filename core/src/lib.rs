@@ -24,13 +24,15 @@ pub use http::{
 pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
 pub use maintenance::MaintenanceReport;
 pub use provider::{
-    AuthorizeRequest, BuildFn, Provider, ProviderFactory, ProviderSettings, ProvidersConfig,
-    RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers, classify_token_error,
-    env_prefix, factories,
+    AuthorizeRequest, BuildFn, CallbackContext, Provider, ProviderFactory, ProviderSettings,
+    ProvidersConfig, RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers,
+    classify_token_error, env_prefix, factories,
 };
 pub use refresh::{AccessError, FreshAccess, RefreshMetrics, RefreshSettings, Refresher};
 pub use scope::{Scope, ScopeInfo, ScopeSet};
-pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken, StateToken};
+pub use secret::{
+    AccessToken, AuthorizationCode, ClientSecret, PkceVerifier, RefreshToken, StateToken,
+};
 pub use store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};
 pub use token::{Account, AccountDetails, Resource, TokenSet};
 pub use vault::{ReencryptReport, Vault};

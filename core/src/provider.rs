@@ -9,7 +9,9 @@ use url::Url;
 
 use crate::error::{ConfigError, ProviderError};
 use crate::scope::{ScopeInfo, ScopeSet};
-use crate::secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken, StateToken};
+use crate::secret::{
+    AccessToken, AuthorizationCode, ClientSecret, PkceVerifier, RefreshToken, StateToken,
+};
 use crate::token::{AccountDetails, TokenSet};
 
 /// How a provider's refresh tokens behave, and when grantry refreshes.
@@ -67,6 +69,17 @@ pub struct AuthorizeRequest<'a> {
     pub state: &'a StateToken,
     /// The scopes to ask for.
     pub scopes: &'a ScopeSet,
+    /// The PKCE verifier, when the provider uses PKCE (send its S256 challenge).
+    pub pkce: Option<&'a PkceVerifier>,
+}
+
+/// What the callback brought back besides the code, for the code exchange.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackContext<'a> {
+    /// The PKCE verifier stored with the state, when the provider uses PKCE.
+    pub pkce: Option<&'a PkceVerifier>,
+    /// The `iss` parameter of the authorization response (RFC 9207), when the server sent one.
+    pub issuer: Option<&'a str>,
 }
 
 /// What a provider may say about revocation on disconnect.
@@ -96,8 +109,17 @@ pub trait Provider: Send + Sync + 'static {
     /// The URL the user is sent to for consent.
     fn authorize_url(&self, request: &AuthorizeRequest<'_>) -> Result<Url, ProviderError>;
 
+    /// Whether authorizations use PKCE (RFC 7636); grantry then keeps a verifier with the state.
+    fn uses_pkce(&self) -> bool {
+        false
+    }
+
     /// Exchanges an authorization code for tokens.
-    async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenSet, ProviderError>;
+    async fn exchange_code(
+        &self,
+        code: &AuthorizationCode,
+        callback: &CallbackContext<'_>,
+    ) -> Result<TokenSet, ProviderError>;
 
     /// Redeems a refresh token for a new token set.
     async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenSet, ProviderError>;

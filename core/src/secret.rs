@@ -69,6 +69,25 @@ secret_newtype!(
     /// The opaque `state` value of an authorization request.
     StateToken
 );
+secret_newtype!(
+    /// A PKCE code verifier (RFC 7636), kept sealed with its state until the callback.
+    PkceVerifier
+);
+
+impl PkceVerifier {
+    /// A new verifier: 32 random bytes, base64url without padding (43 characters).
+    pub fn generate() -> Self {
+        Self::new(StateToken::generate().secret())
+    }
+
+    /// The `S256` code challenge: base64url(SHA-256(verifier)) without padding.
+    pub fn challenge_s256(&self) -> String {
+        use base64::Engine;
+        use sha2::{Digest, Sha256};
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(Sha256::digest(self.secret().as_bytes()))
+    }
+}
 
 impl StateToken {
     /// A new unguessable state: 32 random bytes, base64url without padding.
@@ -100,6 +119,16 @@ mod tests {
         assert_eq!(token.secret(), "very-secret-value");
         let refresh: RefreshToken = serde_json::from_str("\"r-1\"").expect("json string");
         assert!(!format!("{refresh:?}").contains("r-1"));
+    }
+
+    #[test]
+    fn pkce_challenge_matches_rfc7636_appendix_b() {
+        let verifier = PkceVerifier::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+        assert_eq!(
+            verifier.challenge_s256(),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        assert_eq!(PkceVerifier::generate().secret().len(), 43);
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub struct StateRecord {
     pub expires_at: DateTime<Utc>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// The sealed PKCE verifier, for providers that use PKCE.
+    pub code_verifier: Option<SealedValue>,
 }
 
 /// Persistent storage of connections and states; every method is atomic.

@@ -10,13 +10,19 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    ApiError, AuthorizationCode, AuthorizeRequest, ConnectionRecord, Principal, Provider,
-    ProviderError, ProviderHandle, Resource, StateRecord, StateToken,
+    ApiError, AuthorizationCode, AuthorizeRequest, CallbackContext, ConnectionRecord, PkceVerifier,
+    Principal, Provider, ProviderError, ProviderHandle, Resource, RevokeOutcome, SealContext,
+    StateRecord, StateToken, TokenField,
 };
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::AppState;
+
+/// The header of a disconnect's answer that tells whether the provider revoked the grant:
+/// `revoked`, `unsupported` (the provider has no revocation) or `failed` (best effort failed).
+pub(crate) const REVOCATION_HEADER: &str = "grantry-revocation";
 
 /// How long an authorization state is accepted.
 pub(crate) const STATE_TTL_SECS: i64 = 600;
@@ -105,15 +111,31 @@ async fn authorize(
     principal: Principal,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let state = StateToken::generate();
+    let state_hash = state.digest();
     let now = Utc::now();
+    let pkce = s.provider.uses_pkce().then(PkceVerifier::generate);
+    let code_verifier = match &pkce {
+        Some(verifier) => Some(
+            s.app
+                .vault()
+                .keys()
+                .seal(
+                    verifier.secret(),
+                    pkce_context(&state_hash, s.provider.id()),
+                )
+                .map_err(|e| ApiError::internal(&e))?,
+        ),
+        None => None,
+    };
     s.app
         .store()
         .put_state(&StateRecord {
-            state_hash: state.digest(),
+            state_hash: state_hash.clone(),
             user_id: principal.user_id.clone(),
             provider: s.provider.id().to_owned(),
             expires_at: now + chrono::Duration::seconds(STATE_TTL_SECS),
             created_at: now,
+            code_verifier,
         })
         .await
         .map_err(|e| ApiError::database(&e))?;
@@ -122,6 +144,7 @@ async fn authorize(
         .authorize_url(&AuthorizeRequest {
             state: &state,
             scopes: s.provider.requested_scopes(),
+            pkce: pkce.as_ref(),
         })
         .map_err(|e| ApiError::internal(&e))?;
     Ok(Json(json!({
@@ -138,6 +161,7 @@ struct CallbackBody {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    iss: Option<String>,
 }
 
 fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -178,12 +202,12 @@ async fn callback(
         )
         .await
         .map_err(|e| ApiError::database(&e))?;
-    if consumed.is_none() {
+    let Some(consumed) = consumed else {
         return Err(bad_request(
             "invalid_state",
             "unknown, expired or already used state; start the connection again",
         ));
-    }
+    };
     if let Some(error) = body.error.filter(|e| !e.is_empty()) {
         let detail = body.error_description.unwrap_or_default();
         return Err(if error == "access_denied" {
@@ -198,8 +222,23 @@ async fn callback(
         });
     }
     let code = AuthorizationCode::new(body.code.unwrap_or_default());
+    let pkce = match &consumed.code_verifier {
+        Some(sealed) => Some(PkceVerifier::new(
+            s.app
+                .vault()
+                .keys()
+                .open(sealed, pkce_context(&consumed.state_hash, provider.id()))
+                .map_err(|e| ApiError::internal(&e))?
+                .expose_secret(),
+        )),
+        None => None,
+    };
+    let callback = CallbackContext {
+        pkce: pkce.as_ref(),
+        issuer: body.iss.as_deref().filter(|i| !i.is_empty()),
+    };
     let tokens = provider
-        .exchange_code(&code)
+        .exchange_code(&code, &callback)
         .await
         .map_err(|e| exchange_error(provider.id(), &e))?;
     let details = provider
@@ -224,6 +263,14 @@ async fn callback(
         })?;
     tracing::info!(provider = provider.id(), user = %principal.user_id, sites = record.resources.len(), "connected");
     Ok(Json(json!(view(&record, false))))
+}
+
+fn pkce_context<'a>(state_hash: &'a str, provider: &'a str) -> SealContext<'a> {
+    SealContext {
+        connection_id: state_hash,
+        provider,
+        field: TokenField::PkceVerifier,
+    }
 }
 
 fn exchange_error(provider: &str, e: &ProviderError) -> ApiError {
@@ -265,11 +312,20 @@ async fn remove(s: &RouteState, user_id: &str) -> Result<Response, ApiError> {
     else {
         return Err(ApiError::not_connected(provider.id()));
     };
-    if let Ok(tokens) = s.app.vault().open_tokens(&record)
-        && let Err(e) = provider.revoke(&tokens).await
-    {
-        tracing::warn!(provider = provider.id(), error = %e, "upstream revocation failed; deleting our copy anyway");
-    }
+    let revocation = match s.app.vault().open_tokens(&record) {
+        Ok(tokens) => match provider.revoke(&tokens).await {
+            Ok(RevokeOutcome::Revoked) => "revoked",
+            Ok(RevokeOutcome::Unsupported) => "unsupported",
+            Err(e) => {
+                tracing::warn!(provider = provider.id(), error = %e, "upstream revocation failed; deleting our copy anyway");
+                "failed"
+            }
+        },
+        Err(e) => {
+            tracing::warn!(provider = provider.id(), error = %e, "tokens do not open; deleting our copy without revocation");
+            "failed"
+        }
+    };
     if !store
         .delete_connection(user_id, provider.id())
         .await
@@ -277,8 +333,8 @@ async fn remove(s: &RouteState, user_id: &str) -> Result<Response, ApiError> {
     {
         return Err(ApiError::not_connected(provider.id()));
     }
-    tracing::info!(provider = provider.id(), user = %user_id, "disconnected");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    tracing::info!(provider = provider.id(), user = %user_id, revocation, "disconnected");
+    Ok((StatusCode::NO_CONTENT, [(REVOCATION_HEADER, revocation)]).into_response())
 }
 
 async fn disconnect(

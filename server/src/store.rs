@@ -570,14 +570,15 @@ impl TokenStore for SqlStore {
 
     async fn put_state(&self, s: &StateRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO oauth_states (state_hash, user_id, provider, expires_at, created_at, used) \
-             VALUES ($1, $2, $3, $4, $5, 0)",
+            "INSERT INTO oauth_states (state_hash, user_id, provider, expires_at, created_at, used, code_verifier) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6)",
         )
         .bind(s.state_hash.clone())
         .bind(s.user_id.clone())
         .bind(s.provider.clone())
         .bind(millis(s.expires_at))
         .bind(millis(s.created_at))
+        .bind(s.code_verifier.as_ref().map(|v| v.as_bytes().to_vec()))
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
@@ -594,7 +595,7 @@ impl TokenStore for SqlStore {
         let row = sqlx::query(
             "UPDATE oauth_states SET used = 1 WHERE state_hash = $1 AND user_id = $2 AND provider = $3 \
              AND used = 0 AND expires_at > $4 \
-             RETURNING state_hash, user_id, provider, expires_at, created_at",
+             RETURNING state_hash, user_id, provider, expires_at, created_at, code_verifier",
         )
         .bind(state_hash.to_owned())
         .bind(user_id.to_owned())
@@ -611,6 +612,10 @@ impl TokenStore for SqlStore {
             provider: row.try_get("provider").map_err(get)?,
             expires_at: time(row.try_get("expires_at").map_err(get)?)?,
             created_at: time(row.try_get("created_at").map_err(get)?)?,
+            code_verifier: row
+                .try_get::<Option<Vec<u8>>, _>("code_verifier")
+                .map_err(get)?
+                .map(SealedValue::from_bytes),
         }))
     }
 

@@ -401,6 +401,7 @@ async fn states_are_single_use_bound_to_user_and_expire() {
             provider: "p".into(),
             expires_at: expires,
             created_at: t,
+            code_verifier: (hash == "h1").then(|| SealedValue::from_bytes(vec![7; 40])),
         };
         store
             .put_state(&state("h1", t + Duration::minutes(10)))

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use grantry_core::{
-    AccessToken, AccountDetails, AuthorizationCode, AuthorizeRequest, ConfigError, Provider,
-    ProviderError, ProviderFactory, ProvidersConfig, RefreshPolicy, RefreshToken, ScopeInfo,
-    ScopeSet, TokenSet,
+    AccessToken, AccountDetails, AuthorizationCode, AuthorizeRequest, CallbackContext, ConfigError,
+    Provider, ProviderError, ProviderFactory, ProvidersConfig, RefreshPolicy, RefreshToken,
+    ScopeInfo, ScopeSet, TokenSet,
 };
 use url::Url;
 
@@ -112,7 +112,11 @@ impl Provider for Atlassian {
         Ok(url)
     }
 
-    async fn exchange_code(&self, code: &AuthorizationCode) -> Result<TokenSet, ProviderError> {
+    async fn exchange_code(
+        &self,
+        code: &AuthorizationCode,
+        _callback: &CallbackContext<'_>,
+    ) -> Result<TokenSet, ProviderError> {
         let body = serde_json::json!({
             "grant_type": "authorization_code",
             "client_id": self.config.client_id,
@@ -222,6 +226,7 @@ mod tests {
             .authorize_url(&AuthorizeRequest {
                 state: &state,
                 scopes: provider.requested_scopes(),
+                pkce: None,
             })
             .expect("url");
         assert_eq!(url.path(), "/authorize");

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use grantry_core::{
-    AccessToken, AuthorizationCode, Provider, ProviderError, ProviderSettings, ProvidersConfig,
-    RefreshToken, build_providers,
+    AccessToken, AuthorizationCode, CallbackContext, Provider, ProviderError, ProviderSettings,
+    ProvidersConfig, RefreshToken, build_providers,
 };
 
 async fn serve(app: Router) -> String {
@@ -46,7 +46,7 @@ fn provider(base: &str) -> Arc<dyn Provider> {
 async fn exchange(app: Router) -> ProviderError {
     let base = serve(app).await;
     provider(&base)
-        .exchange_code(&AuthorizationCode::new("code"))
+        .exchange_code(&AuthorizationCode::new("code"), &CallbackContext::default())
         .await
         .expect_err("must fail")
 }
@@ -167,7 +167,7 @@ async fn a_connection_cut_midway_is_transient() {
         }
     });
     let e = provider(&base)
-        .exchange_code(&AuthorizationCode::new("code"))
+        .exchange_code(&AuthorizationCode::new("code"), &CallbackContext::default())
         .await
         .expect_err("cut off");
     assert!(e.is_transient(), "{e:?}");

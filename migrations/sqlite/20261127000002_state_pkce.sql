@@ -1,0 +1,2 @@
+-- PKCE verifiers (sealed) kept with pending OAuth states.
+ALTER TABLE oauth_states ADD COLUMN code_verifier BLOB;

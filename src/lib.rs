@@ -8,8 +8,14 @@ pub use grantry_server as server;
 #[cfg(feature = "atlassian")]
 pub use grantry_atlassian as atlassian;
 
+/// The generic OAuth 2.0 / OpenID Connect provider (feature `oauth2`).
+#[cfg(feature = "oauth2")]
+pub use grantry_oauth2 as oauth2;
+
 /// Makes sure every provider crate enabled by a feature is linked, so its registration runs.
 pub fn link_providers() {
     #[cfg(feature = "atlassian")]
     let _ = grantry_atlassian::ID;
+    #[cfg(feature = "oauth2")]
+    let _ = grantry_oauth2::FACTORY_ID;
 }

@@ -71,24 +71,43 @@ pub async fn serve(
         source,
     })?;
     tracing::info!(%local, providers = ?state.provider_ids(), database = %config.database_url, "grantry listening");
-    let maintenance = tokio::spawn(maintain(state.clone(), config.maintenance_interval));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let maintenance = tokio::spawn(maintain(
+        state.clone(),
+        config.maintenance_interval,
+        stop_rx,
+    ));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ServerError::Io { addr, source });
-    maintenance.abort();
+    // In-flight requests (and the refreshes they run) have finished; let a maintenance pass
+    // in progress finish too, so no lease is left held.
+    let _ = stop_tx.send(true);
+    if let Err(e) = maintenance.await {
+        tracing::warn!(error = %e, "maintenance task ended abnormally");
+    }
+    tracing::info!("stopped");
     served
 }
 
 /// How long before a refresh token's inactivity expiry the maintenance task refreshes it.
 pub const KEEP_ALIVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-/// Runs the maintenance pass every `interval`, the first right away.
-pub async fn maintain(state: AppState, interval: std::time::Duration) {
+/// Runs the maintenance pass every `interval`, the first right away, until `stop` turns true
+/// (a pass in progress completes first).
+pub async fn maintain(
+    state: AppState,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
         match grantry_core::maintenance::run_once(
             state.refresher(),
             state.providers(),
@@ -99,6 +118,9 @@ pub async fn maintain(state: AppState, interval: std::time::Duration) {
         {
             Ok(report) => tracing::debug!(?report, "maintenance pass"),
             Err(e) => tracing::warn!(error = %e, "maintenance pass failed"),
+        }
+        if *stop.borrow() {
+            return;
         }
     }
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod connect;
 mod demo;
+mod faults;
 mod harness;
 mod helpers;
 mod lifecycle;

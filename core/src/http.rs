@@ -25,10 +25,13 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
+/// The JSON body of every error: `{"error": code, "message": text}`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine-readable code, e.g. `not_connected`.
+    pub error: String,
+    /// A human explanation.
+    pub message: String,
 }
 
 impl ApiError {
@@ -112,8 +115,8 @@ impl IntoResponse for ApiError {
         (
             self.status,
             Json(ErrorBody {
-                error: self.code,
-                message: &self.message,
+                error: self.code.to_owned(),
+                message: self.message,
             }),
         )
             .into_response()

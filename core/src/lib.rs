@@ -18,7 +18,7 @@ pub mod vault;
 
 pub use error::{ConfigError, CryptoError, Error, ProviderError, StoreError};
 pub use http::{
-    ApiError, Authenticator, AuthenticatorHandle, FreshToken, Principal, ProviderHandle,
+    ApiError, Authenticator, AuthenticatorHandle, ErrorBody, FreshToken, Principal, ProviderHandle,
     RefresherHandle, Role,
 };
 pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};

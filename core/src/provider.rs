@@ -146,6 +146,11 @@ pub trait Provider: Send + Sync + 'static {
     fn routes(&self) -> Option<axum::Router> {
         None
     }
+
+    /// The OpenAPI description of [`routes`](Provider::routes), paths relative to `/api/v1/{id}`.
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        None
+    }
 }
 
 /// The configuration of one provider id: `[providers.foo]` merged with `FOO_*` variables.

@@ -33,7 +33,7 @@ pub struct Account {
 }
 
 /// Something a grant can reach, such as an Atlassian site.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resource {
     /// The provider's id of the resource (an Atlassian cloud id).
     pub id: String,

@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::render))
+        .route("/openapi.json", get(crate::openapi::serve))
         .route("/api/v1/providers", get(providers))
         .with_state(state.clone());
     for provider in state.providers() {
@@ -133,11 +134,20 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-async fn healthz() -> Json<Value> {
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "probes", security(()),
+    responses((status = 200, body = crate::openapi::StatusBody)))]
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(()),
+    responses(
+        (status = 200, body = crate::openapi::StatusBody),
+        (status = 503, body = grantry_core::ErrorBody, description = "`database_unavailable`"),
+    ))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store().ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::new(
@@ -149,16 +159,25 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({"status": "ready"})))
 }
 
-async fn providers(State(state): State<AppState>, _principal: Principal) -> Json<Value> {
-    Json(json!(
+/// The mounted providers.
+#[utoipa::path(get, path = "/api/v1/providers", tag = "providers",
+    responses(
+        (status = 200, body = Vec<crate::openapi::ProviderInfo>),
+        (status = 401, body = grantry_core::ErrorBody, description = "`unauthorized`"),
+    ))]
+pub(crate) async fn providers(
+    State(state): State<AppState>,
+    _principal: Principal,
+) -> Json<Vec<crate::openapi::ProviderInfo>> {
+    Json(
         state
             .providers()
             .iter()
-            .map(|p| json!({
-                "id": p.id(),
-                "name": p.display_name(),
-                "scopes": p.requested_scopes().to_vec(),
-            }))
-            .collect::<Vec<_>>()
-    ))
+            .map(|p| crate::openapi::ProviderInfo {
+                id: p.id().to_owned(),
+                name: p.display_name().to_owned(),
+                scopes: p.requested_scopes().to_vec(),
+            })
+            .collect(),
+    )
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod logging;
 mod metrics;
+pub mod openapi;
 mod routes;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -22,6 +22,8 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Renders the metrics of this process and the connection counts of the database.
+#[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
+    responses((status = 200, content_type = "text/plain", body = String)))]
 pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
     let m = state.refresher().metrics();
     let mut out = String::with_capacity(2048);

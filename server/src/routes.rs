@@ -10,13 +10,14 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    ApiError, AuthorizationCode, AuthorizeRequest, CallbackContext, ConnectionRecord, PkceVerifier,
-    Principal, Provider, ProviderError, ProviderHandle, Resource, RevokeOutcome, SealContext,
-    StateRecord, StateToken, TokenField,
+    ApiError, AuthorizationCode, AuthorizeRequest, CallbackContext, ConnectionRecord, ErrorBody,
+    PkceVerifier, Principal, Provider, ProviderError, ProviderHandle, Resource, RevokeOutcome,
+    SealContext, StateRecord, StateToken, TokenField,
 };
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
 
@@ -57,7 +58,7 @@ pub(crate) fn provider_router(app: AppState, provider: Arc<dyn Provider>) -> Rou
     router.layer(Extension(ProviderHandle(provider)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AccountView<'a> {
     id: &'a str,
     name: Option<&'a str>,
@@ -65,7 +66,7 @@ struct AccountView<'a> {
 }
 
 /// The status object of a connection (and, with `user_id`, its admin summary).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct StatusView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
@@ -74,6 +75,7 @@ struct StatusView<'a> {
     status: &'a str,
     account: AccountView<'a>,
     scopes: Vec<&'a str>,
+    #[schema(value_type = Vec<Resource>)]
     sites: &'a [Resource],
     connected_at: DateTime<Utc>,
     access_token_expires_at: Option<DateTime<Utc>>,
@@ -106,10 +108,17 @@ fn view(record: &ConnectionRecord, with_user: bool) -> StatusView<'_> {
     }
 }
 
+/// Starts a connection: a consent URL with a single-use state bound to the user (10 minutes).
+#[utoipa::path(post, path = "/connection/authorize", tag = "connection",
+    responses(
+        (status = 200, body = AuthorizeResponse),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
 async fn authorize(
     State(s): State<RouteState>,
     principal: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuthorizeResponse>, ApiError> {
     let state = StateToken::generate();
     let state_hash = state.digest();
     let now = Utc::now();
@@ -147,15 +156,15 @@ async fn authorize(
             pkce: pkce.as_ref(),
         })
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(json!({
-        "authorization_url": url.as_str(),
-        "state": state.secret(),
-        "expires_in": STATE_TTL_SECS,
-    })))
+    Ok(Json(AuthorizeResponse {
+        authorization_url: url.to_string(),
+        state: state.secret().to_owned(),
+        expires_in: STATE_TTL_SECS,
+    }))
 }
 
 /// The body of a callback: `{code, state}` or `{error, state}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CallbackBody {
     code: Option<String>,
     state: Option<String>,
@@ -172,6 +181,18 @@ fn invalid_json(rejection: &JsonRejection) -> ApiError {
     ApiError::new(rejection.status(), "invalid_request", rejection.body_text())
 }
 
+/// Completes a connection with the code (or error) and state the provider sent back.
+#[utoipa::path(post, path = "/connection/callback", tag = "connection", request_body = CallbackBody,
+    responses(
+        (status = 200, body = StatusView),
+        (status = 400, body = ErrorBody, description = "`invalid_state`, `access_denied`, `authorization_failed`, `invalid_request`"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 413, description = "body too large"),
+        (status = 415, body = ErrorBody, description = "`invalid_request`: not JSON"),
+        (status = 422, body = ErrorBody, description = "`invalid_request`: wrong field types"),
+        (status = 502, body = ErrorBody, description = "`upstream_unavailable`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
 async fn callback(
     State(s): State<RouteState>,
     principal: Principal,
@@ -286,6 +307,13 @@ fn exchange_error(provider: &str, e: &ProviderError) -> ApiError {
     }
 }
 
+/// The user's connection to this provider, or `{"provider","connected":false}`.
+#[utoipa::path(get, path = "/connection/status", tag = "connection",
+    responses(
+        (status = 200, body = StatusView, description = "the status object, or `{\"provider\",\"connected\":false}`"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
 async fn status(
     State(s): State<RouteState>,
     principal: Principal,
@@ -337,6 +365,14 @@ async fn remove(s: &RouteState, user_id: &str) -> Result<Response, ApiError> {
     Ok((StatusCode::NO_CONTENT, [(REVOCATION_HEADER, revocation)]).into_response())
 }
 
+/// Deletes the user's connection (revoking it upstream when the provider can).
+#[utoipa::path(delete, path = "/connection", tag = "connection",
+    responses(
+        (status = 204, description = "deleted; header `grantry-revocation`: revoked, unsupported or failed"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 404, body = ErrorBody, description = "`not_connected`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
 async fn disconnect(
     State(s): State<RouteState>,
     principal: Principal,
@@ -344,6 +380,14 @@ async fn disconnect(
     remove(&s, &principal.user_id).await
 }
 
+/// Admin: every connection of this provider, never a token.
+#[utoipa::path(get, path = "/admin/connections", tag = "admin",
+    responses(
+        (status = 200, body = Vec<StatusView>),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
 async fn admin_list(
     State(s): State<RouteState>,
     principal: Principal,
@@ -360,6 +404,16 @@ async fn admin_list(
     )))
 }
 
+/// Admin: deletes a user's connection.
+#[utoipa::path(delete, path = "/admin/connections/{user_id}", tag = "admin",
+    params(("user_id" = String, Path, description = "the user's id")),
+    responses(
+        (status = 204, description = "deleted; header `grantry-revocation`"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`"),
+        (status = 404, body = ErrorBody, description = "`not_connected`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
 async fn admin_delete(
     State(s): State<RouteState>,
     principal: Principal,
@@ -369,11 +423,23 @@ async fn admin_delete(
     remove(&s, &user_id).await
 }
 
+/// Admin: a fresh access token of a user's connection, refreshed when due.
+#[utoipa::path(get, path = "/admin/connections/{user_id}/access-token", tag = "admin",
+    params(("user_id" = String, Path, description = "the user's id")),
+    responses(
+        (status = 200, body = AccessTokenResponse),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`"),
+        (status = 404, body = ErrorBody, description = "`not_connected`"),
+        (status = 409, body = ErrorBody, description = "`needs_reauth`"),
+        (status = 502, body = ErrorBody, description = "`upstream_unavailable`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
 async fn admin_access_token(
     State(s): State<RouteState>,
     principal: Principal,
     Path(user_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AccessTokenResponse>, ApiError> {
     let principal = principal.require_admin()?;
     let access = s
         .app
@@ -382,9 +448,55 @@ async fn admin_access_token(
         .await
         .map_err(|e| e.into_api_error(s.provider.id()))?;
     tracing::info!(provider = s.provider.id(), user = %user_id, admin = %principal.user_id, "access token handed out");
-    Ok(Json(json!({
-        "access_token": access.access_token.secret(),
-        "token_type": access.token_type,
-        "expires_at": access.expires_at,
-    })))
+    Ok(Json(AccessTokenResponse {
+        access_token: access.access_token.secret().to_owned(),
+        token_type: access.token_type,
+        expires_at: access.expires_at,
+    }))
 }
+
+/// The answer of `connection/authorize`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuthorizeResponse {
+    /// Where to send the user for consent.
+    authorization_url: String,
+    /// The single-use state (also inside the URL).
+    state: String,
+    /// Seconds the state stays valid.
+    expires_in: i64,
+}
+
+/// The answer of the admin access-token route.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AccessTokenResponse {
+    /// The access token.
+    access_token: String,
+    /// `Bearer`.
+    token_type: String,
+    /// When it expires (RFC 3339).
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// The generic routes of one provider, paths relative to `/api/v1/{provider}`.
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        authorize,
+        callback,
+        status,
+        disconnect,
+        admin_list,
+        admin_delete,
+        admin_access_token
+    ),
+    components(schemas(
+        ErrorBody,
+        AuthorizeResponse,
+        AccessTokenResponse,
+        StatusView,
+        AccountView,
+        CallbackBody,
+        Resource
+    ))
+)]
+pub(crate) struct GenericApi;

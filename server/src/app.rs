@@ -106,7 +106,8 @@ pub fn router(state: AppState) -> Router {
             provider_router(state.clone(), provider.clone()),
         );
     }
-    app.fallback(not_found)
+    app.merge(crate::ui::router())
+        .fallback(not_found)
         .layer(Extension(AuthenticatorHandle(
             state.inner.authenticator.clone(),
         )))

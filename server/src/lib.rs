@@ -9,6 +9,7 @@ pub mod logging;
 mod metrics;
 pub mod openapi;
 mod routes;
+mod ui;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

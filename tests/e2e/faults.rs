@@ -4,13 +4,12 @@ use std::time::Duration;
 
 use grantry::atlassian::fake::{Failure, FakeAtlassian};
 use grantry::core::{KeyRing, TokenStore};
-use grantry_server::JwtAuthenticator;
 use grantry_server::testing::TestDatabase;
-use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{Harness, REDIRECT, fake_config};
+use crate::harness::{Harness, fake_config};
 use crate::helpers::Scratch;
+use crate::process::{alice_and_admin, atlassian_env, connect_alice};
 
 #[tokio::test]
 async fn sigterm_lets_a_refresh_in_flight_finish_and_releases_the_lease() {
@@ -19,42 +18,13 @@ async fn sigterm_lets_a_refresh_in_flight_finish_and_releases_the_lease() {
     config.access_ttl = Duration::from_secs(2);
     let fake = FakeAtlassian::start(config).await.expect("fake");
     let jwt = "shutdown-jwt";
-    let mut scratch = Scratch::new()
-        .with("GRANTRY_ENCRYPTION_KEY", &KeyRing::generate_key_base64())
-        .with("GRANTRY_JWT_SECRET", jwt)
+    let mut scratch = atlassian_env(Scratch::new(), &fake, &KeyRing::generate_key_base64(), jwt)
         .with("DATABASE_URL", &db.url)
-        .with("GRANTRY_REFRESH_MARGIN", "1")
-        .with("ENABLE_ATLASSIAN_INTEGRATION", "true")
-        .with("ATLASSIAN_CLIENT_ID", &fake.fake.config().client_id)
-        .with("ATLASSIAN_CLIENT_SECRET", &fake.fake.config().client_secret)
-        .with("ATLASSIAN_REDIRECT_URI", REDIRECT)
-        .with("ATLASSIAN_AUTH_URL", &fake.base_url)
-        .with("ATLASSIAN_API_URL", &fake.base_url);
+        .with("GRANTRY_REFRESH_MARGIN", "1");
     let server = scratch.serve().await;
-    let secret = SecretString::from(jwt.to_owned());
-    let user =
-        JwtAuthenticator::issue(&secret, "alice", "user", Duration::from_secs(600)).expect("sign");
-    let admin =
-        JwtAuthenticator::issue(&secret, "root", "admin", Duration::from_secs(600)).expect("sign");
+    let (user, admin) = alice_and_admin(jwt);
     let http = reqwest::Client::new();
-    let auth: Value = http
-        .post(server.url("/api/v1/atlassian/connection/authorize"))
-        .bearer_auth(&user)
-        .send()
-        .await
-        .expect("authorize")
-        .json()
-        .await
-        .expect("json");
-    let code = fake.fake.issue_code(grantry::atlassian::DEFAULT_SCOPES);
-    let resp = http
-        .post(server.url("/api/v1/atlassian/connection/callback"))
-        .bearer_auth(&user)
-        .json(&json!({"code": code, "state": auth["state"]}))
-        .send()
-        .await
-        .expect("callback");
-    assert_eq!(resp.status(), 200);
+    connect_alice(&http, &server, &server, &fake, &user).await;
     fake.fake.set_access_ttl(Duration::from_secs(3600));
     let store = db.store().await;
     let row = store

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::harness::{Harness, REDIRECT, fake_config, spawn_server};
 use crate::helpers::Scratch;
+use crate::process::{alice_and_admin, atlassian_env, connect_alice};
 
 const TOKEN_ROUTE: &str = "/api/v1/atlassian/admin/connections/alice/access-token";
 
@@ -323,52 +324,19 @@ async fn two_processes_on_one_database_share_one_refresh() {
         let jwt = "two-process-jwt";
         let key = KeyRing::generate_key_base64();
         let env = |scratch: Scratch| {
-            scratch
-                .with("GRANTRY_ENCRYPTION_KEY", &key)
-                .with("GRANTRY_JWT_SECRET", jwt)
+            atlassian_env(scratch, &fake, &key, jwt)
                 .with("DATABASE_URL", &db.url)
                 .with("GRANTRY_REFRESH_MARGIN", "1")
-                .with("GRANTRY_REFRESH_LEASE", "5")
-                .with("ENABLE_ATLASSIAN_INTEGRATION", "true")
-                .with("ATLASSIAN_CLIENT_ID", &fake.fake.config().client_id)
-                .with("ATLASSIAN_CLIENT_SECRET", &fake.fake.config().client_secret)
-                .with("ATLASSIAN_REDIRECT_URI", REDIRECT)
-                .with("ATLASSIAN_AUTH_URL", &fake.base_url)
-                .with("ATLASSIAN_API_URL", &fake.base_url)
+                .with("GRANTRY_REFRESH_LEASE", "2")
+                .with("ATLASSIAN_HTTP_TIMEOUT", "60")
         };
         let mut scratch_a = env(Scratch::new());
         let server_a = scratch_a.serve().await;
         let mut scratch_b = env(Scratch::new());
         let server_b = scratch_b.serve().await;
-
-        let secret = SecretString::from(jwt.to_owned());
-        let user = JwtAuthenticator::issue(&secret, "alice", "user", Duration::from_secs(600))
-            .expect("sign");
-        let admin = JwtAuthenticator::issue(&secret, "root", "admin", Duration::from_secs(600))
-            .expect("sign");
+        let (user, admin) = alice_and_admin(jwt);
         let http = reqwest::Client::new();
-        let auth: Value = http
-            .post(server_a.url("/api/v1/atlassian/connection/authorize"))
-            .bearer_auth(&user)
-            .send()
-            .await
-            .expect("authorize")
-            .json()
-            .await
-            .expect("json");
-        let code = fake.fake.issue_code(grantry::atlassian::DEFAULT_SCOPES);
-        let resp = http
-            .post(server_b.url("/api/v1/atlassian/connection/callback"))
-            .bearer_auth(&user)
-            .json(&json!({"code": code, "state": auth["state"]}))
-            .send()
-            .await
-            .expect("callback");
-        assert_eq!(
-            resp.status(),
-            200,
-            "a state issued by one replica completes on the other"
-        );
+        connect_alice(&http, &server_a, &server_a, &fake, &user).await;
         fake.fake.set_access_ttl(Duration::from_secs(3600));
         let store = db.store().await;
         wait_until_due(&store).await;

@@ -7,4 +7,5 @@ mod faults;
 mod harness;
 mod helpers;
 mod lifecycle;
+mod process;
 mod secrets;

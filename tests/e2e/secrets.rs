@@ -2,16 +2,16 @@
 //! admin access-token route.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use grantry::atlassian::fake::FakeAtlassian;
 use grantry::core::{KeyRing, TokenStore, Vault};
-use grantry_server::{JwtAuthenticator, SqlStore};
+use grantry_server::SqlStore;
 use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::harness::{REDIRECT, fake_config};
+use crate::harness::fake_config;
 use crate::helpers::{Scratch, db_file};
+use crate::process::{alice_and_admin, atlassian_env, connect_alice};
 
 #[tokio::test]
 async fn tokens_never_leak_into_the_database_file_logs_or_responses() {
@@ -19,48 +19,16 @@ async fn tokens_never_leak_into_the_database_file_logs_or_responses() {
     let cfg = fake.fake.config().clone();
     let key = KeyRing::generate_key_base64();
     let jwt = "secrets-test-jwt-secret";
-    let mut scratch = Scratch::new()
-        .with("GRANTRY_ENCRYPTION_KEY", &key)
-        .with("GRANTRY_JWT_SECRET", jwt)
-        .with("LOG_LEVEL", "trace")
-        .with("ENABLE_ATLASSIAN_INTEGRATION", "true")
-        .with("ATLASSIAN_CLIENT_ID", &cfg.client_id)
-        .with("ATLASSIAN_CLIENT_SECRET", &cfg.client_secret)
-        .with("ATLASSIAN_REDIRECT_URI", REDIRECT)
-        .with("ATLASSIAN_AUTH_URL", &fake.base_url)
-        .with("ATLASSIAN_API_URL", &fake.base_url);
+    let mut scratch = atlassian_env(Scratch::new(), &fake, &key, jwt).with("LOG_LEVEL", "trace");
     let server = scratch.serve().await;
-    let secret = SecretString::from(jwt.to_owned());
-    let user =
-        JwtAuthenticator::issue(&secret, "alice", "user", Duration::from_secs(600)).expect("sign");
-    let admin =
-        JwtAuthenticator::issue(&secret, "root", "admin", Duration::from_secs(600)).expect("sign");
+    let (user, admin) = alice_and_admin(jwt);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
     let mut responses: Vec<String> = Vec::new();
 
-    let auth: Value = http
-        .post(server.url("/api/v1/atlassian/connection/authorize"))
-        .bearer_auth(&user)
-        .send()
-        .await
-        .expect("authorize")
-        .json()
-        .await
-        .expect("json");
-    let state = auth["state"].as_str().expect("state").to_owned();
-    let code = fake.fake.issue_code(grantry::atlassian::DEFAULT_SCOPES);
-    let resp = http
-        .post(server.url("/api/v1/atlassian/connection/callback"))
-        .bearer_auth(&user)
-        .json(&json!({"code": code, "state": state}))
-        .send()
-        .await
-        .expect("callback");
-    assert_eq!(resp.status(), 200);
-    responses.push(resp.text().await.expect("body"));
+    responses.push(connect_alice(&http, &server, &server, &fake, &user).await);
     for (path, token) in [
         ("/api/v1/atlassian/connection/status", &user),
         ("/api/v1/atlassian/sites", &user),

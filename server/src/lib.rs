@@ -9,10 +9,10 @@ pub mod logging;
 mod metrics;
 pub mod openapi;
 mod routes;
-mod ui;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;

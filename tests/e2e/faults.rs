@@ -159,7 +159,7 @@ async fn hostile_requests_never_get_a_server_error() {
     }
 
     // Random bytes in every path segment and as bearer tokens.
-    let mut rng = Lcg(0x6772_616e_7472_79);
+    let mut rng = Lcg(0x0067_7261_6e74_7279);
     let templates = [
         "/api/v1/atlassian/admin/connections/{}/access-token",
         "/api/v1/atlassian/admin/connections/{}",

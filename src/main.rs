@@ -6,7 +6,7 @@ use std::process::ExitCode;
 mod demo;
 
 use clap::{Parser, Subcommand};
-use grantry_core::{KeyRing, build_providers, factories};
+use grantry_core::{ConfigError, KeyRing, factories};
 use grantry_server::{Config, ServerError, logging};
 
 #[derive(Parser)]
@@ -91,23 +91,29 @@ async fn run(command: Command) -> Result<(), ServerError> {
             Ok(())
         }
         Command::Providers => {
+            let mut ids = Vec::new();
+            let mut first_error = None;
             for factory in factories()? {
                 let state = match (factory.build)(&config.providers) {
                     Ok(built) if built.is_empty() => "disabled".to_owned(),
-                    Ok(built) => format!(
-                        "enabled ({})",
-                        built
-                            .iter()
-                            .map(|p| p.id().to_owned())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    Err(e) => format!("misconfigured: {e}"),
+                    Ok(built) => {
+                        let names: Vec<String> = built.iter().map(|p| p.id().to_owned()).collect();
+                        ids.extend(names.iter().cloned());
+                        format!("enabled ({})", names.join(", "))
+                    }
+                    Err(e) => {
+                        let line = format!("misconfigured: {e}");
+                        first_error.get_or_insert(e);
+                        line
+                    }
                 };
-                println!("{:<16} {:<20} {}", factory.id, factory.name, state);
+                println!("{:<16} {:<28} {}", factory.id, factory.name, state);
             }
-            build_providers(&config.providers)?;
-            Ok(())
+            ids.sort();
+            if let Some(pair) = ids.windows(2).find(|w| w[0] == w[1]) {
+                return Err(ConfigError::DuplicateProvider(pair[0].clone()).into());
+            }
+            first_error.map_or(Ok(()), |e| Err(e.into()))
         }
         Command::Keygen => Ok(()),
         #[cfg(feature = "demo")]

@@ -170,6 +170,7 @@ struct CallbackBody {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// The `iss` parameter of the redirect (RFC 9207), checked by providers that know their issuer.
     iss: Option<String>,
 }
 

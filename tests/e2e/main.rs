@@ -2,10 +2,12 @@
 
 mod cli;
 mod connect;
+mod content;
 mod demo;
 mod faults;
 mod harness;
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod process;
 mod secrets;

@@ -85,23 +85,26 @@ fn retry_after(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Reads at most `MAX_BODY` bytes of a response.
-pub(crate) async fn read_capped(
+pub(crate) async fn read_capped(response: Response, what: &str) -> Result<Vec<u8>, ProviderError> {
+    read_capped_to(response, what, MAX_BODY).await
+}
+
+/// Reads at most `max` bytes of a response.
+pub(crate) async fn read_capped_to(
     mut response: Response,
     what: &str,
+    max: usize,
 ) -> Result<Vec<u8>, ProviderError> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY as u64)
-    {
+    if response.content_length().is_some_and(|n| n > max as u64) {
         return Err(transient(format!(
-            "{what}: response larger than {MAX_BODY} bytes"
+            "{what}: response larger than {max} bytes"
         )));
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| send_error(what, &e))? {
-        if body.len() + chunk.len() > MAX_BODY {
+        if body.len() + chunk.len() > max {
             return Err(transient(format!(
-                "{what}: response larger than {MAX_BODY} bytes"
+                "{what}: response larger than {max} bytes"
             )));
         }
         body.extend_from_slice(&chunk);

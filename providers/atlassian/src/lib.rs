@@ -6,8 +6,10 @@
 
 mod client;
 mod config;
+mod content;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod markdown;
 mod routes;
 mod scopes;
 
@@ -151,6 +153,10 @@ impl Provider for Atlassian {
 
     fn routes(&self) -> Option<axum::Router> {
         Some(routes::router(Arc::new(self.clone())))
+    }
+
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        Some(routes::openapi())
     }
 
     fn refresh_policy(&self) -> RefreshPolicy {

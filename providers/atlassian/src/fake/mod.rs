@@ -8,6 +8,16 @@
 //! it: revoke everything, drop the refresh token from responses, inject token-endpoint failures,
 //! and move its clock forward.
 //!
+//! Behind the gateway paths `/ex/jira/{cloudid}/…` and `/ex/confluence/{cloudid}/…` it serves
+//! content for the two default sites (Jira REST v3: JQL search, projects, issues with ADF
+//! descriptions and comments, `myself`; Confluence REST v1: CQL search, spaces, pages in storage
+//! format, attachment downloads), checks the bearer token, answers 404 for a site or product
+//! the configuration does not list, and hands out at most two projects, spaces or comments a
+//! page so clients must follow pagination. Tests can rate limit the next content calls
+//! ([`FakeAtlassian::rate_limit_next_content_calls`]), fail a site
+//! ([`FakeAtlassian::fail_content`]) and read what reached it
+//! ([`FakeAtlassian::content_requests`]).
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use grantry_atlassian::fake::{FakeAtlassian, FakeConfig};
@@ -37,6 +47,11 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
+
+mod content;
+mod data;
+
+pub use content::RecordedRequest;
 
 /// How long an authorization code stays valid.
 const CODE_TTL: Duration = Duration::from_secs(10 * 60);
@@ -187,6 +202,12 @@ pub struct Counters {
     pub me: u64,
     /// Every `GET /oauth/token/accessible-resources`.
     pub accessible_resources: u64,
+    /// Every call under `/ex/` (Jira and Confluence content), answered or refused.
+    pub content: u64,
+    /// Content calls answered 429.
+    pub content_rate_limited: u64,
+    /// Content calls that came back before the `Retry-After` of their site and product passed.
+    pub content_early: u64,
 }
 
 /// The fake Atlassian: cheap to clone, every clone shares the same state.
@@ -251,6 +272,7 @@ struct Inner {
     failures_left: usize,
     failure: Option<Failure>,
     counters: Counters,
+    content: content::ContentState,
 }
 
 struct CodeEntry {
@@ -333,6 +355,7 @@ impl FakeAtlassian {
             failures_left: 0,
             failure: None,
             counters: Counters::default(),
+            content: content::ContentState::default(),
         };
         Self {
             shared: Arc::new(Shared {
@@ -353,6 +376,7 @@ impl FakeAtlassian {
                 get(accessible_resources),
             )
             .route("/me", get(me))
+            .merge(content::router(self))
             .with_state(self.clone())
     }
 

@@ -1,0 +1,570 @@
+//! Calls to Atlassian's API gateway with the user's token: URL building, bounded waits on
+//! rate limits, capped bodies, and the errors content routes answer with.
+
+use std::fmt;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use grantry_core::{AccessToken, ApiError, Resource};
+use reqwest::RequestBuilder;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::client::read_capped_to;
+
+/// Retries after a 429 before giving up and answering 429 ourselves.
+pub(crate) const MAX_RETRIES: u32 = 2;
+/// Longest `Retry-After` waited out; a longer one is answered at once.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(5);
+/// The wait when a 429 carries no usable `Retry-After`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(1);
+/// Largest JSON body read from a content call.
+pub(crate) const MAX_JSON_BODY: usize = 8 * 1024 * 1024;
+
+/// The two Atlassian products behind the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Product {
+    /// Jira (`/ex/jira/{cloudid}/…`).
+    Jira,
+    /// Confluence (`/ex/confluence/{cloudid}/…`).
+    Confluence,
+}
+
+impl Product {
+    /// The path segment and scope word: `jira`, `confluence`.
+    pub(crate) fn id(self) -> &'static str {
+        match self {
+            Self::Jira => "jira",
+            Self::Confluence => "confluence",
+        }
+    }
+
+    /// The display name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Jira => "Jira",
+            Self::Confluence => "Confluence",
+        }
+    }
+
+    /// The product a path segment names.
+    pub(crate) fn parse(segment: &str) -> Option<Self> {
+        match segment {
+            "jira" => Some(Self::Jira),
+            "confluence" => Some(Self::Confluence),
+            _ => None,
+        }
+    }
+
+    /// Whether the grant reaches this product on `site`: one of its scopes names the product
+    /// (`read:jira-work`, `read:confluence-content.all`, `read:page:confluence`, …).
+    pub(crate) fn on(self, site: &Resource) -> bool {
+        site.scopes.iter().any(|scope| {
+            scope
+                .split([':', '-', '.', '_'])
+                .any(|word| word.eq_ignore_ascii_case(self.id()))
+        })
+    }
+}
+
+/// Why a content call failed; answered as a JSON error (no token is ever part of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ContentError {
+    /// 400 `invalid_request`.
+    BadRequest(String),
+    /// 404 `unknown_site`: the site is not in the user's grant.
+    UnknownSite(String),
+    /// 403 `forbidden_site`: not a site of the grant, or not a product the site has.
+    ForbiddenSite(String),
+    /// 404 `not_found`: Atlassian has no such issue or page (or the grant cannot see it).
+    NotFound(String),
+    /// 429 `rate_limited` with `Retry-After`.
+    RateLimited {
+        /// What was being done.
+        what: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// 502 `upstream_unavailable`.
+    Upstream(String),
+    /// 500 `internal`: a fault of grantry itself.
+    Internal(String),
+}
+
+impl fmt::Display for ContentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadRequest(m)
+            | Self::UnknownSite(m)
+            | Self::ForbiddenSite(m)
+            | Self::NotFound(m)
+            | Self::Upstream(m)
+            | Self::Internal(m) => f.write_str(m),
+            Self::RateLimited { what, retry_after } => write!(
+                f,
+                "{what}: Atlassian is rate limiting this grant; retry after {retry_after} s"
+            ),
+        }
+    }
+}
+
+impl ContentError {
+    /// The HTTP status answered.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownSite(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::ForbiddenSite(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable error code answered.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "invalid_request",
+            Self::UnknownSite(_) => "unknown_site",
+            Self::ForbiddenSite(_) => "forbidden_site",
+            Self::NotFound(_) => "not_found",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Upstream(_) => "upstream_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ContentError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Upstream(_) => tracing::warn!(error = %self, "atlassian content call failed"),
+            Self::Internal(_) => tracing::error!(error = %self, "atlassian content route failed"),
+            _ => {}
+        }
+        let retry_after = match &self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        let mut response =
+            ApiError::new(self.status(), self.code(), self.to_string()).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Runs CPU-bound work (a Markdown conversion of a large body) off the async workers.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ContentError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ContentError::Internal("the conversion to Markdown failed".into()))
+}
+
+/// The seconds a `Retry-After` asks for: delay-seconds or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs);
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let secs = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
+    Some(u64::try_from(secs).unwrap_or(0))
+}
+
+/// The user's view of the gateway: the HTTP client, the gateway URL and the user's token.
+pub(crate) struct Gateway<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) api: &'a Url,
+    pub(crate) token: &'a AccessToken,
+}
+
+impl Gateway<'_> {
+    /// `{api}/ex/{product}/{cloudid}/{segments…}`, each segment percent-encoded.
+    pub(crate) fn url(
+        &self,
+        product: Product,
+        site: &Resource,
+        segments: &[&str],
+    ) -> Result<Url, ContentError> {
+        let mut url = self.api.clone();
+        {
+            let mut path = url.path_segments_mut().map_err(|()| {
+                ContentError::Upstream("ATLASSIAN_API_URL cannot take a path".into())
+            })?;
+            path.pop_if_empty()
+                .extend(["ex", product.id(), site.id.as_str()])
+                .extend(segments);
+        }
+        url.set_query(None);
+        url.set_fragment(None);
+        Ok(url)
+    }
+
+    /// Sends the request `build` makes (once per attempt) with the user's token; a 429 is
+    /// waited out at most [`MAX_RETRIES`] times and never longer than [`MAX_WAIT`] at once.
+    /// The last response comes back whatever its status (a 429 included).
+    pub(crate) async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<reqwest::Response, ContentError> {
+        let mut retries = 0;
+        loop {
+            let response = build()
+                .bearer_auth(self.token.secret())
+                .send()
+                .await
+                .map_err(|e| ContentError::Upstream(format!("{what}: {}", send_failure(&e))))?;
+            if response.status() != StatusCode::TOO_MANY_REQUESTS {
+                return Ok(response);
+            }
+            let wait = retry_after(response.headers())
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_WAIT);
+            if retries >= MAX_RETRIES || wait > MAX_WAIT {
+                return Ok(response);
+            }
+            retries += 1;
+            tracing::debug!(what, retries, ?wait, "atlassian rate limited; waiting");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Sends the request and reads a JSON answer.
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<T, ContentError> {
+        let response = self.send(what, build).await?;
+        let status = response.status();
+        let wait = retry_after(response.headers());
+        let body = read_capped_to(response, what, MAX_JSON_BODY)
+            .await
+            .map_err(|e| ContentError::Upstream(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|_| {
+                ContentError::Upstream(format!("{what}: Atlassian answered a malformed body"))
+            });
+        }
+        Err(match status {
+            StatusCode::TOO_MANY_REQUESTS => ContentError::RateLimited {
+                what: what.to_owned(),
+                retry_after: wait.unwrap_or(DEFAULT_WAIT.as_secs()).max(1),
+            },
+            StatusCode::NOT_FOUND => {
+                ContentError::NotFound(format!("{what}: not found (or this grant cannot see it)"))
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ContentError::Upstream(format!(
+                "{what}: Atlassian refused the request (HTTP {}); the grant may lack a scope",
+                status.as_u16()
+            )),
+            _ => ContentError::Upstream(format!(
+                "{what}: Atlassian answered HTTP {}",
+                status.as_u16()
+            )),
+        })
+    }
+}
+
+fn send_failure(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "Atlassian did not answer in time"
+    } else if e.is_connect() {
+        "could not connect to Atlassian"
+    } else {
+        "the request to Atlassian failed"
+    }
+}
+
+/// A web link on the site: `site.url` joined with an absolute `path` (never another host).
+pub(crate) fn web_url(site: &Resource, path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.starts_with("//") || path.contains('\\') {
+        return None;
+    }
+    let base = Url::parse(site.url.as_deref()?).ok()?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return None;
+    }
+    let url = base.join(path).ok()?;
+    (url.host_str() == base.host_str()).then(|| url.to_string())
+}
+
+/// Atlassian's timestamps (`2024-06-20T10:15:30.000+0000`, RFC 3339) as RFC 3339 UTC.
+pub(crate) fn timestamp(text: Option<&str>) -> Option<String> {
+    let text = text?.trim();
+    let parsed = chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()?;
+    Some(
+        parsed
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// Deserialises an id Atlassian sends as a string or a number.
+pub(crate) fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::Deserialize;
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(scopes: &[&str]) -> Resource {
+        Resource {
+            id: "c1".into(),
+            name: "Acme".into(),
+            url: Some("https://acme.atlassian.net".into()),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            avatar_url: None,
+        }
+    }
+
+    #[test]
+    fn products_follow_the_scopes() {
+        let jira = site(&["read:jira-work", "read:jira-user"]);
+        assert!(Product::Jira.on(&jira));
+        assert!(!Product::Confluence.on(&jira));
+        let wiki = site(&["read:page:confluence"]);
+        assert!(Product::Confluence.on(&wiki));
+        assert!(!Product::Jira.on(&site(&["read:me", "offline_access"])));
+        assert!(!Product::Jira.on(&site(&["read:jirafication"])));
+    }
+
+    #[test]
+    fn web_urls_stay_on_the_site() {
+        let s = site(&[]);
+        assert_eq!(
+            web_url(&s, "/browse/ACME-1").as_deref(),
+            Some("https://acme.atlassian.net/browse/ACME-1")
+        );
+        assert_eq!(web_url(&s, "//evil.example/x"), None);
+        assert_eq!(web_url(&s, "https://evil.example/x"), None);
+        assert_eq!(web_url(&s, "/\\evil.example"), None);
+    }
+
+    #[test]
+    fn timestamps_become_rfc3339_utc() {
+        assert_eq!(
+            timestamp(Some("2024-06-20T12:15:30.000+0200")).as_deref(),
+            Some("2024-06-20T10:15:30Z")
+        );
+        assert_eq!(
+            timestamp(Some("2024-06-20T10:15:30.123Z")).as_deref(),
+            Some("2024-06-20T10:15:30Z")
+        );
+        assert_eq!(timestamp(Some("yesterday")), None);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(" 3 "));
+        assert_eq!(retry_after(&headers), Some(3));
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(0));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    mod upstream {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use axum::Router;
+        use axum::http::HeaderMap as AxumHeaders;
+        use axum::response::IntoResponse;
+        use axum::routing::get;
+
+        use super::*;
+
+        const TOKEN: &str = "secret-token-123";
+
+        async fn serve(app: Router) -> Url {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = Url::parse(&format!("http://{}", listener.local_addr().expect("addr")))
+                .expect("url");
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            url
+        }
+
+        fn limited(n: usize, retry_after: Option<&'static str>) -> (Router, Arc<AtomicUsize>) {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let seen = calls.clone();
+            let app = Router::new().route(
+                "/ex/jira/c1/x",
+                get(move |headers: AxumHeaders| {
+                    let calls = seen.clone();
+                    async move {
+                        assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"));
+                        if calls.fetch_add(1, Ordering::SeqCst) < n {
+                            let mut r = StatusCode::TOO_MANY_REQUESTS.into_response();
+                            if let Some(v) = retry_after {
+                                r.headers_mut()
+                                    .insert(header::RETRY_AFTER, HeaderValue::from_static(v));
+                            }
+                            r
+                        } else {
+                            axum::Json(serde_json::json!({"ok": true})).into_response()
+                        }
+                    }
+                }),
+            );
+            (app, calls)
+        }
+
+        async fn fetch(api: &Url) -> Result<serde_json::Value, ContentError> {
+            let token = AccessToken::new(TOKEN);
+            let http = crate::client::http_client(Duration::from_secs(5)).expect("client");
+            let g = Gateway {
+                http: &http,
+                api,
+                token: &token,
+            };
+            let url = g.url(Product::Jira, &site(&[]), &["x"])?;
+            let result = g.json("test call", || g.http.get(url.clone())).await;
+            if let Err(e) = &result {
+                assert!(!e.to_string().contains(TOKEN), "{e}");
+            }
+            result
+        }
+
+        #[tokio::test]
+        async fn two_rate_limits_are_waited_out() {
+            let (app, calls) = limited(2, Some("1"));
+            let value = fetch(&serve(app).await).await.expect("third call works");
+            assert_eq!(value["ok"], true);
+            assert_eq!(calls.load(Ordering::SeqCst), 3);
+        }
+
+        #[tokio::test]
+        async fn a_third_rate_limit_is_answered() {
+            let (app, calls) = limited(3, Some("1"));
+            let e = fetch(&serve(app).await).await.expect_err("429");
+            assert_eq!(
+                e,
+                ContentError::RateLimited {
+                    what: "test call".into(),
+                    retry_after: 1
+                }
+            );
+            assert_eq!(calls.load(Ordering::SeqCst), 3);
+            let response = e.into_response();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
+
+        #[tokio::test]
+        async fn a_long_retry_after_is_not_waited() {
+            let (app, calls) = limited(1, Some("30"));
+            let e = fetch(&serve(app).await).await.expect_err("429");
+            assert!(matches!(
+                e,
+                ContentError::RateLimited {
+                    retry_after: 30,
+                    ..
+                }
+            ));
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        }
+
+        #[tokio::test]
+        async fn a_rate_limit_without_retry_after_waits_a_second() {
+            let (app, calls) = limited(1, None);
+            assert!(fetch(&serve(app).await).await.is_ok());
+            assert_eq!(calls.load(Ordering::SeqCst), 2);
+        }
+
+        #[tokio::test]
+        async fn hostile_answers_become_clean_errors() {
+            let huge = vec![b'a'; MAX_JSON_BODY + 1];
+            let cases: Vec<(Router, &str, u16)> = vec![
+                (
+                    Router::new().route("/ex/jira/c1/x", get(move || async move { huge.clone() })),
+                    "larger than",
+                    502,
+                ),
+                (
+                    Router::new().route("/ex/jira/c1/x", get(|| async { "<html>no</html>" })),
+                    "malformed body",
+                    502,
+                ),
+                (
+                    Router::new().route(
+                        "/ex/jira/c1/x",
+                        get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+                    ),
+                    "HTTP 500",
+                    502,
+                ),
+                (
+                    Router::new().route("/ex/jira/c1/x", get(|| async { StatusCode::FORBIDDEN })),
+                    "may lack a scope",
+                    502,
+                ),
+                (
+                    Router::new().route("/ex/jira/c1/x", get(|| async { StatusCode::NOT_FOUND })),
+                    "not found",
+                    404,
+                ),
+            ];
+            for (app, needle, status) in cases {
+                let e = fetch(&serve(app).await).await.expect_err("fails");
+                assert!(e.to_string().contains(needle), "{e}");
+                assert_eq!(e.status().as_u16(), status, "{e}");
+            }
+            // Nothing listens here.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let api = Url::parse(&format!("http://{}", listener.local_addr().expect("addr")))
+                .expect("url");
+            drop(listener);
+            let e = fetch(&api).await.expect_err("refused");
+            assert!(matches!(e, ContentError::Upstream(_)), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_gateway_url_encodes_segments() {
+        let api = Url::parse("http://127.0.0.1:9/base/").expect("url");
+        let token = AccessToken::new("t");
+        let http = reqwest::Client::new();
+        let g = Gateway {
+            http: &http,
+            api: &api,
+            token: &token,
+        };
+        let url = g
+            .url(
+                Product::Jira,
+                &site(&[]),
+                &["rest", "api", "3", "issue", "A/B?c"],
+            )
+            .expect("url");
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/base/ex/jira/c1/rest/api/3/issue/A%2FB%3Fc"
+        );
+    }
+}

@@ -1,0 +1,447 @@
+//! Jira and Confluence content for the user: search across sites, projects, issues, spaces,
+//! pages (as Markdown), and an authenticated proxy. Every route takes a fresh token.
+
+mod confluence;
+mod gateway;
+mod jira;
+mod proxy;
+mod search;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use grantry_core::{ApiError, ErrorBody, FreshToken, Resource};
+use serde::Deserialize;
+
+use crate::Atlassian;
+use gateway::{ContentError, Gateway, Product};
+
+/// Largest `limit` of a page listing.
+const MAX_PAGE_LIMIT: usize = 100;
+/// Page listing size when `limit` is not given.
+const DEFAULT_PAGE_LIMIT: usize = 25;
+/// Largest `start` of a page listing.
+const MAX_START: usize = 1_000_000;
+
+/// The OpenAPI description of the content routes, paths relative to `/api/v1/atlassian`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        search,
+        jira_projects,
+        jira_issue,
+        confluence_spaces,
+        confluence_pages,
+        confluence_page,
+        proxy
+    ),
+    components(schemas(
+        ErrorBody,
+        search::SearchResults,
+        search::Hit,
+        search::PartialFailure,
+        jira::Projects,
+        jira::ProjectView,
+        jira::IssueView,
+        jira::Person,
+        jira::CommentView,
+        confluence::Spaces,
+        confluence::SpaceView,
+        confluence::PageList,
+        confluence::PageSummary,
+        confluence::PageView,
+        confluence::SpaceSummary
+    ))
+)]
+pub(crate) struct ContentApi;
+
+/// The content routes, merged into the provider's router.
+pub(crate) fn router(provider: Arc<Atlassian>) -> Router {
+    Router::new()
+        .route("/search", get(search))
+        .route("/jira/{site_id}/projects", get(jira_projects))
+        .route("/jira/{site_id}/issues/{key}", get(jira_issue))
+        .route("/confluence/{site_id}/spaces", get(confluence_spaces))
+        .route(
+            "/confluence/{site_id}/spaces/{key}/pages",
+            get(confluence_pages),
+        )
+        .route("/confluence/{site_id}/pages/{id}", get(confluence_page))
+        .route("/proxy/{product}/{site_id}/{*path}", any(proxy))
+        .with_state(provider)
+}
+
+fn gateway<'a>(provider: &'a Atlassian, token: &'a FreshToken) -> Gateway<'a> {
+    Gateway {
+        http: &provider.http,
+        api: &provider.config.api_url,
+        token: &token.access.access_token,
+    }
+}
+
+/// The site of the user's grant with this id, which must have `product`.
+fn site<'a>(
+    token: &'a FreshToken,
+    site_id: &str,
+    product: Option<Product>,
+) -> Result<&'a Resource, ContentError> {
+    let site = token
+        .access
+        .resources
+        .iter()
+        .find(|r| r.id == site_id)
+        .ok_or_else(|| {
+            ContentError::UnknownSite(format!(
+                "site {site_id} is not part of your Atlassian grant"
+            ))
+        })?;
+    match product {
+        Some(product) if !product.on(site) => Err(ContentError::ForbiddenSite(format!(
+            "your Atlassian grant does not reach {} on site {site_id}",
+            product.name()
+        ))),
+        _ => Ok(site),
+    }
+}
+
+fn path_error(rejection: &PathRejection) -> ContentError {
+    ContentError::BadRequest(format!("invalid path: {}", rejection.body_text()))
+}
+
+fn query_error(rejection: &QueryRejection) -> ContentError {
+    ContentError::BadRequest(format!("invalid query string: {}", rejection.body_text()))
+}
+
+/// An issue key (`ACME-12`) or id (`10001`).
+fn check_issue_key(key: &str) -> Result<(), ContentError> {
+    let ok = !key.is_empty()
+        && key.len() <= 100
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    ok.then_some(()).ok_or_else(|| {
+        ContentError::BadRequest("an issue key is letters, digits, `-` and `_`".into())
+    })
+}
+
+/// A space key (`ENG`, or `~accountid` for a personal space).
+fn check_space_key(key: &str) -> Result<(), ContentError> {
+    let ok = !key.is_empty()
+        && key.len() <= 255
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '~' | '_' | '-' | ':' | '.'));
+    ok.then_some(()).ok_or_else(|| {
+        ContentError::BadRequest("a space key is letters, digits and `~_-:.`".into())
+    })
+}
+
+/// A page id (digits).
+fn check_page_id(id: &str) -> Result<(), ContentError> {
+    let ok = !id.is_empty() && id.len() <= 20 && id.chars().all(|c| c.is_ascii_digit());
+    ok.then_some(())
+        .ok_or_else(|| ContentError::BadRequest("a page id is digits".into()))
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    site: Option<String>,
+    limit: Option<usize>,
+}
+
+/// One query across the user's sites, Jira issues and Confluence pages merged newest first;
+/// a site that fails is listed in `partial_failures`.
+#[utoipa::path(get, path = "/search", tag = "atlassian content",
+    params(
+        ("q" = String, Query, description = "1 to 200 characters, searched for literally"),
+        ("site" = Option<String>, Query, description = "one site id; every site of the grant when absent"),
+        ("limit" = Option<u32>, Query, description = "1 to 50, default 20"),
+    ),
+    responses(
+        (status = 200, body = search::SearchResults),
+        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
+        (status = 409, body = ErrorBody, description = "`needs_reauth`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
+        (status = 500, body = ErrorBody, description = "`internal`"),
+        (status = 502, body = ErrorBody, description = "`upstream_unavailable`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
+async fn search(
+    State(provider): State<Arc<Atlassian>>,
+    token: FreshToken,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Result<Json<search::SearchResults>, ContentError> {
+    let Query(query) = query.map_err(|e| query_error(&e))?;
+    let q = query.q.as_deref().map(str::trim).unwrap_or("");
+    if q.is_empty() {
+        return Err(ContentError::BadRequest("`q` is required".into()));
+    }
+    if q.chars().count() > search::MAX_QUERY_CHARS {
+        return Err(ContentError::BadRequest(format!(
+            "`q` is longer than {} characters",
+            search::MAX_QUERY_CHARS
+        )));
+    }
+    let limit = query.limit.unwrap_or(search::DEFAULT_LIMIT);
+    if !(1..=search::MAX_LIMIT).contains(&limit) {
+        return Err(ContentError::BadRequest(format!(
+            "`limit` is between 1 and {}",
+            search::MAX_LIMIT
+        )));
+    }
+    let sites: Vec<&Resource> = match query.site.as_deref() {
+        Some(id) => vec![site(&token, id, None)?],
+        None => token.access.resources.iter().collect(),
+    };
+    let g = gateway(&provider, &token);
+    search::search(&g, &sites, q, limit).await.map(Json)
+}
+
+/// Every Jira project of the site (pagination followed, at most 1000).
+#[utoipa::path(get, path = "/jira/{site_id}/projects", tag = "atlassian content",
+    params(("site_id" = String, Path, description = "the site's cloud id")),
+    responses(
+        (status = 200, body = jira::Projects),
+        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
+        (status = 409, body = ErrorBody, description = "`needs_reauth`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
+        (status = 500, body = ErrorBody, description = "`internal`"),
+        (status = 502, body = ErrorBody, description = "`upstream_unavailable`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
+async fn jira_projects(
+    State(provider): State<Arc<Atlassian>>,
+    token: FreshToken,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<jira::Projects>, ContentError> {
+    let Path(site_id) = path.map_err(|e| path_error(&e))?;
+    let site = site(&token, &site_id, Some(Product::Jira))?;
+    jira::projects(&gateway(&provider, &token), site)
+        .await
+        .map(Json)
+}
+
+/// One Jira issue, its description and comments as Markdown.
+#[utoipa::path(get, path = "/jira/{site_id}/issues/{key}", tag = "atlassian content",
+    params(
+        ("site_id" = String, Path, description = "the site's cloud id"),
+        ("key" = String, Path, description = "an issue key (`ACME-1`) or id"),
+    ),
+    responses(
+        (status = 200, body = jira::IssueView),
+        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
+        (status = 409, body = ErrorBody, description = "`needs_reauth`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
+        (status = 500, body = ErrorBody, description = "`internal`"),
+        (status = 502, body = ErrorBody, description = "`upstream_unavailable`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
+async fn jira_issue(
+    State(provider): State<Arc<Atlassian>>,
+    token: FreshToken,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<jira::IssueView>, ContentError> {
+    let Path((site_id, key)) = path.map_err(|e| path_error(&e))?;
+    let site = site(&token, &site_id, Some(Product::Jira))?;
+    check_issue_key(&key)?;
+    jira::issue(&gateway(&provider, &token), site, &key)
+        .await
+        .map(Json)
+}
+
+/// Every Confluence space of the site (pagination followed, at most 1000).
+#[utoipa::path(get, path = "/confluence/{site_id}/spaces", tag = "atlassian content",
+    params(("site_id" = String, Path, description = "the site's cloud id")),
+    responses(
+        (status = 200, body = confluence::Spaces),
+        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
+        (status = 409, body = ErrorBody, description = "`needs_reauth`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
+        (status = 500, body = ErrorBody, description = "`internal`"),
+        (status = 502, body = ErrorBody, description = "`upstream_unavailable`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
+async fn confluence_spaces(
+    State(provider): State<Arc<Atlassian>>,
+    token: FreshToken,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<confluence::Spaces>, ContentError> {
+    let Path(site_id) = path.map_err(|e| path_error(&e))?;
+    let site = site(&token, &site_id, Some(Product::Confluence))?;
+    confluence::spaces(&gateway(&provider, &token), site)
+        .await
+        .map(Json)
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    start: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// One page of the pages of a Confluence space; ask again with `start=next_start`.
+#[utoipa::path(get, path = "/confluence/{site_id}/spaces/{key}/pages", tag = "atlassian content",
+    params(
+        ("site_id" = String, Path, description = "the site's cloud id"),
+        ("key" = String, Path, description = "the space key"),
+        ("start" = Option<u32>, Query, description = "offset, default 0, at most 1000000"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 25"),
+    ),
+    responses(
+        (status = 200, body = confluence::PageList),
+        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
+        (status = 409, body = ErrorBody, description = "`needs_reauth`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
+        (status = 500, body = ErrorBody, description = "`internal`"),
+        (status = 502, body = ErrorBody, description = "`upstream_unavailable`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
+async fn confluence_pages(
+    State(provider): State<Arc<Atlassian>>,
+    token: FreshToken,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<confluence::PageList>, ContentError> {
+    let Path((site_id, key)) = path.map_err(|e| path_error(&e))?;
+    let Query(query) = query.map_err(|e| query_error(&e))?;
+    let site = site(&token, &site_id, Some(Product::Confluence))?;
+    check_space_key(&key)?;
+    let start = query.start.unwrap_or(0);
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if start > MAX_START || !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+        return Err(ContentError::BadRequest(format!(
+            "`start` is at most {MAX_START} and `limit` between 1 and {MAX_PAGE_LIMIT}"
+        )));
+    }
+    confluence::pages(&gateway(&provider, &token), site, &key, start, limit)
+        .await
+        .map(Json)
+}
+
+/// One Confluence page, its body as Markdown.
+#[utoipa::path(get, path = "/confluence/{site_id}/pages/{id}", tag = "atlassian content",
+    params(
+        ("site_id" = String, Path, description = "the site's cloud id"),
+        ("id" = String, Path, description = "the page id (digits)"),
+    ),
+    responses(
+        (status = 200, body = confluence::PageView),
+        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
+        (status = 409, body = ErrorBody, description = "`needs_reauth`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
+        (status = 500, body = ErrorBody, description = "`internal`"),
+        (status = 502, body = ErrorBody, description = "`upstream_unavailable`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
+async fn confluence_page(
+    State(provider): State<Arc<Atlassian>>,
+    token: FreshToken,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<confluence::PageView>, ContentError> {
+    let Path((site_id, id)) = path.map_err(|e| path_error(&e))?;
+    let site = site(&token, &site_id, Some(Product::Confluence))?;
+    check_page_id(&id)?;
+    confluence::page(&gateway(&provider, &token), site, &id)
+        .await
+        .map(Json)
+}
+
+/// Forwards to `{ATLASSIAN_API_URL}/ex/{product}/{cloudid}/{path}` with the user's token
+/// (`path` may hold slashes; `.`, `..`, encoded slashes and dots are refused).
+#[utoipa::path(method(get, post, put, delete, patch), path = "/proxy/{product}/{site_id}/{path}",
+    tag = "atlassian content",
+    params(
+        ("product" = String, Path, description = "`jira` or `confluence`"),
+        ("site_id" = String, Path, description = "a site of the user's grant that has the product"),
+        ("path" = String, Path, description = "the path under the product, e.g. `rest/api/3/myself`"),
+    ),
+    responses(
+        (status = 200, description = "Atlassian's answer, passed through (any status Atlassian gives)"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: the path tries to escape"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: not a site of the grant, or it lacks the product"),
+        (status = 404, body = ErrorBody, description = "`not_connected`; an unknown product; or Atlassian's own 404"),
+        (status = 409, body = ErrorBody, description = "`needs_reauth`"),
+        (status = 413, description = "request body too large"),
+        (status = 429, description = "rate limited; header `Retry-After`"),
+        (status = 502, body = ErrorBody, description = "`upstream_unavailable`, or an answer over 8 MiB"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
+async fn proxy(
+    State(provider): State<Arc<Atlassian>>,
+    token: FreshToken,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            return ApiError::new(e.status(), "invalid_request", e.body_text()).into_response();
+        }
+    };
+    let forwarded = async {
+        let target = proxy::target(uri.path())?;
+        let site = proxy::allowed_site(&token.access.resources, &target)?;
+        proxy::forward(
+            &gateway(&provider, &token),
+            site,
+            &target,
+            method,
+            uri.query(),
+            &headers,
+            body,
+        )
+        .await
+    };
+    match forwarded.await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_ids_are_checked() {
+        assert!(check_issue_key("ACME-12").is_ok());
+        assert!(check_issue_key("10001").is_ok());
+        for bad in ["", "A/B", "A..B", "A B", "ÄCME-1"] {
+            assert!(check_issue_key(bad).is_err(), "{bad}");
+        }
+        assert!(check_space_key("ENG").is_ok());
+        assert!(check_space_key("~557058:f3a1").is_ok());
+        assert!(check_space_key("E/NG").is_err());
+        assert!(check_page_id("123456").is_ok());
+        assert!(check_page_id("12a").is_err());
+        assert!(check_page_id(&"1".repeat(21)).is_err());
+    }
+}

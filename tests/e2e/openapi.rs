@@ -1,0 +1,106 @@
+//! `/openapi.json` documents every mounted route, and every documented route is mounted.
+
+use serde_json::Value;
+
+use crate::harness::{Harness, fake_config};
+use grantry_server::testing::TestDatabase;
+
+/// The routes of the design contract (plus Atlassian's own), as the server must mount them.
+const CONTRACT: &[(&str, &str)] = &[
+    ("post", "/api/v1/atlassian/connection/authorize"),
+    ("post", "/api/v1/atlassian/connection/callback"),
+    ("get", "/api/v1/atlassian/connection/status"),
+    ("delete", "/api/v1/atlassian/connection"),
+    ("get", "/api/v1/atlassian/admin/connections"),
+    ("delete", "/api/v1/atlassian/admin/connections/{user_id}"),
+    (
+        "get",
+        "/api/v1/atlassian/admin/connections/{user_id}/access-token",
+    ),
+    ("get", "/api/v1/atlassian/sites"),
+    ("get", "/api/v1/providers"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+fn is_unmounted(status: u16, body: &str) -> bool {
+    status == 405 || (status == 404 && body.contains("\"no such route\""))
+}
+
+#[tokio::test]
+async fn the_document_and_the_router_agree() {
+    let db = TestDatabase::sqlite();
+    let h = Harness::start(&db, fake_config(), true).await;
+    h.connect("alice").await;
+    let doc: Value = h
+        .http
+        .get(h.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+
+    for (method, path) in CONTRACT {
+        let item = paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is not documented"));
+        assert!(
+            item.get(*method).is_some(),
+            "{method} {path} is not documented"
+        );
+    }
+
+    let admin = h.token("admin-1", "admin");
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("path item") {
+            if !["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            operations += 1;
+            let responses = operation["responses"].as_object().expect("responses");
+            assert!(
+                !responses.is_empty(),
+                "{method} {path} documents no response"
+            );
+            let concrete = path
+                .replace("{user_id}", "alice")
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let req = h
+                .http
+                .request(
+                    reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method"),
+                    h.url(&concrete),
+                )
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body("{}");
+            let resp = req.send().await.expect("request");
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            assert!(
+                !is_unmounted(status, &body),
+                "documented {method} {path} is not mounted ({status})"
+            );
+            assert!(
+                responses.contains_key(&status.to_string())
+                    || status == 200 && responses.contains_key("204"),
+                "{method} {path} answered {status}, which is not documented: {:?}",
+                responses.keys().collect::<Vec<_>>()
+            );
+        }
+    }
+    assert!(operations >= CONTRACT.len());
+}

@@ -4,6 +4,7 @@
 //! [`ProviderFactory`] with [`register_provider!`]; a server builds every enabled provider with
 //! [`build_providers`] and keeps tokens sealed through a [`Vault`] over a [`TokenStore`].
 
+pub mod callback;
 pub mod error;
 pub mod http;
 pub mod keyring;

@@ -10,16 +10,17 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    ApiError, AuthorizationCode, AuthorizeRequest, CallbackContext, ConnectionRecord, ErrorBody,
-    PkceVerifier, Principal, Provider, ProviderError, ProviderHandle, Resource, RevokeOutcome,
-    SealContext, StateRecord, StateToken, TokenField,
+    ApiError, AuthorizeRequest, CallbackContext, ConnectionRecord, ErrorBody, PkceVerifier,
+    Principal, Provider, ProviderError, ProviderHandle, Resource, RevokeOutcome, SealContext,
+    StateRecord, StateToken, TokenField,
 };
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
+use grantry_core::callback::{Callback, CallbackBody, Outcome};
 
 /// The header of a disconnect's answer that tells whether the provider revoked the grant:
 /// `revoked`, `unsupported` (the provider has no revocation) or `failed` (best effort failed).
@@ -163,17 +164,6 @@ async fn authorize(
     }))
 }
 
-/// The body of a callback: `{code, state}` or `{error, state}`.
-#[derive(Deserialize, ToSchema)]
-struct CallbackBody {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-    /// The `iss` parameter of the redirect (RFC 9207), checked by providers that know their issuer.
-    iss: Option<String>,
-}
-
 fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
@@ -200,24 +190,13 @@ async fn callback(
     body: Result<Json<CallbackBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(body) = body.map_err(|r| invalid_json(&r))?;
+    let callback = Callback::try_from(body)?;
     let provider = &s.provider;
-    let state = body
-        .state
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| bad_request("invalid_request", "the callback needs `state`"))?;
-    if body.code.as_deref().is_none_or(str::is_empty)
-        && body.error.as_deref().is_none_or(str::is_empty)
-    {
-        return Err(bad_request(
-            "invalid_request",
-            "the callback needs `code` or `error`",
-        ));
-    }
     let consumed = s
         .app
         .store()
         .consume_state(
-            &StateToken::new(state).digest(),
+            &callback.state.digest(),
             &principal.user_id,
             provider.id(),
             Utc::now(),
@@ -230,20 +209,21 @@ async fn callback(
             "unknown, expired or already used state; start the connection again",
         ));
     };
-    if let Some(error) = body.error.filter(|e| !e.is_empty()) {
-        let detail = body.error_description.unwrap_or_default();
-        return Err(if error == "access_denied" {
-            bad_request("access_denied", "the user declined the authorization")
-        } else {
-            bad_request(
-                "authorization_failed",
-                format!("the provider answered {error} {detail}")
-                    .trim()
-                    .to_owned(),
-            )
-        });
-    }
-    let code = AuthorizationCode::new(body.code.unwrap_or_default());
+    let code = match callback.outcome {
+        Outcome::Code(code) => code,
+        Outcome::Error { error, description } => {
+            return Err(if error == "access_denied" {
+                bad_request("access_denied", "the user declined the authorization")
+            } else {
+                bad_request(
+                    "authorization_failed",
+                    format!("the provider answered {error} {description}")
+                        .trim()
+                        .to_owned(),
+                )
+            });
+        }
+    };
     let pkce = match &consumed.code_verifier {
         Some(sealed) => Some(PkceVerifier::new(
             s.app
@@ -257,7 +237,7 @@ async fn callback(
     };
     let callback = CallbackContext {
         pkce: pkce.as_ref(),
-        issuer: body.iss.as_deref().filter(|i| !i.is_empty()),
+        issuer: callback.issuer.as_deref(),
     };
     let tokens = provider
         .exchange_code(&code, &callback)

@@ -136,32 +136,41 @@ pub(crate) async fn post_token(
         .send()
         .await
         .map_err(|e| send_error("token endpoint", &e))?;
-    let status = response.status();
+    let status = response.status().as_u16();
     let wait = retry_after(response.headers());
     let bytes = read_capped(response, "token endpoint").await?;
-    if !status.is_success() {
-        let parsed: Option<OAuthError> = serde_json::from_slice(&bytes).ok();
+    parse_token_response(status, &bytes, wait, previous_refresh)
+}
+
+/// Turns a token-endpoint answer (status, body, `Retry-After`) into tokens or a classified error;
+/// keeps `previous_refresh` when the answer carries no refresh token.
+pub fn parse_token_response(
+    status: u16,
+    bytes: &[u8],
+    wait: Option<u64>,
+    previous_refresh: Option<&RefreshToken>,
+) -> Result<TokenSet, ProviderError> {
+    if !(200..300).contains(&status) {
+        let parsed: Option<OAuthError> = serde_json::from_slice(bytes).ok();
         let code = parsed.as_ref().and_then(|p| p.error.clone());
         let description = parsed
             .and_then(|p| p.error_description)
             .map(|d| short(&d))
-            .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
-        return Err(
-            match classify_token_error(status.as_u16(), code.as_deref()) {
-                TokenErrorKind::Terminal => ProviderError::InvalidGrant { description },
-                TokenErrorKind::Transient => ProviderError::Transient {
-                    reason: format!("token endpoint answered {}: {description}", status.as_u16()),
-                    retry_after: wait,
-                },
-                TokenErrorKind::Rejected => ProviderError::Rejected {
-                    status: status.as_u16(),
-                    code: code.unwrap_or_else(|| "rejected".into()),
-                    description,
-                },
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        return Err(match classify_token_error(status, code.as_deref()) {
+            TokenErrorKind::Terminal => ProviderError::InvalidGrant { description },
+            TokenErrorKind::Transient => ProviderError::Transient {
+                reason: format!("token endpoint answered {status}: {description}"),
+                retry_after: wait,
             },
-        );
+            TokenErrorKind::Rejected => ProviderError::Rejected {
+                status,
+                code: code.unwrap_or_else(|| "rejected".into()),
+                description,
+            },
+        });
     }
-    let parsed: TokenResponse = serde_json::from_slice(&bytes)
+    let parsed: TokenResponse = serde_json::from_slice(bytes)
         .map_err(|_| transient("token endpoint answered a body that is not a token response"))?;
     if parsed.access_token.is_empty() {
         return Err(transient("token endpoint answered an empty access token"));

@@ -23,6 +23,7 @@ use grantry_core::{
 };
 use url::Url;
 
+pub use client::parse_token_response;
 pub use config::{
     AtlassianConfig, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES,
 };

@@ -1,0 +1,10 @@
+//! Confluence storage format to Markdown: any text converts, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = grantry_atlassian::markdown::storage_to_markdown(text, None);
+    }
+});

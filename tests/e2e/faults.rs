@@ -322,3 +322,75 @@ async fn a_database_outage_answers_503_and_recovers_without_loss() {
     drop(h);
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_hanging_upstream_times_out_and_the_server_stays_responsive() {
+    let fake = FakeAtlassian::start(fake_config()).await.expect("fake");
+    let jwt = "hang-jwt";
+    let mut scratch = atlassian_env(Scratch::new(), &fake, &KeyRing::generate_key_base64(), jwt)
+        .with("ATLASSIAN_HTTP_TIMEOUT", "1");
+    let server = scratch.serve().await;
+    let (user, _) = alice_and_admin(jwt);
+    let http = reqwest::Client::new();
+    let auth: serde_json::Value = http
+        .post(server.url("/api/v1/atlassian/connection/authorize"))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .expect("authorize")
+        .json()
+        .await
+        .expect("json");
+    fake.fake
+        .fail_next_token_calls(1, Failure::Delay(Duration::from_secs(20)));
+    let code = fake.fake.issue_code(grantry::atlassian::DEFAULT_SCOPES);
+    let hanging = {
+        let (http, url, user) = (
+            http.clone(),
+            server.url("/api/v1/atlassian/connection/callback"),
+            user.clone(),
+        );
+        tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(user)
+                .json(&json!({"code": code, "state": auth["state"]}))
+                .send()
+                .await
+                .expect("callback");
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        })
+    };
+    for _ in 0..5 {
+        let health = http
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(
+            health.status(),
+            200,
+            "the server answers while an upstream call hangs"
+        );
+    }
+    let (status, body) = hanging.await.expect("join");
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("upstream_unavailable") && body.contains("timed out"),
+        "{body}"
+    );
+    let status = http
+        .get(server.url("/api/v1/atlassian/connection/status"))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .expect("status")
+        .status();
+    assert_eq!(
+        status, 200,
+        "nothing was written and the server still serves"
+    );
+}

@@ -8,7 +8,7 @@ fi
 cargo build -q --bin grantry
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 out=$(mktemp)
-GRANTRY_BIND="127.0.0.1:${port}" LOG_LEVEL=warn target/debug/grantry demo >"$out" 2>/dev/null &
+GRANTRY_BIND="127.0.0.1:${port}" LOG_LEVEL=warn "${CARGO_TARGET_DIR:-target}/debug/grantry" demo >"$out" 2>/dev/null &
 demo=$!
 trap 'kill $demo 2>/dev/null || true; rm -f "$out"' EXIT
 for _ in $(seq 1 100); do

@@ -195,7 +195,11 @@ async fn a_crashed_winner_is_taken_over_after_its_lease() {
                 .await
                 .expect("db")
                 .expect("row");
-            if row.lease_owner.as_deref() == Some(a_owner.as_str()) {
+            // The lease is taken before the token call: wait until the call reached the fake too,
+            // so the injected hang is A's and not the next caller's.
+            if row.lease_owner.as_deref() == Some(a_owner.as_str())
+                && h.fake.fake.counters().token_failures == 1
+            {
                 break;
             }
             assert!(
@@ -443,6 +447,7 @@ async fn a_killed_winner_process_is_taken_over() {
             .expect("row")
             .lease_owner
             .is_none()
+            || fake.fake.counters().token_failures == 0
         {
             assert!(
                 std::time::Instant::now() < deadline,

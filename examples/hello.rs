@@ -5,6 +5,10 @@
 use axum::Router;
 use axum::routing::get;
 
+/// The same allocator as the `grantry` binary, so the comparison is fair.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args()

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 #[cfg(feature = "demo")]
 mod demo;
 
+/// mimalloc: the server allocates many small, short-lived values per request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use grantry_core::{ConfigError, KeyRing, factories};
 use grantry_server::{Config, ServerError, logging};

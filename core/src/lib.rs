@@ -4,6 +4,7 @@
 //! [`ProviderFactory`] with [`register_provider!`]; a server builds every enabled provider with
 //! [`build_providers`] and keeps tokens sealed through a [`Vault`] over a [`TokenStore`].
 
+pub mod cache;
 pub mod callback;
 pub mod error;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod store;
 pub mod token;
 pub mod vault;
 
+pub use cache::CachedStore;
 pub use error::{ConfigError, CryptoError, Error, ProviderError, StoreError};
 pub use http::{
     ApiError, Authenticator, AuthenticatorHandle, ErrorBody, FreshToken, Principal, ProviderHandle,

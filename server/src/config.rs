@@ -32,7 +32,11 @@ const VARIABLES: &[(&str, &str)] = &[
     ("refresh_margin", "GRANTRY_REFRESH_MARGIN"),
     ("refresh_lease", "GRANTRY_REFRESH_LEASE"),
     ("maintenance_interval", "GRANTRY_MAINTENANCE_INTERVAL"),
+    ("cache_ttl", "GRANTRY_CACHE_TTL"),
 ];
+
+/// Default time a process may serve a connection from memory, seconds.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 1;
 
 /// Default refresh lease, seconds.
 pub const DEFAULT_REFRESH_LEASE_SECS: u64 = 30;
@@ -92,6 +96,7 @@ struct Raw {
     refresh_margin: Option<Value>,
     refresh_lease: Option<Value>,
     maintenance_interval: Option<Value>,
+    cache_ttl: Option<Value>,
     #[serde(default)]
     providers: BTreeMap<String, Map<String, Value>>,
 }
@@ -144,6 +149,9 @@ pub struct Config {
     pub refresh_lease: std::time::Duration,
     /// How often the maintenance task runs (`GRANTRY_MAINTENANCE_INTERVAL`).
     pub maintenance_interval: std::time::Duration,
+    /// How long a process serves a connection it read from memory (`GRANTRY_CACHE_TTL`, 0 = off);
+    /// local writes invalidate at once, other replicas' writes show after this time.
+    pub cache_ttl: std::time::Duration,
     /// Per-provider sections.
     pub providers: ProvidersConfig,
     /// The TOML file that was read, if any.
@@ -216,8 +224,11 @@ impl Config {
         .unwrap_or(std::time::Duration::from_secs(
             DEFAULT_MAINTENANCE_INTERVAL_SECS,
         ));
+        let cache_ttl = seconds("cache_ttl", raw.cache_ttl.as_ref(), 0..=60)?
+            .unwrap_or(std::time::Duration::from_secs(DEFAULT_CACHE_TTL_SECS));
         Ok(Self {
             bind,
+            cache_ttl,
             refresh_margin,
             refresh_lease,
             maintenance_interval,

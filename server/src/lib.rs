@@ -36,7 +36,13 @@ pub async fn open_store(config: &Config) -> Result<SqlStore, ServerError> {
 pub async fn open_vault(config: &Config) -> Result<(SqlStore, Vault), ServerError> {
     let keys = Arc::new(config.keyring()?);
     let store = open_store(config).await?;
-    let vault = Vault::new(Arc::new(store.clone()), keys);
+    let vault = Vault::new(
+        Arc::new(grantry_core::CachedStore::new(
+            store.clone(),
+            config.cache_ttl,
+        )),
+        keys,
+    );
     vault.check_keys().await?;
     Ok((store, vault))
 }

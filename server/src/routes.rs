@@ -16,7 +16,6 @@ use grantry_core::{
 };
 use secrecy::ExposeSecret;
 use serde::Serialize;
-use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
@@ -188,7 +187,7 @@ async fn callback(
     State(s): State<RouteState>,
     principal: Principal,
     body: Result<Json<CallbackBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|r| invalid_json(&r))?;
     let callback = Callback::try_from(body)?;
     let provider = &s.provider;
@@ -264,7 +263,7 @@ async fn callback(
             other => ApiError::internal(&other),
         })?;
     tracing::info!(provider = provider.id(), user = %principal.user_id, sites = record.resources.len(), "connected");
-    Ok(Json(json!(view(&record, false))))
+    Ok(Json(view(&record, false)).into_response())
 }
 
 fn pkce_context<'a>(state_hash: &'a str, provider: &'a str) -> SealContext<'a> {
@@ -295,20 +294,28 @@ fn exchange_error(provider: &str, e: &ProviderError) -> ApiError {
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
     ))]
-async fn status(
-    State(s): State<RouteState>,
-    principal: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn status(State(s): State<RouteState>, principal: Principal) -> Result<Response, ApiError> {
     let record = s
         .app
         .store()
         .connection(&principal.user_id, s.provider.id())
         .await
         .map_err(|e| ApiError::database(&e))?;
-    Ok(Json(match record {
-        Some(r) => json!(view(&r, false)),
-        None => json!({"provider": s.provider.id(), "connected": false}),
-    }))
+    Ok(match record {
+        Some(r) => Json(view(&r, false)).into_response(),
+        None => Json(NotConnected {
+            provider: s.provider.id(),
+            connected: false,
+        })
+        .into_response(),
+    })
+}
+
+/// The status of a user without a connection.
+#[derive(Serialize)]
+struct NotConnected<'a> {
+    provider: &'a str,
+    connected: bool,
 }
 
 async fn remove(s: &RouteState, user_id: &str) -> Result<Response, ApiError> {
@@ -372,7 +379,7 @@ async fn disconnect(
 async fn admin_list(
     State(s): State<RouteState>,
     principal: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     principal.require_admin()?;
     let list = s
         .app
@@ -380,9 +387,7 @@ async fn admin_list(
         .list_connections(Some(s.provider.id()))
         .await
         .map_err(|e| ApiError::database(&e))?;
-    Ok(Json(json!(
-        list.iter().map(|r| view(r, true)).collect::<Vec<_>>()
-    )))
+    Ok(Json(list.iter().map(|r| view(r, true)).collect::<Vec<_>>()).into_response())
 }
 
 /// Admin: deletes a user's connection.

@@ -322,18 +322,41 @@ impl TokenStore for SqlStore {
         user_id: &str,
         provider: &str,
     ) -> Result<Option<ConnectionRecord>, StoreError> {
-        let row = sqlx::query(select_connections!("WHERE user_id = $1 AND provider = $2"))
-            .bind(user_id.to_owned())
-            .bind(provider.to_owned())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        match row {
-            Some(row) => Ok(Some(
-                self.with_resources(Self::record_from_row(&row)?).await?,
-            )),
-            None => Ok(None),
+        // One round trip: the row and its resources (the hot read of status and fresh tokens).
+        let rows = sqlx::query(
+            "SELECT c.id, c.user_id, c.provider, c.account_id, c.account_name, c.account_email, \
+             c.scopes, c.status, c.access_token, c.refresh_token, c.key_id, c.access_expires_at, \
+             c.refresh_idle_expires_at, c.refresh_expires_at, c.version, c.lease_until, c.lease_owner, \
+             c.last_failure, c.connected_at, c.updated_at, c.last_refreshed_at, \
+             r.resource_id AS r_id, r.name AS r_name, r.url AS r_url, r.scopes AS r_scopes, \
+             r.avatar_url AS r_avatar_url \
+             FROM connections c LEFT JOIN connection_resources r ON r.connection_id = c.id \
+             WHERE c.user_id = $1 AND c.provider = $2 ORDER BY r.position",
+        )
+        .bind(user_id.to_owned())
+        .bind(provider.to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut record = Self::record_from_row(first)?;
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        for row in &rows {
+            let Some(id) = row.try_get::<Option<String>, _>("r_id").map_err(get)? else {
+                continue;
+            };
+            let scopes: String = row.try_get("r_scopes").map_err(get)?;
+            record.resources.push(Resource {
+                id,
+                name: row.try_get("r_name").map_err(get)?,
+                url: row.try_get("r_url").map_err(get)?,
+                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                avatar_url: row.try_get("r_avatar_url").map_err(get)?,
+            });
         }
+        Ok(Some(record))
     }
 
     async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {

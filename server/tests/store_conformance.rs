@@ -580,3 +580,70 @@ async fn tokens_are_sealed_bound_to_their_row_and_keys_rotate() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn the_read_cache_is_invalidated_by_local_writes_and_expires() {
+    use grantry_core::CachedStore;
+    use std::time::Duration;
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let cached = CachedStore::new(store.clone(), Duration::from_secs(60));
+        cached
+            .put_connection(&record("c-1", "u-1", "p"))
+            .await
+            .expect("put");
+        let first = cached
+            .connection("u-1", "p")
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(first.status, ConnectionStatus::Active);
+
+        // Another process writes: this one keeps serving its copy until the entry expires.
+        store
+            .set_status("c-1", ConnectionStatus::NeedsReauth, Some("elsewhere"))
+            .await
+            .expect("status");
+        let stale = cached
+            .connection("u-1", "p")
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(
+            stale.status,
+            ConnectionStatus::Active,
+            "{}: served from memory",
+            db.kind
+        );
+
+        // A write through the cache invalidates at once.
+        cached
+            .set_status("c-1", ConnectionStatus::NeedsReauth, Some("here"))
+            .await
+            .expect("status");
+        let fresh = cached
+            .connection("u-1", "p")
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(fresh.last_failure.as_deref(), Some("here"));
+        assert!(cached.delete_connection("u-1", "p").await.expect("delete"));
+        assert_eq!(cached.connection("u-1", "p").await.expect("read"), None);
+
+        // A short time to live shows other processes' writes soon after.
+        let short = CachedStore::new(store.clone(), Duration::from_millis(50));
+        assert_eq!(short.connection("u-2", "p").await.expect("read"), None);
+        store
+            .put_connection(&record("c-2", "u-2", "p"))
+            .await
+            .expect("put elsewhere");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(
+            short.connection("u-2", "p").await.expect("read").is_some(),
+            "{}: expired",
+            db.kind
+        );
+        store.close().await;
+        db.cleanup().await;
+    }
+}

@@ -1,0 +1,255 @@
+//! A read cache in front of a token store: the hot read (`connection(user, provider)`) is served
+//! from memory for a short time; every write through this cache invalidates what it touches.
+//!
+//! Writes made by other processes become visible when the entry's time is up, so the time to live
+//! bounds how stale a replica may be (default 1 second; 0 turns the cache off).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreError;
+use crate::keyring::SealedValue;
+use crate::store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};
+use crate::token::Resource;
+
+/// Most entries kept before the cache starts over.
+const MAX_ENTRIES: usize = 100_000;
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct Entries {
+    by_key: HashMap<Key, (Instant, Option<ConnectionRecord>)>,
+    keys_by_id: HashMap<String, Key>,
+    /// Bumped by every invalidation, so a read that raced a write is not cached.
+    generation: u64,
+}
+
+/// A [`TokenStore`] that caches `connection(user, provider)` for `ttl`.
+pub struct CachedStore<S> {
+    inner: S,
+    ttl: Duration,
+    entries: Mutex<Entries>,
+}
+
+impl<S> std::fmt::Debug for CachedStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: TokenStore> CachedStore<S> {
+    /// Caches reads of `inner` for `ttl`.
+    pub fn new(inner: S, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl,
+            entries: Mutex::new(Entries::default()),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn forget_key(&self, user_id: &str, provider: &str) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        let key = (user_id.to_owned(), provider.to_owned());
+        if let Some((_, Some(record))) = entries.by_key.remove(&key) {
+            entries.keys_by_id.remove(&record.id);
+        }
+    }
+
+    fn forget_id(&self, connection_id: &str) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        if let Some(key) = entries.keys_by_id.remove(connection_id) {
+            entries.by_key.remove(&key);
+        }
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> TokenStore for CachedStore<S> {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn put_connection(
+        &self,
+        record: &ConnectionRecord,
+    ) -> Result<ConnectionRecord, StoreError> {
+        self.forget_key(&record.user_id, &record.provider);
+        let stored = self.inner.put_connection(record).await;
+        self.forget_key(&record.user_id, &record.provider);
+        stored
+    }
+
+    async fn connection(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        if self.ttl.is_zero() {
+            return self.inner.connection(user_id, provider).await;
+        }
+        let key = (user_id.to_owned(), provider.to_owned());
+        let generation = {
+            let entries = self.entries();
+            if let Some((at, cached)) = entries.by_key.get(&key)
+                && at.elapsed() < self.ttl
+            {
+                return Ok(cached.clone());
+            }
+            entries.generation
+        };
+        let fetched_at = Instant::now();
+        let record = self.inner.connection(user_id, provider).await?;
+        {
+            let mut entries = self.entries();
+            if entries.generation != generation {
+                return Ok(record);
+            }
+            if entries.by_key.len() >= MAX_ENTRIES {
+                entries.by_key.clear();
+                entries.keys_by_id.clear();
+            }
+            if let Some(r) = &record {
+                entries.keys_by_id.insert(r.id.clone(), key.clone());
+            }
+            entries.by_key.insert(key, (fetched_at, record.clone()));
+        }
+        Ok(record)
+    }
+
+    async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        self.inner.connection_by_id(id).await
+    }
+
+    async fn list_connections(
+        &self,
+        provider: Option<&str>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        self.inner.list_connections(provider).await
+    }
+
+    async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {
+        self.forget_key(user_id, provider);
+        let done = self.inner.delete_connection(user_id, provider).await;
+        self.forget_key(user_id, provider);
+        done
+    }
+
+    async fn replace_resources(
+        &self,
+        connection_id: &str,
+        resources: &[Resource],
+    ) -> Result<(), StoreError> {
+        let done = self.inner.replace_resources(connection_id, resources).await;
+        self.forget_id(connection_id);
+        done
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        connection_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .try_acquire_lease(connection_id, owner, now, until)
+            .await
+    }
+
+    async fn release_lease(&self, connection_id: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(connection_id, owner).await
+    }
+
+    async fn complete_refresh(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        update: &TokenUpdate,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .inner
+            .complete_refresh(connection_id, expected_version, update)
+            .await;
+        self.forget_id(connection_id);
+        done
+    }
+
+    async fn rewrap_tokens(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        access_token: &SealedValue,
+        refresh_token: Option<&SealedValue>,
+        key_id: &str,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .inner
+            .rewrap_tokens(
+                connection_id,
+                expected_version,
+                access_token,
+                refresh_token,
+                key_id,
+            )
+            .await;
+        self.forget_id(connection_id);
+        done
+    }
+
+    async fn set_status(
+        &self,
+        connection_id: &str,
+        status: ConnectionStatus,
+        failure: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let done = self.inner.set_status(connection_id, status, failure).await;
+        self.forget_id(connection_id);
+        done
+    }
+
+    async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {
+        self.inner.connection_counts().await
+    }
+
+    async fn key_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.key_ids().await
+    }
+
+    async fn put_state(&self, state: &StateRecord) -> Result<(), StoreError> {
+        self.inner.put_state(state).await
+    }
+
+    async fn consume_state(
+        &self,
+        state_hash: &str,
+        user_id: &str,
+        provider: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StateRecord>, StoreError> {
+        self.inner
+            .consume_state(state_hash, user_id, provider, now)
+            .await
+    }
+
+    async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_expired_states(now).await
+    }
+}

@@ -31,8 +31,35 @@ fn missing_browser(what: &str) -> ! {
     )
 }
 
+/// Installs Chromium and chromedriver with `.ci/browser-deps.sh` once, when either is missing,
+/// so that `cargo test --workspace` sets up what it needs (as the oidc-provider tests do).
+fn install_browser_once() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if Path::new(CHROMIUM).is_file() && find_chromedriver().is_some() {
+            return;
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/browser-deps.sh");
+        eprintln!("installing Chromium for the browser test: bash {script}");
+        let status = std::process::Command::new("bash").arg(script).status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("`bash {script}` failed: {status:?}");
+        }
+    });
+}
+
+fn find_chromedriver() -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("chromedriver"))
+        .find(|p| p.is_file())
+}
+
 /// `chromedriver` on PATH (Debian's chromium-driver puts it in /usr/bin).
 fn chromedriver() -> PathBuf {
+    install_browser_once();
     if !Path::new(CHROMIUM).is_file() {
         missing_browser(&format!("Chromium at {CHROMIUM}"));
     }

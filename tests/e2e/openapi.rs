@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::harness::{Harness, fake_config};
 use grantry_server::testing::TestDatabase;
 
-/// The routes of the design contract (plus Atlassian's own), as the server must mount them.
+/// The routes of the design contract and of the Atlassian issues, as the server must mount them.
 const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/v1/atlassian/connection/authorize"),
     ("post", "/api/v1/atlassian/connection/callback"),
@@ -18,6 +18,13 @@ const CONTRACT: &[(&str, &str)] = &[
         "/api/v1/atlassian/admin/connections/{user_id}/access-token",
     ),
     ("get", "/api/v1/atlassian/sites"),
+    ("get", "/api/v1/atlassian/search"),
+    ("get", "/api/v1/atlassian/jira/{site_id}/projects"),
+    ("get", "/api/v1/atlassian/jira/{site_id}/issues/{key}"),
+    ("get", "/api/v1/atlassian/confluence/{site_id}/spaces"),
+    ("get", "/api/v1/atlassian/confluence/{site_id}/spaces/{key}/pages"),
+    ("get", "/api/v1/atlassian/confluence/{site_id}/pages/{id}"),
+    ("get", "/api/v1/atlassian/proxy/{product}/{site_id}/{path}"),
     ("get", "/api/v1/providers"),
     ("get", "/healthz"),
     ("get", "/readyz"),

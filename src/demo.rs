@@ -59,6 +59,12 @@ pub(crate) async fn run() -> Result<(), ServerError> {
             reason: format!("`{bind_text}` is not an address such as 127.0.0.1:8080"),
         })
     })?;
+    if !bind.ip().is_loopback() {
+        eprintln!(
+            "warning: the demo listens on {bind}, not on loopback: anyone who reaches it can sign in \
+             as its admin at /demo/login (its data is fake). Use 127.0.0.1 unless you mean it."
+        );
+    }
     let log_level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into());
     // Bound first, so a port of 0 works and the redirect URI names the real port.
     let listener = tokio::net::TcpListener::bind(bind)

@@ -225,6 +225,21 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         done
     }
 
+    async fn set_status_at(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        status: ConnectionStatus,
+        failure: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .inner
+            .set_status_at(connection_id, expected_version, status, failure)
+            .await;
+        self.forget_id(connection_id);
+        done
+    }
+
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {
         self.inner.connection_counts().await
     }

@@ -29,7 +29,7 @@ pub struct MaintenanceReport {
 /// A grant is kept alive when its refresh token would die of inactivity within `window` (or
 /// half the provider's inactivity expiry, if that is shorter).
 pub async fn run_once(
-    refresher: &Refresher,
+    refresher: &Arc<Refresher>,
     providers: &[Arc<dyn Provider>],
     window: Duration,
     now: DateTime<Utc>,

@@ -249,7 +249,7 @@ impl Refresher {
 
     /// A fresh access token of `user_id` for `provider`, refreshed first when it is due.
     pub async fn fresh_token(
-        &self,
+        self: &Arc<Self>,
         user_id: &str,
         provider: &Arc<dyn Provider>,
     ) -> Result<FreshAccess, AccessError> {
@@ -277,7 +277,7 @@ impl Refresher {
 
     /// Refreshes `connection_id` if its refresh token would die of inactivity within `window`.
     pub async fn keep_alive(
-        &self,
+        self: &Arc<Self>,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         window: Duration,
@@ -293,7 +293,7 @@ impl Refresher {
     }
 
     async fn single_flight(
-        &self,
+        self: &Arc<Self>,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         due: Due,
@@ -314,7 +314,7 @@ impl Refresher {
     }
 
     async fn refresh_locked(
-        &self,
+        self: &Arc<Self>,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         due: Due,
@@ -357,14 +357,31 @@ impl Refresher {
     }
 
     async fn refresh_as_winner(
-        &self,
+        self: &Arc<Self>,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         policy: &RefreshPolicy,
         due: Due,
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
-        let result = self.redeem(connection_id, provider, policy, due).await;
+        // The redeem-and-store step runs in its own task: if the caller goes away (a client
+        // disconnect, a timeout around the request), the rotated pair is still stored.
+        let task = {
+            let this = Arc::clone(self);
+            let (id, provider, policy) = (
+                connection_id.to_owned(),
+                Arc::clone(provider),
+                policy.clone(),
+            );
+            tokio::spawn(async move { this.redeem(&id, &provider, &policy, due).await })
+        };
+        let result = match task.await {
+            Ok(result) => result,
+            Err(e) => Err(AccessError::Upstream(ProviderError::Transient {
+                reason: format!("the refresh task failed: {e}"),
+                retry_after: None,
+            })),
+        };
         if let Err(e) = &result {
             let counter = match e {
                 AccessError::NeedsReauth => &self.metrics.failed_invalid_grant,
@@ -397,6 +414,10 @@ impl Refresher {
             .connection_by_id(connection_id)
             .await?
             .ok_or(AccessError::NotConnected)?;
+        if record.status == ConnectionStatus::NeedsReauth {
+            store.release_lease(connection_id, &self.owner).await?;
+            return Err(AccessError::NeedsReauth);
+        }
         if !self.is_due(&record, policy, Utc::now(), due) {
             store.release_lease(connection_id, &self.owner).await?;
             return self.open(&record, false);
@@ -408,8 +429,9 @@ impl Refresher {
                 .is_some_and(|exp| exp <= Utc::now())
             {
                 store
-                    .set_status(
+                    .set_status_at(
                         connection_id,
+                        record.version,
                         ConnectionStatus::NeedsReauth,
                         Some("expired and no refresh token"),
                     )
@@ -419,11 +441,22 @@ impl Refresher {
             store.release_lease(connection_id, &self.owner).await?;
             return self.open(&record, false);
         };
-        let started = tokio::time::Instant::now();
+        // Every attempt and every wait ends before the lease does (with a margin), so no other
+        // replica can take over while this one may still be redeeming the token.
+        let margin = (self.settings.lease / 5).min(Duration::from_secs(5));
+        let deadline = tokio::time::Instant::now() + self.settings.lease.saturating_sub(margin);
         let mut attempt = 1;
         RefreshMetrics::bump(&self.metrics.started);
         loop {
-            match provider.refresh(&refresh_token).await {
+            let answer =
+                match tokio::time::timeout_at(deadline, provider.refresh(&refresh_token)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(ProviderError::Transient {
+                        reason: "the token endpoint did not answer within the refresh lease".into(),
+                        retry_after: None,
+                    }),
+                };
+            match answer {
                 Ok(new_tokens) => {
                     let now = Utc::now();
                     let update = self.vault.seal_refresh(&record, &new_tokens, policy, now)?;
@@ -463,8 +496,9 @@ impl Refresher {
                 Err(e) if e.is_terminal() => {
                     tracing::warn!(connection = connection_id, provider = provider.id(), error = %e, "grant refused; connection needs re-consent");
                     store
-                        .set_status(
+                        .set_status_at(
                             connection_id,
+                            record.version,
                             ConnectionStatus::NeedsReauth,
                             Some(&e.to_string()),
                         )
@@ -476,25 +510,26 @@ impl Refresher {
                         ProviderError::Transient { retry_after, .. } => *retry_after,
                         _ => None,
                     };
+                    let backoff = self.settings.base_backoff * 2u32.pow(attempt - 1);
+                    let wait = match retry_after {
+                        Some(secs) => Duration::from_secs(secs).min(self.settings.max_retry_after),
+                        None => backoff / 2 + jitter(backoff),
+                    };
                     let may_retry = e.is_transient()
                         && attempt < self.settings.max_attempts
-                        && started.elapsed() < self.settings.lease / 2;
+                        && tokio::time::Instant::now() + wait < deadline;
                     if !may_retry {
                         tracing::warn!(connection = connection_id, provider = provider.id(), error = %e, attempt, "refresh failed");
                         store
-                            .set_status(
+                            .set_status_at(
                                 connection_id,
+                                record.version,
                                 ConnectionStatus::Active,
                                 Some(&e.to_string()),
                             )
                             .await?;
                         return Err(AccessError::Upstream(e));
                     }
-                    let backoff = self.settings.base_backoff * 2u32.pow(attempt - 1);
-                    let wait = match retry_after {
-                        Some(secs) => Duration::from_secs(secs).min(self.settings.max_retry_after),
-                        None => backoff / 2 + jitter(backoff),
-                    };
                     tracing::debug!(connection = connection_id, attempt, ?wait, error = %e, "retrying refresh");
                     tokio::time::sleep(wait).await;
                     attempt += 1;

@@ -199,6 +199,16 @@ pub trait TokenStore: Send + Sync + 'static {
         failure: Option<&str>,
     ) -> Result<(), StoreError>;
 
+    /// Like [`set_status`](TokenStore::set_status), only while the row is still at
+    /// `expected_version` (a refresher's failure must not overwrite a reconnect). Whether it wrote.
+    async fn set_status_at(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        status: ConnectionStatus,
+        failure: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
     /// The number of connections per (provider, status), ordered.
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError>;
 

@@ -69,13 +69,33 @@ impl DatabaseUrl {
 
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match url::Url::parse(self.expose()) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("redacted"));
-                f.write_str(u.as_str())
-            }
-            _ => f.write_str(self.expose()),
+        if self.expose().starts_with("sqlite:") {
+            return f.write_str(self.expose());
         }
+        let Ok(mut u) = url::Url::parse(self.expose()) else {
+            return f.write_str("[a database URL that does not parse]");
+        };
+        if u.password().is_some() {
+            let _ = u.set_password(Some("redacted"));
+        }
+        if u.query().is_some() {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret = k.to_ascii_lowercase().contains("password");
+                    (
+                        k.into_owned(),
+                        if secret {
+                            "redacted".into()
+                        } else {
+                            v.into_owned()
+                        },
+                    )
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        f.write_str(u.as_str())
     }
 }
 
@@ -400,10 +420,21 @@ fn figment_error(error: &figment::Error, file: Option<&Path>) -> ConfigError {
             None => "configuration".into(),
         },
     };
-    ConfigError::Invalid {
-        variable,
-        reason: error.kind.to_string().replace('\n', " "),
-    }
+    // A parser's message may quote the offending line or value: never for secrets.
+    let secret = error.path.is_empty()
+        || error.path.iter().any(|p| {
+            let p = p.to_ascii_lowercase();
+            p.contains("secret")
+                || p.contains("key")
+                || p.contains("password")
+                || p.contains("token")
+        });
+    let reason = if secret {
+        "not valid here (details withheld: the value may be a secret)".to_owned()
+    } else {
+        error.kind.to_string().replace('\n', " ")
+    };
+    ConfigError::Invalid { variable, reason }
 }
 
 #[cfg(test)]
@@ -511,6 +542,30 @@ mod tests {
             e.to_string().starts_with("GRANTRY_JWT_SECRET is required"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_broken_file_never_echoes_a_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "jwt_secret = \"s3cret-value\nbind = 1\n").expect("write");
+        let e = Config::load_from(
+            env(&[("GRANTRY_CONFIG", path.to_str().expect("utf8"))]),
+            &[],
+        )
+        .expect_err("broken toml");
+        assert!(!e.to_string().contains("s3cret-value"), "{e}");
+        std::fs::write(&path, "jwt_secret = 123456\n").expect("write");
+        let e = Config::load_from(
+            env(&[("GRANTRY_CONFIG", path.to_str().expect("utf8"))]),
+            &[],
+        )
+        .expect_err("wrong type");
+        assert!(
+            e.to_string().starts_with("GRANTRY_JWT_SECRET is invalid"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("123456"), "{e}");
     }
 
     #[test]

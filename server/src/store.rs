@@ -556,6 +556,28 @@ impl TokenStore for SqlStore {
         Ok(())
     }
 
+    async fn set_status_at(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        status: ConnectionStatus,
+        failure: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET status = $1, last_failure = $2, lease_until = NULL, lease_owner = NULL, \
+             updated_at = $3 WHERE id = $4 AND version = $5",
+        )
+        .bind(status.as_str())
+        .bind(failure.map(str::to_owned))
+        .bind(millis(Utc::now()))
+        .bind(connection_id.to_owned())
+        .bind(expected_version)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT provider, status, COUNT(*) AS n FROM connections GROUP BY provider, status \

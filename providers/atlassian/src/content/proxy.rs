@@ -211,6 +211,26 @@ pub(crate) async fn forward(
         back.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     back.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Upstream content (attachments, HTML) is served under grantry's origin: never let a browser
+    // render or run it there.
+    back.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    back.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    let is_json = back
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+    if !is_json {
+        back.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
+    }
     let bytes = read_capped_to(response, &what, MAX_PROXY_BODY)
         .await
         .map_err(|e| ContentError::Upstream(e.to_string()))?;

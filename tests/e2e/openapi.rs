@@ -22,7 +22,10 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/atlassian/jira/{site_id}/projects"),
     ("get", "/api/v1/atlassian/jira/{site_id}/issues/{key}"),
     ("get", "/api/v1/atlassian/confluence/{site_id}/spaces"),
-    ("get", "/api/v1/atlassian/confluence/{site_id}/spaces/{key}/pages"),
+    (
+        "get",
+        "/api/v1/atlassian/confluence/{site_id}/spaces/{key}/pages",
+    ),
     ("get", "/api/v1/atlassian/confluence/{site_id}/pages/{id}"),
     ("get", "/api/v1/atlassian/proxy/{product}/{site_id}/{path}"),
     ("get", "/api/v1/providers"),

@@ -371,6 +371,46 @@ async fn refresh_writes_are_compare_and_swap_on_version() {
             "tokens stay after needs_reauth"
         );
 
+        // A refresher's failure written against an older version changes nothing.
+        let current = store
+            .connection_by_id(&saved.id)
+            .await
+            .expect("get")
+            .expect("row");
+        assert!(
+            !store
+                .set_status_at(
+                    &saved.id,
+                    current.version - 1,
+                    ConnectionStatus::Active,
+                    Some("stale")
+                )
+                .await
+                .expect("fenced")
+        );
+        let unchanged = store
+            .connection_by_id(&saved.id)
+            .await
+            .expect("get")
+            .expect("row");
+        assert_eq!(
+            unchanged.last_failure.as_deref(),
+            Some("invalid_grant"),
+            "{}",
+            db.kind
+        );
+        assert!(
+            store
+                .set_status_at(
+                    &saved.id,
+                    current.version,
+                    ConnectionStatus::NeedsReauth,
+                    Some("now")
+                )
+                .await
+                .expect("written")
+        );
+
         let reconnected = vault
             .save_grant(
                 "u-1",

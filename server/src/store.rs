@@ -92,6 +92,24 @@ macro_rules! select_connections {
     };
 }
 
+/// One connection with its resources in one round trip (the hot read of status and fresh tokens):
+/// a row per resource, or one row with NULL resource columns.
+macro_rules! select_with_resources {
+    ($where:literal) => {
+        concat!(
+            "SELECT c.id, c.user_id, c.provider, c.account_id, c.account_name, c.account_email, \
+             c.scopes, c.status, c.access_token, c.refresh_token, c.key_id, c.access_expires_at, \
+             c.refresh_idle_expires_at, c.refresh_expires_at, c.version, c.lease_until, c.lease_owner, \
+             c.last_failure, c.connected_at, c.updated_at, c.last_refreshed_at, \
+             r.resource_id AS r_id, r.name AS r_name, r.url AS r_url, r.scopes AS r_scopes, \
+             r.avatar_url AS r_avatar_url \
+             FROM connections c LEFT JOIN connection_resources r ON r.connection_id = c.id ",
+            $where,
+            " ORDER BY r.position"
+        )
+    };
+}
+
 impl SqlStore {
     /// Connects to `url` (`sqlite://…`, created if missing, or `postgres://…`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -203,23 +221,27 @@ impl SqlStore {
         ))
     }
 
-    async fn with_resources(
-        &self,
-        mut record: ConnectionRecord,
-    ) -> Result<ConnectionRecord, StoreError> {
-        let rows = sqlx::query(
-            "SELECT connection_id, resource_id, name, url, scopes, avatar_url FROM connection_resources \
-             WHERE connection_id = $1 ORDER BY position",
-        )
-        .bind(record.id.clone())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        record.resources = rows
-            .iter()
-            .map(|r| Self::resource_from_row(r).map(|(_, res)| res))
-            .collect::<Result<_, _>>()?;
-        Ok(record)
+    /// One connection and its resources from the rows of [`select_with_resources!`].
+    fn record_with_resources(rows: &[AnyRow]) -> Result<Option<ConnectionRecord>, StoreError> {
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut record = Self::record_from_row(first)?;
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        for row in rows {
+            let Some(id) = row.try_get::<Option<String>, _>("r_id").map_err(get)? else {
+                continue;
+            };
+            let scopes: String = row.try_get("r_scopes").map_err(get)?;
+            record.resources.push(Resource {
+                id,
+                name: row.try_get("r_name").map_err(get)?,
+                url: row.try_get("r_url").map_err(get)?,
+                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                avatar_url: row.try_get("r_avatar_url").map_err(get)?,
+            });
+        }
+        Ok(Some(record))
     }
 
     async fn write_resources<'c>(
@@ -322,55 +344,24 @@ impl TokenStore for SqlStore {
         user_id: &str,
         provider: &str,
     ) -> Result<Option<ConnectionRecord>, StoreError> {
-        // One round trip: the row and its resources (the hot read of status and fresh tokens).
-        let rows = sqlx::query(
-            "SELECT c.id, c.user_id, c.provider, c.account_id, c.account_name, c.account_email, \
-             c.scopes, c.status, c.access_token, c.refresh_token, c.key_id, c.access_expires_at, \
-             c.refresh_idle_expires_at, c.refresh_expires_at, c.version, c.lease_until, c.lease_owner, \
-             c.last_failure, c.connected_at, c.updated_at, c.last_refreshed_at, \
-             r.resource_id AS r_id, r.name AS r_name, r.url AS r_url, r.scopes AS r_scopes, \
-             r.avatar_url AS r_avatar_url \
-             FROM connections c LEFT JOIN connection_resources r ON r.connection_id = c.id \
-             WHERE c.user_id = $1 AND c.provider = $2 ORDER BY r.position",
-        )
+        let rows = sqlx::query(select_with_resources!(
+            "WHERE c.user_id = $1 AND c.provider = $2"
+        ))
         .bind(user_id.to_owned())
         .bind(provider.to_owned())
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let mut record = Self::record_from_row(first)?;
-        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-        for row in &rows {
-            let Some(id) = row.try_get::<Option<String>, _>("r_id").map_err(get)? else {
-                continue;
-            };
-            let scopes: String = row.try_get("r_scopes").map_err(get)?;
-            record.resources.push(Resource {
-                id,
-                name: row.try_get("r_name").map_err(get)?,
-                url: row.try_get("r_url").map_err(get)?,
-                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
-                avatar_url: row.try_get("r_avatar_url").map_err(get)?,
-            });
-        }
-        Ok(Some(record))
+        Self::record_with_resources(&rows)
     }
 
     async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
-        let row = sqlx::query(select_connections!("WHERE id = $1"))
+        let rows = sqlx::query(select_with_resources!("WHERE c.id = $1"))
             .bind(id.to_owned())
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        match row {
-            Some(row) => Ok(Some(
-                self.with_resources(Self::record_from_row(&row)?).await?,
-            )),
-            None => Ok(None),
-        }
+        Self::record_with_resources(&rows)
     }
 
     async fn list_connections(

@@ -17,7 +17,7 @@ mod ui;
 use std::future::Future;
 use std::sync::Arc;
 
-use grantry_core::{Provider, Vault, build_providers};
+use grantry_core::{KeyRing, Provider, Vault, build_providers};
 
 pub use app::{AppState, router};
 pub use auth::JwtAuthenticator;
@@ -34,7 +34,11 @@ pub async fn open_store(config: &Config) -> Result<SqlStore, ServerError> {
 
 /// Opens the vault: database migrated and every stored key id present in the key ring.
 pub async fn open_vault(config: &Config) -> Result<(SqlStore, Vault), ServerError> {
-    let keys = Arc::new(config.keyring()?);
+    open_vault_with(config, config.keyring()?).await
+}
+
+async fn open_vault_with(config: &Config, keys: KeyRing) -> Result<(SqlStore, Vault), ServerError> {
+    let keys = Arc::new(keys);
     let store = open_store(config).await?;
     let vault = Vault::new(
         Arc::new(grantry_core::CachedStore::new(
@@ -49,10 +53,10 @@ pub async fn open_vault(config: &Config) -> Result<(SqlStore, Vault), ServerErro
 
 /// Validates the configuration and builds everything `serve` needs, without listening yet.
 pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
-    config.keyring()?;
+    let keys = config.keyring()?;
     let jwt = config.require_jwt_secret()?;
     let providers: Vec<Arc<dyn Provider>> = build_providers(&config.providers)?;
-    let (_store, vault) = open_vault(config).await?;
+    let (_store, vault) = open_vault_with(config, keys).await?;
     Ok(AppState::new(
         vault,
         providers,

@@ -44,6 +44,20 @@ async fn wait_until_due(store: &dyn TokenStore) {
     tokio::time::sleep(wait).await;
 }
 
+/// Waits for every call, asserts each answered 200, and returns the distinct tokens handed out.
+async fn distinct_tokens(
+    mut calls: JoinSet<(u16, Value)>,
+    kind: &str,
+) -> std::collections::BTreeSet<String> {
+    let mut tokens = std::collections::BTreeSet::new();
+    while let Some(done) = calls.join_next().await {
+        let (status, body) = done.expect("join");
+        assert_eq!(status, 200, "{kind}: {body}");
+        tokens.insert(body["access_token"].as_str().expect("token").to_owned());
+    }
+    tokens
+}
+
 async fn get_token(http: &reqwest::Client, url: String, admin: &str) -> (u16, Value) {
     let resp = http
         .get(url)
@@ -75,12 +89,7 @@ async fn two_hundred_concurrent_callers_share_one_refresh() {
             let (http, url, admin) = (h.http.clone(), h.url(TOKEN_ROUTE), admin.clone());
             calls.spawn(async move { get_token(&http, url, &admin).await });
         }
-        let mut tokens = std::collections::BTreeSet::new();
-        while let Some(done) = calls.join_next().await {
-            let (status, body) = done.expect("join");
-            assert_eq!(status, 200, "{}: {body}", db.kind);
-            tokens.insert(body["access_token"].as_str().expect("token").to_owned());
-        }
+        let tokens = distinct_tokens(calls, db.kind).await;
         assert_eq!(
             h.fake.fake.counters().token_refresh,
             1,
@@ -351,12 +360,7 @@ async fn two_processes_on_one_database_share_one_refresh() {
             let (http, url, admin) = (http.clone(), server.url(TOKEN_ROUTE), admin.clone());
             calls.spawn(async move { get_token(&http, url, &admin).await });
         }
-        let mut tokens = std::collections::BTreeSet::new();
-        while let Some(done) = calls.join_next().await {
-            let (status, body) = done.expect("join");
-            assert_eq!(status, 200, "{}: {body}", db.kind);
-            tokens.insert(body["access_token"].as_str().expect("token").to_owned());
-        }
+        let tokens = distinct_tokens(calls, db.kind).await;
         assert_eq!(
             fake.fake.counters().token_refresh,
             1,

@@ -77,6 +77,8 @@ pub struct ConnectionRecord {
     pub updated_at: DateTime<Utc>,
     /// Last successful refresh.
     pub last_refreshed_at: Option<DateTime<Utc>>,
+    /// When the current access token was issued (connect or refresh); its lifetime starts here.
+    pub access_issued_at: Option<DateTime<Utc>>,
     /// Resources (sites) the grant reaches.
     pub resources: Vec<Resource>,
 }

@@ -133,6 +133,7 @@ impl Vault {
                 connected_at: now,
                 updated_at: now,
                 last_refreshed_at: None,
+                access_issued_at: Some(now),
                 resources: details.resources.clone(),
             };
             match self.store.put_connection(&record).await {

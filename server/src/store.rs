@@ -85,8 +85,8 @@ macro_rules! select_connections {
         concat!(
             "SELECT id, user_id, provider, account_id, account_name, account_email, scopes, status, \
              access_token, refresh_token, key_id, access_expires_at, refresh_idle_expires_at, refresh_expires_at, \
-             version, lease_until, lease_owner, last_failure, connected_at, updated_at, last_refreshed_at \
-             FROM connections ",
+             version, lease_until, lease_owner, last_failure, connected_at, updated_at, last_refreshed_at, \
+             access_issued_at FROM connections ",
             $tail
         )
     };
@@ -100,7 +100,7 @@ macro_rules! select_with_resources {
             "SELECT c.id, c.user_id, c.provider, c.account_id, c.account_name, c.account_email, \
              c.scopes, c.status, c.access_token, c.refresh_token, c.key_id, c.access_expires_at, \
              c.refresh_idle_expires_at, c.refresh_expires_at, c.version, c.lease_until, c.lease_owner, \
-             c.last_failure, c.connected_at, c.updated_at, c.last_refreshed_at, \
+             c.last_failure, c.connected_at, c.updated_at, c.last_refreshed_at, c.access_issued_at, \
              r.resource_id AS r_id, r.name AS r_name, r.url AS r_url, r.scopes AS r_scopes, \
              r.avatar_url AS r_avatar_url \
              FROM connections c LEFT JOIN connection_resources r ON r.connection_id = c.id ",
@@ -202,6 +202,7 @@ impl SqlStore {
             connected_at: time(row.try_get("connected_at").map_err(get)?)?,
             updated_at: time(row.try_get("updated_at").map_err(get)?)?,
             last_refreshed_at: opt_time(row.try_get("last_refreshed_at").map_err(get)?)?,
+            access_issued_at: opt_time(row.try_get("access_issued_at").map_err(get)?)?,
             resources: Vec::new(),
         })
     }
@@ -289,8 +290,10 @@ impl TokenStore for SqlStore {
         let done = sqlx::query(
             "INSERT INTO connections (id, user_id, provider, account_id, account_name, account_email, scopes, status, \
              access_token, refresh_token, key_id, access_expires_at, refresh_idle_expires_at, refresh_expires_at, \
-             version, lease_until, lease_owner, last_failure, connected_at, updated_at, last_refreshed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, NULL, NULL, NULL, $15, $16, $17) \
+             version, lease_until, lease_owner, last_failure, connected_at, updated_at, last_refreshed_at, \
+             access_issued_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, NULL, NULL, NULL, $15, $16, $17, \
+             $18) \
              ON CONFLICT (user_id, provider) DO UPDATE SET \
              account_id = excluded.account_id, account_name = excluded.account_name, \
              account_email = excluded.account_email, scopes = excluded.scopes, status = excluded.status, \
@@ -298,8 +301,8 @@ impl TokenStore for SqlStore {
              access_expires_at = excluded.access_expires_at, refresh_idle_expires_at = excluded.refresh_idle_expires_at, \
              refresh_expires_at = excluded.refresh_expires_at, version = connections.version + 1, \
              lease_until = NULL, lease_owner = NULL, last_failure = NULL, connected_at = excluded.connected_at, \
-             updated_at = excluded.updated_at, last_refreshed_at = excluded.last_refreshed_at \
-             WHERE connections.id = excluded.id",
+             updated_at = excluded.updated_at, last_refreshed_at = excluded.last_refreshed_at, \
+             access_issued_at = excluded.access_issued_at WHERE connections.id = excluded.id",
         )
         .bind(r.id.clone())
         .bind(r.user_id.clone())
@@ -318,6 +321,7 @@ impl TokenStore for SqlStore {
         .bind(millis(r.connected_at))
         .bind(millis(r.updated_at))
         .bind(opt_millis(r.last_refreshed_at))
+        .bind(opt_millis(r.access_issued_at))
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -487,7 +491,7 @@ impl TokenStore for SqlStore {
             "UPDATE connections SET access_token = $1, refresh_token = $2, key_id = $3, access_expires_at = $4, \
              refresh_idle_expires_at = $5, scopes = COALESCE($6, scopes), version = version + 1, \
              lease_until = NULL, lease_owner = NULL, status = 'active', last_failure = NULL, \
-             updated_at = $7, last_refreshed_at = $7 WHERE id = $8 AND version = $9",
+             updated_at = $7, last_refreshed_at = $7, access_issued_at = $7 WHERE id = $8 AND version = $9",
         )
         .bind(u.access_token.as_bytes().to_vec())
         .bind(u.refresh_token.as_ref().map(|t| t.as_bytes().to_vec()))

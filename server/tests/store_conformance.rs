@@ -88,6 +88,7 @@ fn record(id: &str, user: &str, provider: &str) -> ConnectionRecord {
         connected_at: t,
         updated_at: t,
         last_refreshed_at: None,
+        access_issued_at: Some(t),
         resources: details().resources,
     }
 }
@@ -342,6 +343,7 @@ async fn refresh_writes_are_compare_and_swap_on_version() {
         assert_eq!(row.version, saved.version + 1);
         assert_eq!(row.lease_owner, None);
         assert_eq!(row.last_refreshed_at, Some(t));
+        assert_eq!(row.access_issued_at, Some(t));
         let opened = vault.open_tokens(&row).expect("open");
         assert_eq!(opened.access_token.secret(), "at-2");
         assert_eq!(

@@ -208,9 +208,19 @@ impl Refresher {
         &self.vault
     }
 
-    fn margin(&self, policy: &RefreshPolicy) -> chrono::Duration {
-        let margin = self.settings.margin.unwrap_or(policy.refresh_margin);
-        chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::zero())
+    /// The refresh margin of this record's access token: the configured margin, capped at half
+    /// the lifetime the provider granted the token, so a short-lived token is not due at birth.
+    fn margin(&self, policy: &RefreshPolicy, record: &ConnectionRecord) -> chrono::Duration {
+        let configured = self.settings.margin.unwrap_or(policy.refresh_margin);
+        let configured = chrono::Duration::from_std(configured).unwrap_or(chrono::Duration::zero());
+        let issued = record
+            .access_issued_at
+            .or(record.last_refreshed_at)
+            .unwrap_or(record.updated_at);
+        match record.access_expires_at {
+            Some(expires) if expires > issued => configured.min((expires - issued) / 2),
+            _ => configured,
+        }
     }
 
     fn is_due(
@@ -223,7 +233,7 @@ impl Refresher {
         match due {
             Due::AccessExpiry => record
                 .access_expires_at
-                .is_some_and(|exp| exp - self.margin(policy) <= now),
+                .is_some_and(|exp| exp - self.margin(policy, record) <= now),
             Due::IdleExpiry(window) => {
                 record.refresh_token.is_some()
                     && record
@@ -231,6 +241,17 @@ impl Refresher {
                         .is_some_and(|exp| exp - window <= now)
             }
         }
+    }
+
+    /// Whether a caller that found the row at `seen_version` should use the row as it is now
+    /// instead of refreshing: someone else wrote new tokens since, and they have not expired.
+    fn served_by_another(
+        record: &ConnectionRecord,
+        seen_version: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        seen_version.is_some_and(|seen| record.version != seen)
+            && record.access_expires_at.is_none_or(|exp| exp > now)
     }
 
     fn open(&self, record: &ConnectionRecord, refreshed: bool) -> Result<FreshAccess, AccessError> {
@@ -267,7 +288,12 @@ impl Refresher {
             return self.open(&record, false);
         }
         let access = self
-            .single_flight(&record.id, provider, Due::AccessExpiry)
+            .single_flight(
+                &record.id,
+                provider,
+                Due::AccessExpiry,
+                Some(record.version),
+            )
             .await?;
         if !access.refreshed {
             RefreshMetrics::bump(&self.metrics.waiters_served);
@@ -284,7 +310,7 @@ impl Refresher {
     ) -> Result<bool, AccessError> {
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
         let access = self
-            .single_flight(connection_id, provider, Due::IdleExpiry(window))
+            .single_flight(connection_id, provider, Due::IdleExpiry(window), None)
             .await?;
         if access.refreshed {
             RefreshMetrics::bump(&self.metrics.keep_alive);
@@ -292,11 +318,14 @@ impl Refresher {
         Ok(access.refreshed)
     }
 
+    /// Runs the refresh protocol for one connection; `seen_version` is the version at which the
+    /// caller found the token due (a later version means another caller refreshed it).
     async fn single_flight(
         self: &Arc<Self>,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,7 +333,8 @@ impl Refresher {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.refresh_locked(connection_id, provider, due).await
+            self.refresh_locked(connection_id, provider, due, seen_version)
+                .await
         };
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         if Arc::strong_count(&lock) <= 2 {
@@ -318,6 +348,7 @@ impl Refresher {
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let policy = provider.refresh_policy();
         let store = self.vault.store();
@@ -332,7 +363,9 @@ impl Refresher {
                 return Err(AccessError::NeedsReauth);
             }
             let now = Utc::now();
-            if !self.is_due(&record, &policy, now, due) {
+            if Self::served_by_another(&record, seen_version, now)
+                || !self.is_due(&record, &policy, now, due)
+            {
                 return self.open(&record, false);
             }
             let until = now
@@ -343,7 +376,7 @@ impl Refresher {
                 .await?
             {
                 return self
-                    .refresh_as_winner(connection_id, provider, &policy, due)
+                    .refresh_as_winner(connection_id, provider, &policy, due, seen_version)
                     .await;
             }
             if started.elapsed() > give_up {
@@ -362,6 +395,7 @@ impl Refresher {
         provider: &Arc<dyn Provider>,
         policy: &RefreshPolicy,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
         // The redeem-and-store step runs in its own task: if the caller goes away (a client
@@ -373,7 +407,10 @@ impl Refresher {
                 Arc::clone(provider),
                 policy.clone(),
             );
-            tokio::spawn(async move { this.redeem(&id, &provider, &policy, due).await })
+            tokio::spawn(async move {
+                this.redeem(&id, &provider, &policy, due, seen_version)
+                    .await
+            })
         };
         let result = match task.await {
             Ok(result) => result,
@@ -407,6 +444,7 @@ impl Refresher {
         provider: &Arc<dyn Provider>,
         policy: &RefreshPolicy,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
         // Read again under the lease: another replica may have finished just before we won it.
@@ -418,7 +456,10 @@ impl Refresher {
             store.release_lease(connection_id, &self.owner).await?;
             return Err(AccessError::NeedsReauth);
         }
-        if !self.is_due(&record, policy, Utc::now(), due) {
+        let now = Utc::now();
+        if Self::served_by_another(&record, seen_version, now)
+            || !self.is_due(&record, policy, now, due)
+        {
             store.release_lease(connection_id, &self.owner).await?;
             return self.open(&record, false);
         }

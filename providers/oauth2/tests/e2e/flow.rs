@@ -3,7 +3,9 @@
 use grantry_server::testing::TestDatabase;
 use serde_json::{Value, json};
 
-use crate::harness::{Grantry, always_refresh};
+use grantry_core::RefreshSettings;
+
+use crate::harness::Grantry;
 use crate::idp::{self, BASIC_CLIENT, Idp, POST_CLIENT, REDIRECT};
 
 /// `corp-sso`: `kind = oauth2`, endpoints discovered from the issuer, `client_secret_post`.
@@ -81,8 +83,8 @@ fn presented_refresh_tokens(log: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn connect_refresh_with_rotation_and_disconnect_with_revocation() {
     for db in TestDatabase::all().await {
-        let idp = Idp::start();
-        let g = Grantry::start(&db, &corp_sso(&idp), always_refresh()).await;
+        let idp = Idp::start_with_ttl(4);
+        let g = Grantry::start(&db, &corp_sso(&idp), RefreshSettings::default()).await;
 
         let (url, state) = g.authorize("corp-sso", "alice").await;
         assert!(url.starts_with(&format!("{}/auth?", idp.issuer)), "{url}");
@@ -132,10 +134,11 @@ async fn connect_refresh_with_rotation_and_disconnect_with_revocation() {
         let first_refresh = first.refresh_token.clone().expect("a refresh token");
         assert!(idp.active(first.access_token.secret()).await);
 
-        // Every access-token request refreshes (margin > TTL); each must rotate the pair.
+        // Four-second access tokens: a request past half the lifetime refreshes, rotating the pair.
         let mut handed_out = vec![first.access_token.secret().to_owned()];
         let mut refresh_tokens = vec![first_refresh.secret().to_owned()];
         for _ in 0..2 {
+            g.wait_until_due("alice", "corp-sso").await;
             let (status, token) = g
                 .call(
                     "GET",
@@ -203,7 +206,7 @@ async fn a_wrong_pkce_verifier_or_a_foreign_iss_is_refused() {
         let idp = Idp::start();
         let mut env = corp_sso(&idp);
         env.push(("CORP_SSO_REQUIRE_ISS", "true".into()));
-        let g = Grantry::start(&db, &env, always_refresh()).await;
+        let g = Grantry::start(&db, &env, RefreshSettings::default()).await;
         let refused = |status: reqwest::StatusCode, body: &Value| {
             assert_eq!(
                 (status.as_u16(), body["error"].as_str()),
@@ -272,7 +275,7 @@ async fn a_wrong_pkce_verifier_or_a_foreign_iss_is_refused() {
 #[tokio::test]
 async fn instances_mount_side_by_side() {
     for db in TestDatabase::all().await {
-        let idp = Idp::start();
+        let idp = Idp::start_with_ttl(4);
         let mut env = corp_sso(&idp);
         env.extend(corp_basic(&idp));
         env.extend([
@@ -281,7 +284,7 @@ async fn instances_mount_side_by_side() {
             ("GITLAB_CLIENT_SECRET", "gitlab-secret".to_owned()),
             ("GITLAB_REDIRECT_URI", REDIRECT.to_owned()),
         ]);
-        let g = Grantry::start(&db, &env, always_refresh()).await;
+        let g = Grantry::start(&db, &env, RefreshSettings::default()).await;
 
         let (status, providers) = g.call("GET", "/api/v1/providers", "alice", None).await;
         assert_eq!(status, 200);
@@ -333,6 +336,7 @@ async fn instances_mount_side_by_side() {
         assert_eq!(list[0]["user_id"], "bob");
 
         // The basic client refreshes and revokes with HTTP Basic.
+        g.wait_until_due("alice", "corp-basic").await;
         let (status, _) = g
             .call(
                 "GET",

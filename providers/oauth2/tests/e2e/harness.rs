@@ -12,14 +12,6 @@ use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde_json::Value;
 
-/// Refresh settings that make every access-token request refresh (the margin exceeds the TTL).
-pub(crate) fn always_refresh() -> RefreshSettings {
-    RefreshSettings {
-        margin: Some(Duration::from_secs(3600)),
-        ..RefreshSettings::default()
-    }
-}
-
 /// A running grantry.
 pub(crate) struct Grantry {
     base: String,
@@ -156,5 +148,22 @@ impl Grantry {
             .expect("store")
             .expect("a stored connection");
         self.vault.open_tokens(&record).expect("tokens open")
+    }
+
+    /// Sleeps until the stored access token of (`user`, `provider`) is due for refresh: past
+    /// half the lifetime it was granted (the margin is capped there for short-lived tokens).
+    pub(crate) async fn wait_until_due(&self, user: &str, provider: &str) {
+        let record = self
+            .vault
+            .store()
+            .connection(user, provider)
+            .await
+            .expect("store")
+            .expect("a stored connection");
+        let expires = record.access_expires_at.expect("an expiry");
+        let issued = record.access_issued_at.expect("an issue time");
+        let due = expires - (expires - issued) / 2;
+        let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait + Duration::from_millis(100)).await;
     }
 }

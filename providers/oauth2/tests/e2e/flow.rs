@@ -372,3 +372,104 @@ async fn instances_mount_side_by_side() {
         db.cleanup().await;
     }
 }
+
+/// Moves the stored token of (`user`, `provider`) to just past half its lifetime, so it is due
+/// without waiting: issued 55 s ago, expiring in 5 s.
+async fn make_due(db: &TestDatabase, user: &str, provider: &str) {
+    let store = db.store().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let done = sqlx::query(
+        "UPDATE connections SET access_issued_at = $1, access_expires_at = $2 \
+         WHERE user_id = $3 AND provider = $4",
+    )
+    .bind(now - 55_000)
+    .bind(now + 5_000)
+    .bind(user.to_owned())
+    .bind(provider.to_owned())
+    .execute(store.pool())
+    .await
+    .expect("update");
+    assert_eq!(done.rows_affected(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn short_lived_tokens_refresh_once_for_a_crowd_in_one_replica_and_two() {
+    const ROUTE: &str = "/api/v1/corp-sso/admin/connections/alice/access-token";
+    for db in TestDatabase::all().await {
+        // One-minute access tokens: below the five-minute default margin, so before the margin
+        // was capped at half the lifetime every use refreshed.
+        let idp = Idp::start_with_ttl(60);
+        let g = Grantry::start(&db, &corp_sso(&idp), RefreshSettings::default()).await;
+        let (status, body) = connect(&g, "corp-sso", "alice", true).await;
+        assert_eq!(status, 200, "{body}");
+        let admin = g.token("admin-1", "admin");
+        for replicas in [1, 2] {
+            let mut bases = vec![g.base.clone()];
+            let mut servers = Vec::new();
+            if replicas == 2 {
+                let (base, server) = g.replica().await;
+                bases.push(base);
+                servers.push(server);
+            }
+            make_due(&db, "alice", "corp-sso").await;
+            let refreshes = |log: &[Value]| {
+                log.iter()
+                    .filter(|e| e["grant_type"] == "refresh_token")
+                    .count()
+            };
+            let before = refreshes(&idp.token_log().await);
+            let fetch = |base: String| {
+                let (http, admin) = (g.http().clone(), admin.clone());
+                async move {
+                    let resp = http
+                        .get(format!("{base}{ROUTE}"))
+                        .bearer_auth(admin)
+                        .send()
+                        .await
+                        .expect("request");
+                    let status = resp.status().as_u16();
+                    let body: Value = resp.json().await.unwrap_or(Value::Null);
+                    (
+                        status,
+                        body["access_token"].as_str().unwrap_or("").to_owned(),
+                    )
+                }
+            };
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..100 {
+                calls.spawn(fetch(bases[i % bases.len()].clone()));
+            }
+            let mut tokens = std::collections::BTreeSet::new();
+            while let Some(done) = calls.join_next().await {
+                let (status, token) = done.expect("join");
+                assert_eq!(status, 200, "{} x{replicas}: {}", db.kind, idp.log());
+                tokens.insert(token);
+            }
+            for i in 0..20 {
+                let (status, token) = fetch(bases[i % bases.len()].clone()).await;
+                assert_eq!(status, 200);
+                tokens.insert(token);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let log = idp.token_log().await;
+            assert_eq!(
+                refreshes(&log),
+                before + 1,
+                "{} x{replicas}: one refresh for 120 calls: {log:#?}",
+                db.kind
+            );
+            assert_eq!(
+                tokens.len(),
+                1,
+                "{} x{replicas}: one token for all",
+                db.kind
+            );
+            for server in servers {
+                server.abort();
+            }
+        }
+        drop(g);
+        db.cleanup().await;
+    }
+}

@@ -14,7 +14,9 @@ use serde_json::Value;
 
 /// A running grantry.
 pub(crate) struct Grantry {
-    base: String,
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub(crate) base: String,
+    state: AppState,
     vault: Vault,
     http: reqwest::Client,
     jwt: SecretString,
@@ -56,7 +58,7 @@ impl Grantry {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let app = router(state);
+        let app = router(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -66,11 +68,42 @@ impl Grantry {
             .expect("client");
         Self {
             base,
+            state,
             vault,
             http,
             jwt,
             server,
         }
+    }
+
+    /// Serves another replica over the same database and providers, with its own refresher;
+    /// its base URL and server task.
+    pub(crate) async fn replica(&self) -> (String, tokio::task::JoinHandle<()>) {
+        let state = AppState::new(
+            self.vault.clone(),
+            self.state.providers().to_vec(),
+            Arc::new(JwtAuthenticator::new(&self.jwt)),
+            RefreshSettings::default(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = router(state);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (base, server)
+    }
+
+    /// A bearer token of `user` with `role`.
+    pub(crate) fn token(&self, user: &str, role: &str) -> String {
+        JwtAuthenticator::issue(&self.jwt, user, role, Duration::from_secs(600)).expect("sign")
+    }
+
+    /// The HTTP client of the tests.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Sends a request as `user` (admin when the id starts with `admin`); status, headers, JSON.

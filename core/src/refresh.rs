@@ -14,8 +14,8 @@ use crate::http::ApiError;
 use crate::provider::{Provider, RefreshPolicy};
 use crate::scope::ScopeSet;
 use crate::secret::AccessToken;
-use crate::store::{ConnectionRecord, ConnectionStatus};
-use crate::token::Resource;
+use crate::store::{ConnectionRecord, ConnectionStatus, TokenUpdate};
+use crate::token::{Resource, TokenSet};
 use crate::vault::Vault;
 
 /// Tuning of the refresh protocol.
@@ -438,6 +438,55 @@ impl Refresher {
         result
     }
 
+    /// Writes a redeemed token pair, retrying a failing database until the lease deadline: the
+    /// provider may already have rotated the refresh token, so giving up early would lose the
+    /// grant. Whether the row still was at the version the refresh started from.
+    async fn store_refreshed(
+        &self,
+        record: &ConnectionRecord,
+        update: &TokenUpdate,
+        new_tokens: &TokenSet,
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, AccessError> {
+        let store = self.vault.store();
+        let mut wait = self.settings.base_backoff.max(Duration::from_millis(10));
+        let mut failed = false;
+        loop {
+            match store
+                .complete_refresh(&record.id, record.version, update)
+                .await
+            {
+                Ok(true) => return Ok(true),
+                Ok(false) if failed => {
+                    // An earlier attempt may have committed before its answer was lost.
+                    return Ok(self.holds_tokens(record, new_tokens).await);
+                }
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    failed = true;
+                    if tokio::time::Instant::now() + wait >= deadline {
+                        tracing::error!(connection = %record.id, error = %e, "could not store the refreshed tokens before the lease ran out");
+                        return Err(e.into());
+                    }
+                    tracing::warn!(connection = %record.id, error = %e, ?wait, "storing the refreshed tokens failed; retrying");
+                    tokio::time::sleep(wait / 2 + jitter(wait)).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Whether the stored row is one version past `record` and holds `new_tokens`.
+    async fn holds_tokens(&self, record: &ConnectionRecord, new_tokens: &TokenSet) -> bool {
+        let Ok(Some(now)) = self.vault.store().connection_by_id(&record.id).await else {
+            return false;
+        };
+        now.version == record.version + 1
+            && self.vault.open_tokens(&now).is_ok_and(|stored| {
+                stored.access_token.secret() == new_tokens.access_token.secret()
+            })
+    }
+
     async fn redeem(
         &self,
         connection_id: &str,
@@ -501,8 +550,8 @@ impl Refresher {
                 Ok(new_tokens) => {
                     let now = Utc::now();
                     let update = self.vault.seal_refresh(&record, &new_tokens, policy, now)?;
-                    if !store
-                        .complete_refresh(connection_id, record.version, &update)
+                    if !self
+                        .store_refreshed(&record, &update, &new_tokens, deadline)
                         .await?
                     {
                         tracing::error!(

@@ -368,11 +368,8 @@ impl Refresher {
             {
                 return self.open(&record, false);
             }
-            let until = now
-                + chrono::Duration::from_std(self.settings.lease)
-                    .unwrap_or(chrono::Duration::seconds(30));
             if store
-                .try_acquire_lease(connection_id, &self.owner, now, until)
+                .try_acquire_lease(connection_id, &self.owner, self.settings.lease)
                 .await?
             {
                 return self

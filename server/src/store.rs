@@ -41,6 +41,9 @@ impl Backend {
     }
 }
 
+/// The PostgreSQL notification channel on which every change of a connection's row is announced.
+pub const CHANGES_CHANNEL: &str = "grantry_connection_changed";
+
 /// A [`TokenStore`] on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -152,6 +155,23 @@ impl SqlStore {
             .run(&self.pool)
             .await
             .map_err(|e| StoreError::Database(format!("migration failed: {e}")))
+    }
+
+    /// Tells the other replicas that a connection's row changed (PostgreSQL `NOTIFY` on
+    /// [`CHANGES_CHANNEL`], the connection id as payload), so their waiters read it now. Best
+    /// effort: a waiter that misses it finds the change at its next poll.
+    async fn announce(&self, connection_id: &str) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(connection_id.to_owned())
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!(connection = connection_id, error = %e, "could not announce a change");
+        }
     }
 
     /// Which database this store uses.
@@ -338,6 +358,7 @@ impl TokenStore for SqlStore {
         }
         Self::write_resources(&mut tx, &r.id, &r.resources).await?;
         tx.commit().await.map_err(db_err)?;
+        self.announce(&r.id).await;
         self.connection_by_id(&r.id)
             .await?
             .ok_or_else(|| StoreError::Conflict(format!("connection of user for {}", r.provider)))
@@ -485,6 +506,7 @@ impl TokenStore for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
+        self.announce(connection_id).await;
         Ok(())
     }
 
@@ -512,7 +534,11 @@ impl TokenStore for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        let written = done.rows_affected() == 1;
+        if written {
+            self.announce(connection_id).await;
+        }
+        Ok(written)
     }
 
     async fn rewrap_tokens(
@@ -555,6 +581,7 @@ impl TokenStore for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
+        self.announce(connection_id).await;
         Ok(())
     }
 
@@ -577,7 +604,11 @@ impl TokenStore for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        let written = done.rows_affected() == 1;
+        if written {
+            self.announce(connection_id).await;
+        }
+        Ok(written)
     }
 
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {

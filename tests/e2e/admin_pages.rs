@@ -16,7 +16,7 @@ const LIST: &str = "/api/v1/atlassian/admin/connections";
 
 /// Seeds `n` connections sealed through the vault, users `user-000`… inserted out of order;
 /// every fifth needs re-consent. Returns the user ids in order and those needing re-consent.
-async fn seed(h: &Harness, n: usize) -> (Vec<String>, Vec<String>) {
+pub(crate) async fn seed(h: &Harness, n: usize) -> (Vec<String>, Vec<String>) {
     let policy = h.state.providers()[0].refresh_policy();
     let mut users = Vec::new();
     let mut reauth = Vec::new();

@@ -880,3 +880,57 @@ async fn connections_page_is_keyset_paged_filtered_and_carries_resources() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn reencrypt_moves_every_row_across_several_pages() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let old_key = KeyRing::generate_key_base64();
+        let new_key = KeyRing::generate_key_base64();
+        let policy = RefreshPolicy::default();
+        let old_vault = Vault::new(Arc::new(store.clone()), ring(&old_key, &[]));
+        // More rows than one page of `reencrypt` (500), over two providers, saved 8 at a time.
+        let n = 523;
+        let mut saves = tokio::task::JoinSet::new();
+        for i in 0..n {
+            if saves.len() >= 8 {
+                saves.join_next().await.expect("a save").expect("joined");
+            }
+            let (vault, policy) = (old_vault.clone(), policy.clone());
+            saves.spawn(async move {
+                let provider = if i % 4 == 0 { "q" } else { "p" };
+                vault
+                    .save_grant(
+                        &format!("u-{i:04}"),
+                        provider,
+                        &tokens(&format!("access-{i}"), Some(&format!("refresh-{i}"))),
+                        &AccountDetails::default(),
+                        &policy,
+                        now(),
+                    )
+                    .await
+                    .expect("save");
+            });
+        }
+        while let Some(done) = saves.join_next().await {
+            done.expect("joined");
+        }
+        let rotated = Vault::new(Arc::new(store.clone()), ring(&new_key, &[&old_key]));
+        let report = rotated.reencrypt().await.expect("reencrypt");
+        assert_eq!((report.moved, report.current), (n, 0), "{}", db.kind);
+        // Every row opens with the new key alone.
+        let only_new = Vault::new(Arc::new(store.clone()), ring(&new_key, &[]));
+        only_new.check_keys().await.expect("all on the new key");
+        let mut walk = ConnectionWalk::new(&store, None, None, 250);
+        let mut opened = 0;
+        while let Some(row) = walk.next().await.expect("walk") {
+            let i: usize = row.user_id[2..].parse().expect("index");
+            let tokens = only_new.open_tokens(&row).expect("open");
+            assert_eq!(tokens.access_token.secret(), format!("access-{i}"));
+            opened += 1;
+        }
+        assert_eq!(opened, n, "{}", db.kind);
+        store.close().await;
+        db.cleanup().await;
+    }
+}

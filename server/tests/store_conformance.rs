@@ -729,7 +729,7 @@ async fn connections_page_is_keyset_paged_filtered_and_carries_resources() {
         for (i, user) in users.iter().enumerate() {
             let mut r = record(&format!("c-{i}"), user, "atlassian");
             r.resources.truncate(i % 3);
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 r.status = ConnectionStatus::NeedsReauth;
             }
             store.put_connection(&r).await.expect("put");
@@ -890,7 +890,7 @@ async fn reencrypt_moves_every_row_across_several_pages() {
         let policy = RefreshPolicy::default();
         let old_vault = Vault::new(Arc::new(store.clone()), ring(&old_key, &[]));
         // More rows than one page of `reencrypt` (500), over two providers, saved 8 at a time.
-        let n = 523;
+        let n: usize = 523;
         let mut saves = tokio::task::JoinSet::new();
         for i in 0..n {
             if saves.len() >= 8 {
@@ -898,7 +898,7 @@ async fn reencrypt_moves_every_row_across_several_pages() {
             }
             let (vault, policy) = (old_vault.clone(), policy.clone());
             saves.spawn(async move {
-                let provider = if i % 4 == 0 { "q" } else { "p" };
+                let provider = if i.is_multiple_of(4) { "q" } else { "p" };
                 vault
                     .save_grant(
                         &format!("u-{i:04}"),

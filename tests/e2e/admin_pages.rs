@@ -52,7 +52,7 @@ pub(crate) async fn seed(h: &Harness, n: usize) -> (Vec<String>, Vec<String>) {
             .save_grant(&user, "atlassian", &tokens, &details, &policy, Utc::now())
             .await
             .expect("seed");
-        if k % 5 == 0 {
+        if k.is_multiple_of(5) {
             h.store
                 .set_status(
                     &record.id,

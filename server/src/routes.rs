@@ -378,7 +378,7 @@ async fn disconnect(
             description = "at most `limit` connection summaries ordered by `user_id`",
             headers(("Link" = String,
                 description = "RFC 8288 `</api/v1/{p}/admin/connections?limit=…&cursor=…>; rel=\"next\"`, \
-                    present when a next page may exist"))),
+                    present only when more connections follow"))),
         (status = 400, body = ErrorBody, description = "`invalid_request`: bad `limit`, `status` or `cursor`"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
         (status = 403, body = ErrorBody, description = "`forbidden`"),

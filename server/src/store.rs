@@ -562,20 +562,27 @@ impl TokenStore for SqlStore {
         &self,
         connection_id: &str,
         owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE connections SET lease_until = $1, lease_owner = $2 \
-             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4)",
-        )
-        .bind(millis(until))
-        .bind(owner.to_owned())
-        .bind(connection_id.to_owned())
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "UPDATE connections SET lease_until = CAST((julianday('now') - 2440587.5) * 86400000 AS BIGINT) + $1, \
+                 lease_owner = $2 WHERE id = $3 AND (lease_until IS NULL OR \
+                 lease_until < CAST((julianday('now') - 2440587.5) * 86400000 AS BIGINT))"
+            }
+            Backend::Postgres => {
+                "UPDATE connections SET lease_until = CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) + $1, \
+                 lease_owner = $2 WHERE id = $3 AND (lease_until IS NULL OR \
+                 lease_until < CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT))"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
+            .bind(owner.to_owned())
+            .bind(connection_id.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
     }
 

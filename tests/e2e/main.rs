@@ -13,3 +13,4 @@ mod lifecycle;
 mod openapi;
 mod process;
 mod secrets;
+mod storm;

@@ -2,5 +2,3 @@
 -- those of one status, each page read through an index however deep it is.
 CREATE INDEX connections_provider_user ON connections (provider, user_id);
 CREATE INDEX connections_provider_status_user ON connections (provider, status, user_id);
--- A prefix of connections_provider_user, which serves every query it served.
-DROP INDEX IF EXISTS connections_provider;

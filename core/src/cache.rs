@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use crate::error::StoreError;
 use crate::keyring::SealedValue;
 use crate::store::{
-    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate,
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, StateRecord, TokenHandout, TokenStore,
+    TokenUpdate,
 };
 use crate::token::Resource;
 
@@ -274,5 +275,26 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
 
     async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.purge_expired_states(now).await
+    }
+
+    async fn record_token_handout(
+        &self,
+        provider: &str,
+        admin_id: &str,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TokenHandout, StoreError> {
+        self.inner
+            .record_token_handout(provider, admin_id, user_id, at)
+            .await
+    }
+
+    async fn token_handouts(
+        &self,
+        provider: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TokenHandout>, StoreError> {
+        self.inner.token_handouts(provider, before, limit).await
     }
 }

@@ -217,6 +217,21 @@ pub struct StateRecord {
     pub code_verifier: Option<SealedValue>,
 }
 
+/// One hand-out of a user's access token to an admin, as audited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHandout {
+    /// Increasing id; pages of the audit are keyed by it.
+    pub id: i64,
+    /// The provider id.
+    pub provider: String,
+    /// The admin who took the token.
+    pub admin_id: String,
+    /// The user whose token it was.
+    pub user_id: String,
+    /// When it was handed out.
+    pub handed_out_at: DateTime<Utc>,
+}
+
 /// Persistent storage of connections and states; every method is atomic.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -342,4 +357,21 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Deletes states that expired before `now`; how many.
     async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Audits that `admin_id` took the `provider` access token of `user_id` at `at`; the stored row.
+    async fn record_token_handout(
+        &self,
+        provider: &str,
+        admin_id: &str,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TokenHandout, StoreError>;
+
+    /// The hand-outs of `provider`, newest first: at most `limit`, only ids below `before` when given.
+    async fn token_handouts(
+        &self,
+        provider: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TokenHandout>, StoreError>;
 }

@@ -15,7 +15,30 @@ use grantry_core::{
 };
 use serde_json::{Value, json};
 
+use crate::auth::{CrossSiteGuard, CrossSitePolicy};
+use crate::metrics::MetricsToken;
 use crate::routes::provider_router;
+
+/// Settings of the HTTP API beyond who a user is: cross-site writes, the token hand-out, `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Origins besides the server's own that may send cookie-authenticated writes.
+    pub cross_site: CrossSitePolicy,
+    /// Whether admins may take a user's access token (`GRANTRY_ACCESS_TOKEN_ROUTE`).
+    pub access_token_route: bool,
+    /// The bearer token `/metrics` requires, when set (`GRANTRY_METRICS_TOKEN`).
+    pub metrics_token: Option<MetricsToken>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            cross_site: CrossSitePolicy::default(),
+            access_token_route: true,
+            metrics_token: None,
+        }
+    }
+}
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -28,6 +51,7 @@ struct Inner {
     providers: Vec<Arc<dyn Provider>>,
     authenticator: Arc<dyn Authenticator>,
     refresher: Arc<Refresher>,
+    settings: ApiSettings,
 }
 
 impl std::fmt::Debug for AppState {
@@ -57,8 +81,31 @@ impl AppState {
                 providers,
                 authenticator,
                 refresher,
+                settings: ApiSettings::default(),
             }),
         }
+    }
+
+    /// This state with `settings` (call before the state is shared).
+    pub fn with_settings(self, settings: ApiSettings) -> Self {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => Inner { settings, ..inner },
+            Err(shared) => Inner {
+                vault: shared.vault.clone(),
+                providers: shared.providers.clone(),
+                authenticator: shared.authenticator.clone(),
+                refresher: shared.refresher.clone(),
+                settings,
+            },
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The settings of the HTTP API.
+    pub fn settings(&self) -> &ApiSettings {
+        &self.inner.settings
     }
 
     /// The vault (store plus keys).
@@ -108,9 +155,10 @@ pub fn router(state: AppState) -> Router {
     }
     app.merge(crate::ui::router())
         .fallback(not_found)
-        .layer(Extension(AuthenticatorHandle(
-            state.inner.authenticator.clone(),
-        )))
+        .layer(Extension(AuthenticatorHandle(Arc::new(CrossSiteGuard {
+            inner: state.inner.authenticator.clone(),
+            policy: state.inner.settings.cross_site.clone(),
+        }))))
         .layer(Extension(RefresherHandle(state.inner.refresher.clone())))
         .layer(middleware::from_fn(log_request))
 }

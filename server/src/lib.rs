@@ -6,6 +6,7 @@ pub mod auth;
 pub mod changes;
 pub mod config;
 pub mod error;
+pub mod http_server;
 pub mod logging;
 mod metrics;
 pub mod openapi;
@@ -21,10 +22,12 @@ use std::sync::Arc;
 
 use grantry_core::{KeyRing, Provider, Vault, build_providers};
 
-pub use app::{AppState, router};
-pub use auth::JwtAuthenticator;
+pub use app::{ApiSettings, AppState, router};
+pub use auth::{CrossSitePolicy, JwtAuthenticator};
 pub use config::Config;
 pub use error::{ApiError, ServerError};
+pub use http_server::{HttpLimits, serve_router};
+pub use metrics::MetricsToken;
 pub use store::{Backend, SqlStore};
 
 /// Connects to the configured database and applies the migrations.
@@ -64,7 +67,8 @@ pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
         providers,
         Arc::new(auth::JwtAuthenticator::new(jwt)),
         config.refresh_settings(),
-    ))
+    )
+    .with_settings(config.api_settings()))
 }
 
 /// Serves `state` on the configured address until `shutdown` completes.
@@ -98,10 +102,7 @@ pub async fn serve(
                 Arc::downgrade(state.refresher()),
             ))
         });
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ServerError::Io { addr, source });
+    serve_router(listener, router(state), config.http, shutdown).await;
     // In-flight requests (and the refreshes they run) have finished; let a maintenance pass
     // in progress finish too, so no lease is left held.
     let _ = stop_tx.send(true);
@@ -112,7 +113,7 @@ pub async fn serve(
         tracing::warn!(error = %e, "maintenance task ended abnormally");
     }
     tracing::info!("stopped");
-    served
+    Ok(())
 }
 
 /// How long before a refresh token's inactivity expiry the maintenance task refreshes it.

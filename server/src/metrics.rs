@@ -3,11 +3,50 @@
 use std::fmt::Write;
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use grantry_core::RefreshMetrics;
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::response::{IntoResponse, Response};
+use grantry_core::{ApiError, RefreshMetrics};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
+
+/// The bearer token `/metrics` requires (`GRANTRY_METRICS_TOKEN`); only its SHA-256 is kept.
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken([redacted])")
+    }
+}
+
+impl MetricsToken {
+    /// The token scrapers must send as `Authorization: Bearer`.
+    pub fn new(token: &SecretString) -> Self {
+        Self(Sha256::digest(token.expose_secret().as_bytes()).into())
+    }
+
+    /// Whether `presented` is the token, compared in constant time (digests, so the length is
+    /// not revealed either).
+    pub fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(self.0.ct_eq(&digest))
+    }
+
+    /// Whether the request's `Authorization: Bearer` carries the token.
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .is_some_and(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("bearer") && self.matches(token.trim())
+            })
+    }
+}
 
 fn label(value: &str) -> String {
     value
@@ -21,10 +60,26 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders the metrics of this process and the connection counts of the database.
-#[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
-    responses((status = 200, content_type = "text/plain", body = String)))]
-pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
+/// Renders the metrics of this process and the connection counts of the database; with
+/// `GRANTRY_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
+#[utoipa::path(get, path = "/metrics", tag = "probes", security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, content_type = "text/plain", body = String),
+        (status = 401, body = grantry_core::ErrorBody, description = "`unauthorized`: `GRANTRY_METRICS_TOKEN` is set and the request does not carry it"),
+    ))]
+pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.settings().metrics_token
+        && !token.admits(&headers)
+    {
+        let mut response =
+            ApiError::unauthorized("send Authorization: Bearer with the metrics token")
+                .into_response();
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
     let m = state.refresher().metrics();
     let mut out = String::with_capacity(2048);
     let counters = [
@@ -102,4 +157,5 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
     )
+        .into_response()
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::{
     Account, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, Resource, ScopeSet,
-    SealedValue, StateRecord, StoreError, TokenStore, TokenUpdate,
+    SealedValue, StateRecord, StoreError, TokenHandout, TokenStore, TokenUpdate,
 };
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
@@ -814,6 +814,65 @@ impl TokenStore for SqlStore {
             .await
             .map_err(db_err)?;
         Ok(done.rows_affected())
+    }
+
+    async fn record_token_handout(
+        &self,
+        provider: &str,
+        admin_id: &str,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TokenHandout, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO token_handouts (provider, admin_id, user_id, handed_out_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(provider.to_owned())
+        .bind(admin_id.to_owned())
+        .bind(user_id.to_owned())
+        .bind(millis(at))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(TokenHandout {
+            id: row
+                .try_get("id")
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            provider: provider.to_owned(),
+            admin_id: admin_id.to_owned(),
+            user_id: user_id.to_owned(),
+            handed_out_at: time(millis(at))?,
+        })
+    }
+
+    async fn token_handouts(
+        &self,
+        provider: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TokenHandout>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, provider, admin_id, user_id, handed_out_at FROM token_handouts \
+             WHERE provider = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(provider.to_owned())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        rows.iter()
+            .map(|row| {
+                Ok(TokenHandout {
+                    id: row.try_get("id").map_err(get)?,
+                    provider: row.try_get("provider").map_err(get)?,
+                    admin_id: row.try_get("admin_id").map_err(get)?,
+                    user_id: row.try_get("user_id").map_err(get)?,
+                    handed_out_at: time(row.try_get("handed_out_at").map_err(get)?)?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, Resource, SealedValue, StateRecord,
-    StoreError, TokenStore, TokenUpdate,
+    StoreError, TokenHandout, TokenStore, TokenUpdate,
 };
 
 use sqlx::Connection;
@@ -322,5 +322,26 @@ impl TokenStore for FaultyStore {
 
     async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.purge_expired_states(now).await
+    }
+
+    async fn record_token_handout(
+        &self,
+        provider: &str,
+        admin_id: &str,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TokenHandout, StoreError> {
+        self.inner
+            .record_token_handout(provider, admin_id, user_id, at)
+            .await
+    }
+
+    async fn token_handouts(
+        &self,
+        provider: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TokenHandout>, StoreError> {
+        self.inner.token_handouts(provider, before, limit).await
     }
 }

@@ -935,3 +935,72 @@ async fn reencrypt_moves_every_row_across_several_pages() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn token_handouts_are_recorded_and_paged_newest_first_per_provider() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let t = now();
+        assert!(
+            store
+                .token_handouts("p", None, 10)
+                .await
+                .expect("empty")
+                .is_empty()
+        );
+        let mut recorded = Vec::new();
+        for i in 0..5_i64 {
+            let row = store
+                .record_token_handout("p", &format!("admin-{i}"), "u-1", t + Duration::seconds(i))
+                .await
+                .expect("record");
+            assert_eq!(
+                (
+                    row.provider.as_str(),
+                    row.admin_id.as_str(),
+                    row.user_id.as_str()
+                ),
+                ("p", format!("admin-{i}").as_str(), "u-1")
+            );
+            assert_eq!(row.handed_out_at, t + Duration::seconds(i), "{}", db.kind);
+            recorded.push(row);
+        }
+        store
+            .record_token_handout("q", "admin-x", "u-2", t)
+            .await
+            .expect("another provider");
+        assert!(
+            recorded.windows(2).all(|w| w[0].id < w[1].id),
+            "{}: ids increase",
+            db.kind
+        );
+
+        let first = store.token_handouts("p", None, 2).await.expect("page 1");
+        let newest: Vec<_> = recorded.iter().rev().cloned().collect();
+        assert_eq!(first, newest[..2], "{}", db.kind);
+        let second = store
+            .token_handouts("p", Some(first[1].id), 2)
+            .await
+            .expect("page 2");
+        assert_eq!(second, newest[2..4]);
+        let third = store
+            .token_handouts("p", Some(second[1].id), 2)
+            .await
+            .expect("page 3");
+        assert_eq!(third, newest[4..]);
+        assert!(
+            store
+                .token_handouts("p", Some(third[0].id), 2)
+                .await
+                .expect("past the end")
+                .is_empty()
+        );
+        let other = store.token_handouts("q", None, 10).await.expect("q");
+        assert_eq!(
+            other.iter().map(|h| h.user_id.as_str()).collect::<Vec<_>>(),
+            ["u-2"]
+        );
+        store.close().await;
+        db.cleanup().await;
+    }
+}

@@ -25,7 +25,7 @@ pub use http::{
     RefresherHandle, Role,
 };
 pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
-pub use maintenance::MaintenanceReport;
+pub use maintenance::{MaintenanceMetrics, MaintenanceReport, MaintenanceSettings};
 pub use provider::{
     AuthorizeRequest, BuildFn, CallbackContext, Provider, ProviderFactory, ProviderSettings,
     ProvidersConfig, RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers,
@@ -36,7 +36,9 @@ pub use scope::{Scope, ScopeInfo, ScopeSet};
 pub use secret::{
     AccessToken, AuthorizationCode, ClientSecret, PkceVerifier, RefreshToken, StateToken,
 };
-pub use store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};
+pub use store::{
+    ConnectionRecord, ConnectionStatus, DueConnection, StateRecord, TokenStore, TokenUpdate,
+};
 pub use token::{Account, AccountDetails, Resource, TokenSet};
 pub use vault::{ReencryptReport, Vault};
 

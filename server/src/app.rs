@@ -1,7 +1,7 @@
 //! Application state and the axum router.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -10,11 +10,12 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use grantry_core::{
-    ApiError, Authenticator, AuthenticatorHandle, Principal, Provider, RefreshSettings, Refresher,
-    RefresherHandle, TokenStore, Vault,
+    ApiError, Authenticator, AuthenticatorHandle, MaintenanceMetrics, MaintenanceSettings,
+    Principal, Provider, RefreshSettings, Refresher, RefresherHandle, TokenStore, Vault,
 };
 use serde_json::{Value, json};
 
+use crate::metrics::CountsCache;
 use crate::routes::provider_router;
 
 /// Everything the handlers share.
@@ -23,11 +24,15 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     vault: Vault,
     providers: Vec<Arc<dyn Provider>>,
     authenticator: Arc<dyn Authenticator>,
     refresher: Arc<Refresher>,
+    maintenance: MaintenanceSettings,
+    maintenance_metrics: Arc<MaintenanceMetrics>,
+    counts: Arc<CountsCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -57,8 +62,47 @@ impl AppState {
                 providers,
                 authenticator,
                 refresher,
+                maintenance: MaintenanceSettings::default(),
+                maintenance_metrics: Arc::default(),
+                counts: Arc::new(CountsCache::new(Duration::from_secs(
+                    crate::config::DEFAULT_METRICS_COUNTS_TTL_SECS,
+                ))),
             }),
         }
+    }
+
+    /// This state with the given maintenance tuning (set it before serving).
+    #[must_use]
+    pub fn with_maintenance(self, settings: MaintenanceSettings) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.maintenance = settings;
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// This state with `/metrics` connection counts cached for `ttl` (0 = counted every scrape).
+    #[must_use]
+    pub fn with_counts_ttl(self, ttl: Duration) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.counts = Arc::new(CountsCache::new(ttl));
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The maintenance tuning.
+    pub fn maintenance(&self) -> &MaintenanceSettings {
+        &self.inner.maintenance
+    }
+
+    /// The counters of this process's maintenance passes.
+    pub fn maintenance_metrics(&self) -> &MaintenanceMetrics {
+        &self.inner.maintenance_metrics
+    }
+
+    pub(crate) fn counts(&self) -> &CountsCache {
+        &self.inner.counts
     }
 
     /// The vault (store plus keys).

@@ -33,6 +33,9 @@ const VARIABLES: &[(&str, &str)] = &[
     ("refresh_lease", "GRANTRY_REFRESH_LEASE"),
     ("maintenance_interval", "GRANTRY_MAINTENANCE_INTERVAL"),
     ("cache_ttl", "GRANTRY_CACHE_TTL"),
+    ("maintenance_concurrency", "GRANTRY_MAINTENANCE_CONCURRENCY"),
+    ("maintenance_batch", "GRANTRY_MAINTENANCE_BATCH"),
+    ("metrics_counts_ttl", "GRANTRY_METRICS_COUNTS_TTL"),
 ];
 
 /// Default time a process may serve a connection from memory, seconds.
@@ -42,6 +45,12 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 1;
 pub const DEFAULT_REFRESH_LEASE_SECS: u64 = 30;
 /// Default interval of the maintenance task, seconds.
 pub const DEFAULT_MAINTENANCE_INTERVAL_SECS: u64 = 3600;
+/// Default number of keep-alive refreshes a maintenance pass runs at once.
+pub const DEFAULT_MAINTENANCE_CONCURRENCY: u64 = 8;
+/// Default number of rows a maintenance pass reads per batch.
+pub const DEFAULT_MAINTENANCE_BATCH: u64 = 500;
+/// Default time `/metrics` reuses the connection counts, seconds.
+pub const DEFAULT_METRICS_COUNTS_TTL_SECS: u64 = 60;
 
 fn variable_of(key: &str) -> &str {
     VARIABLES
@@ -117,8 +126,37 @@ struct Raw {
     refresh_lease: Option<Value>,
     maintenance_interval: Option<Value>,
     cache_ttl: Option<Value>,
+    maintenance_concurrency: Option<Value>,
+    maintenance_batch: Option<Value>,
+    metrics_counts_ttl: Option<Value>,
     #[serde(default)]
     providers: BTreeMap<String, Map<String, Value>>,
+}
+
+/// A whole number from a TOML number or an environment string, within `range`.
+fn whole_number(
+    key: &str,
+    value: Option<&Value>,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let parsed = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if s.trim().is_empty() => return Ok(None),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match parsed.filter(|n| range.contains(n)) {
+        Some(n) => Ok(Some(n)),
+        None => Err(ConfigError::Invalid {
+            variable: variable_of(key).into(),
+            reason: format!(
+                "expected a whole number from {} to {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
 }
 
 /// Whole seconds from a TOML number or an environment string, within `range`.
@@ -172,6 +210,12 @@ pub struct Config {
     /// How long a process serves a connection it read from memory (`GRANTRY_CACHE_TTL`, 0 = off);
     /// local writes invalidate at once, other replicas' writes show after this time.
     pub cache_ttl: std::time::Duration,
+    /// Keep-alive refreshes a maintenance pass runs at once (`GRANTRY_MAINTENANCE_CONCURRENCY`).
+    pub maintenance_concurrency: usize,
+    /// Rows a maintenance pass reads per batch (`GRANTRY_MAINTENANCE_BATCH`).
+    pub maintenance_batch: u32,
+    /// How long `/metrics` reuses its connection counts (`GRANTRY_METRICS_COUNTS_TTL`, 0 = every scrape).
+    pub metrics_counts_ttl: std::time::Duration,
     /// Per-provider sections.
     pub providers: ProvidersConfig,
     /// The TOML file that was read, if any.
@@ -246,9 +290,32 @@ impl Config {
         ));
         let cache_ttl = seconds("cache_ttl", raw.cache_ttl.as_ref(), 0..=60)?
             .unwrap_or(std::time::Duration::from_secs(DEFAULT_CACHE_TTL_SECS));
+        let maintenance_concurrency = whole_number(
+            "maintenance_concurrency",
+            raw.maintenance_concurrency.as_ref(),
+            1..=64,
+        )?
+        .unwrap_or(DEFAULT_MAINTENANCE_CONCURRENCY);
+        let maintenance_batch = whole_number(
+            "maintenance_batch",
+            raw.maintenance_batch.as_ref(),
+            10..=10_000,
+        )?
+        .unwrap_or(DEFAULT_MAINTENANCE_BATCH);
+        let metrics_counts_ttl = seconds(
+            "metrics_counts_ttl",
+            raw.metrics_counts_ttl.as_ref(),
+            0..=3600,
+        )?
+        .unwrap_or(std::time::Duration::from_secs(
+            DEFAULT_METRICS_COUNTS_TTL_SECS,
+        ));
         Ok(Self {
             bind,
             cache_ttl,
+            maintenance_concurrency: usize::try_from(maintenance_concurrency).unwrap_or(1),
+            maintenance_batch: u32::try_from(maintenance_batch).unwrap_or(500),
+            metrics_counts_ttl,
             refresh_margin,
             refresh_lease,
             maintenance_interval,
@@ -292,6 +359,15 @@ impl Config {
             lease: self.refresh_lease,
             margin: self.refresh_margin,
             ..grantry_core::RefreshSettings::default()
+        }
+    }
+
+    /// The maintenance tuning this configuration asks for.
+    pub fn maintenance_settings(&self) -> grantry_core::MaintenanceSettings {
+        grantry_core::MaintenanceSettings {
+            concurrency: self.maintenance_concurrency,
+            batch_size: self.maintenance_batch,
+            ..grantry_core::MaintenanceSettings::default()
         }
     }
 

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use grantry::atlassian::fake::{Failure, FakeAtlassian};
-use grantry::core::{ConnectionStatus, KeyRing, RefreshSettings, TokenStore, maintenance};
+use grantry::core::{
+    ConnectionStatus, KeyRing, MaintenanceSettings, RefreshSettings, TokenStore, maintenance,
+};
 use grantry_server::JwtAuthenticator;
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;
@@ -279,7 +281,7 @@ async fn maintenance_keeps_idle_grants_alive_and_retires_expired_ones() {
         let report = maintenance::run_once(
             h.state.refresher(),
             h.state.providers(),
-            Duration::from_secs(7 * 24 * 3600),
+            &MaintenanceSettings::default(),
             Utc::now(),
         )
         .await
@@ -312,7 +314,7 @@ async fn maintenance_keeps_idle_grants_alive_and_retires_expired_ones() {
         let again = maintenance::run_once(
             h.state.refresher(),
             h.state.providers(),
-            Duration::from_secs(7 * 24 * 3600),
+            &MaintenanceSettings::default(),
             Utc::now(),
         )
         .await

@@ -110,6 +110,38 @@ macro_rules! select_with_resources {
     };
 }
 
+/// The first batch of connections due for keep-alive (served by `connections_keep_alive`).
+const KEEP_ALIVE_FIRST: &str = "SELECT id, version, refresh_idle_expires_at AS due_at FROM connections \
+     WHERE provider = $1 AND status = 'active' AND refresh_token IS NOT NULL \
+     AND refresh_idle_expires_at < $2 \
+     ORDER BY refresh_idle_expires_at, id LIMIT $3";
+
+/// The batch of connections due for keep-alive after a (due_at, id) cursor.
+const KEEP_ALIVE_NEXT: &str = "SELECT id, version, refresh_idle_expires_at AS due_at FROM connections \
+     WHERE provider = $1 AND status = 'active' AND refresh_token IS NOT NULL \
+     AND refresh_idle_expires_at < $2 AND (refresh_idle_expires_at, id) > ($3, $4) \
+     ORDER BY refresh_idle_expires_at, id LIMIT $5";
+
+/// The first batch of connections past their absolute expiry (served by `connections_absolute_expiry`).
+const EXPIRED_FIRST: &str = "SELECT id, version, refresh_expires_at AS due_at FROM connections \
+     WHERE provider = $1 AND status = 'active' AND refresh_expires_at <= $2 \
+     ORDER BY refresh_expires_at, id LIMIT $3";
+
+/// The batch of connections past their absolute expiry after a (due_at, id) cursor.
+const EXPIRED_NEXT: &str = "SELECT id, version, refresh_expires_at AS due_at FROM connections \
+     WHERE provider = $1 AND status = 'active' AND refresh_expires_at <= $2 \
+     AND (refresh_expires_at, id) > ($3, $4) \
+     ORDER BY refresh_expires_at, id LIMIT $5";
+
+/// The distinct key ids of stored tokens by a skip scan of `connections_key_id`: one index probe
+/// per distinct key, not one per row.
+const TOKEN_KEY_IDS: &str = "WITH RECURSIVE k(key_id) AS ( \
+     SELECT MIN(key_id) FROM connections \
+     UNION ALL \
+     SELECT (SELECT MIN(c.key_id) FROM connections c WHERE c.key_id > k.key_id) \
+     FROM k WHERE k.key_id IS NOT NULL) \
+     SELECT key_id FROM k WHERE key_id IS NOT NULL";
+
 /// The database clock in epoch milliseconds (SQLite).
 macro_rules! sqlite_now_millis {
     () => {
@@ -641,18 +673,10 @@ impl TokenStore for SqlStore {
     }
 
     async fn key_ids(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
-        // A skip scan over the key_id index: one index probe per distinct key, not one per row.
-        let tokens = sqlx::query(
-            "WITH RECURSIVE k(key_id) AS ( \
-             SELECT MIN(key_id) FROM connections \
-             UNION ALL \
-             SELECT (SELECT MIN(c.key_id) FROM connections c WHERE c.key_id > k.key_id) \
-             FROM k WHERE k.key_id IS NOT NULL) \
-             SELECT key_id FROM k WHERE key_id IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let tokens = sqlx::query(TOKEN_KEY_IDS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
         // Pending states live minutes: the expiry index bounds this to the last few minutes' rows.
         let states = sqlx::query(
             "SELECT DISTINCT key_id FROM oauth_states \
@@ -681,18 +705,8 @@ impl TokenStore for SqlStore {
         limit: u32,
     ) -> Result<Vec<DueConnection>, StoreError> {
         let query = match after {
-            None => sqlx::query(
-                "SELECT id, version, refresh_idle_expires_at AS due_at FROM connections \
-                 WHERE provider = $1 AND status = 'active' AND refresh_token IS NOT NULL \
-                 AND refresh_idle_expires_at < $2 \
-                 ORDER BY refresh_idle_expires_at, id LIMIT $3",
-            ),
-            Some(_) => sqlx::query(
-                "SELECT id, version, refresh_idle_expires_at AS due_at FROM connections \
-                 WHERE provider = $1 AND status = 'active' AND refresh_token IS NOT NULL \
-                 AND refresh_idle_expires_at < $2 AND (refresh_idle_expires_at, id) > ($3, $4) \
-                 ORDER BY refresh_idle_expires_at, id LIMIT $5",
-            ),
+            None => sqlx::query(KEEP_ALIVE_FIRST),
+            Some(_) => sqlx::query(KEEP_ALIVE_NEXT),
         };
         self.due_batch(query, provider, cutoff, after, limit).await
     }
@@ -705,17 +719,8 @@ impl TokenStore for SqlStore {
         limit: u32,
     ) -> Result<Vec<DueConnection>, StoreError> {
         let query = match after {
-            None => sqlx::query(
-                "SELECT id, version, refresh_expires_at AS due_at FROM connections \
-                 WHERE provider = $1 AND status = 'active' AND refresh_expires_at <= $2 \
-                 ORDER BY refresh_expires_at, id LIMIT $3",
-            ),
-            Some(_) => sqlx::query(
-                "SELECT id, version, refresh_expires_at AS due_at FROM connections \
-                 WHERE provider = $1 AND status = 'active' AND refresh_expires_at <= $2 \
-                 AND (refresh_expires_at, id) > ($3, $4) \
-                 ORDER BY refresh_expires_at, id LIMIT $5",
-            ),
+            None => sqlx::query(EXPIRED_FIRST),
+            Some(_) => sqlx::query(EXPIRED_NEXT),
         };
         self.due_batch(query, provider, now, after, limit).await
     }
@@ -856,5 +861,48 @@ mod tests {
         assert!(Backend::from_url("mysql://x").is_err());
         assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
         assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+    }
+
+    /// The maintenance and start-up queries are served by their indexes, never a table scan.
+    #[tokio::test]
+    async fn due_and_key_queries_use_their_indexes_on_sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqlStore::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("plan.db").display()
+        ))
+        .await
+        .expect("connect");
+        store.migrate().await.expect("migrate");
+        for (sql, index, params) in [
+            (KEEP_ALIVE_FIRST, "connections_keep_alive", 3),
+            (KEEP_ALIVE_NEXT, "connections_keep_alive", 5),
+            (EXPIRED_FIRST, "connections_absolute_expiry", 3),
+            (EXPIRED_NEXT, "connections_absolute_expiry", 5),
+            (TOKEN_KEY_IDS, "connections_key_id", 0),
+        ] {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+            for i in 0..params {
+                query = query.bind(i64::from(i));
+            }
+            let plan: Vec<String> = query
+                .fetch_all(store.pool())
+                .await
+                .expect("explain")
+                .iter()
+                .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+                .collect();
+            assert!(
+                plan.iter().any(|line| line.contains(index)),
+                "{index} not used: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(
+                    |line| line.starts_with("SCAN connections") || line.contains("TEMP B-TREE")
+                ),
+                "a scan or a sort: {plan:?}"
+            );
+        }
+        store.close().await;
     }
 }

@@ -621,6 +621,38 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_and_metrics_settings_parse_and_are_bounded() {
+        let c = Config::load_from(env(&[]), &[]).expect("defaults");
+        let m = c.maintenance_settings();
+        assert_eq!((m.concurrency, m.batch_size), (8, 500));
+        assert_eq!(c.metrics_counts_ttl, std::time::Duration::from_secs(60));
+        let c = Config::load_from(
+            env(&[
+                ("GRANTRY_MAINTENANCE_CONCURRENCY", "3"),
+                ("GRANTRY_MAINTENANCE_BATCH", "50"),
+                ("GRANTRY_METRICS_COUNTS_TTL", "0"),
+            ]),
+            &[],
+        )
+        .expect("config");
+        let m = c.maintenance_settings();
+        assert_eq!((m.concurrency, m.batch_size), (3, 50));
+        assert!(c.metrics_counts_ttl.is_zero());
+        for (variable, value) in [
+            ("GRANTRY_MAINTENANCE_CONCURRENCY", "0"),
+            ("GRANTRY_MAINTENANCE_CONCURRENCY", "eight"),
+            ("GRANTRY_MAINTENANCE_BATCH", "5"),
+            ("GRANTRY_METRICS_COUNTS_TTL", "-1"),
+        ] {
+            let e = Config::load_from(env(&[(variable, value)]), &[]).expect_err(value);
+            assert!(
+                e.to_string().starts_with(&format!("{variable} is invalid")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn a_broken_file_never_echoes_a_secret() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("g.toml");

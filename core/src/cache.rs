@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use crate::error::StoreError;
 use crate::keyring::SealedValue;
 use crate::store::{
-    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, StateRecord, TokenHandout, TokenStore,
-    TokenUpdate,
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
+    TokenHandout, TokenStore, TokenUpdate,
 };
 use crate::token::Resource;
 
@@ -253,8 +253,47 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.inner.connection_counts().await
     }
 
-    async fn key_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.key_ids().await
+    async fn key_ids(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        self.inner.key_ids(now).await
+    }
+
+    async fn due_for_keep_alive(
+        &self,
+        provider: &str,
+        cutoff: DateTime<Utc>,
+        after: Option<&DueConnection>,
+        limit: u32,
+    ) -> Result<Vec<DueConnection>, StoreError> {
+        self.inner
+            .due_for_keep_alive(provider, cutoff, after, limit)
+            .await
+    }
+
+    async fn past_absolute_expiry(
+        &self,
+        provider: &str,
+        now: DateTime<Utc>,
+        after: Option<&DueConnection>,
+        limit: u32,
+    ) -> Result<Vec<DueConnection>, StoreError> {
+        self.inner
+            .past_absolute_expiry(provider, now, after, limit)
+            .await
+    }
+
+    async fn try_acquire_task_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        duration: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .try_acquire_task_lease(name, owner, duration)
+            .await
+    }
+
+    async fn release_task_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_task_lease(name, owner).await
     }
 
     async fn put_state(&self, state: &StateRecord) -> Result<(), StoreError> {
@@ -273,8 +312,12 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             .await
     }
 
-    async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.purge_expired_states(now).await
+    async fn purge_expired_states(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.inner.purge_expired_states(now, limit).await
     }
 
     async fn record_token_handout(

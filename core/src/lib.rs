@@ -25,7 +25,7 @@ pub use http::{
     ProviderHandle, RefresherHandle, Role,
 };
 pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
-pub use maintenance::MaintenanceReport;
+pub use maintenance::{MaintenanceMetrics, MaintenanceReport, MaintenanceSettings};
 pub use provider::{
     AuthorizeRequest, BuildFn, CallbackContext, Provider, ProviderFactory, ProviderSettings,
     ProvidersConfig, RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers,
@@ -38,7 +38,7 @@ pub use secret::{
 };
 pub use store::{
     ConnectionKey, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionWalk,
-    StateRecord, TokenHandout, TokenStore, TokenUpdate,
+    DueConnection, StateRecord, TokenHandout, TokenStore, TokenUpdate,
 };
 pub use token::{Account, AccountDetails, Resource, TokenSet};
 pub use vault::{ReencryptReport, Vault};

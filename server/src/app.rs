@@ -1,7 +1,7 @@
 //! Application state and the axum router.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -10,12 +10,13 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use grantry_core::{
-    ApiError, Authenticator, AuthenticatorHandle, Principal, Provider, RefreshSettings, Refresher,
-    RefresherHandle, TokenStore, Vault,
+    ApiError, Authenticator, AuthenticatorHandle, MaintenanceMetrics, MaintenanceSettings,
+    Principal, Provider, RefreshSettings, Refresher, RefresherHandle, TokenStore, Vault,
 };
 use serde_json::{Value, json};
 
 use crate::auth::{CrossSiteGuard, CrossSitePolicy};
+use crate::metrics::CountsCache;
 use crate::metrics::MetricsToken;
 use crate::routes::provider_router;
 
@@ -46,12 +47,16 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     vault: Vault,
     providers: Vec<Arc<dyn Provider>>,
     authenticator: Arc<dyn Authenticator>,
     refresher: Arc<Refresher>,
     settings: ApiSettings,
+    maintenance: MaintenanceSettings,
+    maintenance_metrics: Arc<MaintenanceMetrics>,
+    counts: Arc<CountsCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -82,22 +87,30 @@ impl AppState {
                 authenticator,
                 refresher,
                 settings: ApiSettings::default(),
+                maintenance: MaintenanceSettings::default(),
+                maintenance_metrics: Arc::default(),
+                counts: Arc::new(CountsCache::new(Duration::from_secs(
+                    crate::config::DEFAULT_METRICS_COUNTS_TTL_SECS,
+                ))),
             }),
         }
     }
 
     /// This state with `settings` (call before the state is shared).
+    #[must_use]
     pub fn with_settings(self, settings: ApiSettings) -> Self {
-        let inner = match Arc::try_unwrap(self.inner) {
-            Ok(inner) => Inner { settings, ..inner },
-            Err(shared) => Inner {
-                vault: shared.vault.clone(),
-                providers: shared.providers.clone(),
-                authenticator: shared.authenticator.clone(),
-                refresher: shared.refresher.clone(),
-                settings,
-            },
-        };
+        let mut inner = (*self.inner).clone();
+        inner.settings = settings;
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// This state with the given maintenance tuning (set it before serving).
+    #[must_use]
+    pub fn with_maintenance(self, settings: MaintenanceSettings) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.maintenance = settings;
         Self {
             inner: Arc::new(inner),
         }
@@ -106,6 +119,30 @@ impl AppState {
     /// The settings of the HTTP API.
     pub fn settings(&self) -> &ApiSettings {
         &self.inner.settings
+    }
+
+    /// This state with `/metrics` connection counts cached for `ttl` (0 = counted every scrape).
+    #[must_use]
+    pub fn with_counts_ttl(self, ttl: Duration) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.counts = Arc::new(CountsCache::new(ttl));
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The maintenance tuning.
+    pub fn maintenance(&self) -> &MaintenanceSettings {
+        &self.inner.maintenance
+    }
+
+    /// The counters of this process's maintenance passes.
+    pub fn maintenance_metrics(&self) -> &MaintenanceMetrics {
+        &self.inner.maintenance_metrics
+    }
+
+    pub(crate) fn counts(&self) -> &CountsCache {
+        &self.inner.counts
     }
 
     /// The vault (store plus keys).

@@ -45,6 +45,9 @@ const VARIABLES: &[(&str, &str)] = &[
     ("csrf_allowed_origins", "GRANTRY_CSRF_ALLOWED_ORIGINS"),
     ("access_token_route", "GRANTRY_ACCESS_TOKEN_ROUTE"),
     ("metrics_token", "GRANTRY_METRICS_TOKEN"),
+    ("maintenance_concurrency", "GRANTRY_MAINTENANCE_CONCURRENCY"),
+    ("maintenance_batch", "GRANTRY_MAINTENANCE_BATCH"),
+    ("metrics_counts_ttl", "GRANTRY_METRICS_COUNTS_TTL"),
 ];
 
 /// Fewest characters of `GRANTRY_METRICS_TOKEN`.
@@ -57,6 +60,12 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 1;
 pub const DEFAULT_REFRESH_LEASE_SECS: u64 = 30;
 /// Default interval of the maintenance task, seconds.
 pub const DEFAULT_MAINTENANCE_INTERVAL_SECS: u64 = 3600;
+/// Default number of keep-alive refreshes a maintenance pass runs at once.
+pub const DEFAULT_MAINTENANCE_CONCURRENCY: u64 = 8;
+/// Default number of rows a maintenance pass reads per batch.
+pub const DEFAULT_MAINTENANCE_BATCH: u64 = 500;
+/// Default time `/metrics` reuses the connection counts, seconds.
+pub const DEFAULT_METRICS_COUNTS_TTL_SECS: u64 = 60;
 
 fn variable_of(key: &str) -> &str {
     VARIABLES
@@ -139,8 +148,37 @@ struct Raw {
     csrf_allowed_origins: Option<Value>,
     access_token_route: Option<Value>,
     metrics_token: Option<String>,
+    maintenance_concurrency: Option<Value>,
+    maintenance_batch: Option<Value>,
+    metrics_counts_ttl: Option<Value>,
     #[serde(default)]
     providers: BTreeMap<String, Map<String, Value>>,
+}
+
+/// A whole number from a TOML number or an environment string, within `range`.
+fn whole_number(
+    key: &str,
+    value: Option<&Value>,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let parsed = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if s.trim().is_empty() => return Ok(None),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match parsed.filter(|n| range.contains(n)) {
+        Some(n) => Ok(Some(n)),
+        None => Err(ConfigError::Invalid {
+            variable: variable_of(key).into(),
+            reason: format!(
+                "expected a whole number from {} to {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
 }
 
 /// Whole seconds from a TOML number or an environment string, within `range`.
@@ -287,6 +325,12 @@ pub struct Config {
     pub access_token_route: bool,
     /// The bearer token `/metrics` requires, when set (`GRANTRY_METRICS_TOKEN`).
     pub metrics_token: Option<SecretString>,
+    /// Keep-alive refreshes a maintenance pass runs at once (`GRANTRY_MAINTENANCE_CONCURRENCY`).
+    pub maintenance_concurrency: usize,
+    /// Rows a maintenance pass reads per batch (`GRANTRY_MAINTENANCE_BATCH`).
+    pub maintenance_batch: u32,
+    /// How long `/metrics` reuses its connection counts (`GRANTRY_METRICS_COUNTS_TTL`, 0 = every scrape).
+    pub metrics_counts_ttl: std::time::Duration,
     /// Per-provider sections.
     pub providers: ProvidersConfig,
     /// The TOML file that was read, if any.
@@ -399,6 +443,26 @@ impl Config {
                 reason: format!("must be at least {MIN_METRICS_TOKEN_LEN} characters"),
             });
         }
+        let maintenance_concurrency = whole_number(
+            "maintenance_concurrency",
+            raw.maintenance_concurrency.as_ref(),
+            1..=64,
+        )?
+        .unwrap_or(DEFAULT_MAINTENANCE_CONCURRENCY);
+        let maintenance_batch = whole_number(
+            "maintenance_batch",
+            raw.maintenance_batch.as_ref(),
+            10..=10_000,
+        )?
+        .unwrap_or(DEFAULT_MAINTENANCE_BATCH);
+        let metrics_counts_ttl = seconds(
+            "metrics_counts_ttl",
+            raw.metrics_counts_ttl.as_ref(),
+            0..=3600,
+        )?
+        .unwrap_or(std::time::Duration::from_secs(
+            DEFAULT_METRICS_COUNTS_TTL_SECS,
+        ));
         Ok(Self {
             http,
             csrf_allowed_origins,
@@ -406,6 +470,9 @@ impl Config {
             metrics_token,
             bind,
             cache_ttl,
+            maintenance_concurrency: usize::try_from(maintenance_concurrency).unwrap_or(1),
+            maintenance_batch: u32::try_from(maintenance_batch).unwrap_or(500),
+            metrics_counts_ttl,
             refresh_margin,
             refresh_lease,
             maintenance_interval,
@@ -458,6 +525,15 @@ impl Config {
             cross_site: CrossSitePolicy::new(self.csrf_allowed_origins.clone()),
             access_token_route: self.access_token_route,
             metrics_token: self.metrics_token.as_ref().map(MetricsToken::new),
+        }
+    }
+
+    /// The maintenance tuning this configuration asks for.
+    pub fn maintenance_settings(&self) -> grantry_core::MaintenanceSettings {
+        grantry_core::MaintenanceSettings {
+            concurrency: self.maintenance_concurrency,
+            batch_size: self.maintenance_batch,
+            ..grantry_core::MaintenanceSettings::default()
         }
     }
 
@@ -784,6 +860,38 @@ mod tests {
             if variable == "GRANTRY_METRICS_TOKEN" {
                 assert!(!line.contains(value), "{line}");
             }
+        }
+    }
+
+    #[test]
+    fn maintenance_and_metrics_settings_parse_and_are_bounded() {
+        let c = Config::load_from(env(&[]), &[]).expect("defaults");
+        let m = c.maintenance_settings();
+        assert_eq!((m.concurrency, m.batch_size), (8, 500));
+        assert_eq!(c.metrics_counts_ttl, std::time::Duration::from_secs(60));
+        let c = Config::load_from(
+            env(&[
+                ("GRANTRY_MAINTENANCE_CONCURRENCY", "3"),
+                ("GRANTRY_MAINTENANCE_BATCH", "50"),
+                ("GRANTRY_METRICS_COUNTS_TTL", "0"),
+            ]),
+            &[],
+        )
+        .expect("config");
+        let m = c.maintenance_settings();
+        assert_eq!((m.concurrency, m.batch_size), (3, 50));
+        assert!(c.metrics_counts_ttl.is_zero());
+        for (variable, value) in [
+            ("GRANTRY_MAINTENANCE_CONCURRENCY", "0"),
+            ("GRANTRY_MAINTENANCE_CONCURRENCY", "eight"),
+            ("GRANTRY_MAINTENANCE_BATCH", "5"),
+            ("GRANTRY_METRICS_COUNTS_TTL", "-1"),
+        ] {
+            let e = Config::load_from(env(&[(variable, value)]), &[]).expect_err(value);
+            assert!(
+                e.to_string().starts_with(&format!("{variable} is invalid")),
+                "{e}"
+            );
         }
     }
 

@@ -68,7 +68,9 @@ pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
         Arc::new(auth::JwtAuthenticator::new(jwt)),
         config.refresh_settings(),
     )
-    .with_settings(config.api_settings()))
+    .with_settings(config.api_settings())
+    .with_maintenance(config.maintenance_settings())
+    .with_counts_ttl(config.metrics_counts_ttl))
 }
 
 /// Serves `state` on the configured address until `shutdown` completes.
@@ -116,11 +118,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// How long before a refresh token's inactivity expiry the maintenance task refreshes it.
-pub const KEEP_ALIVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-
 /// Runs the maintenance pass every `interval`, the first right away, until `stop` turns true
-/// (a pass in progress completes first).
+/// (a pass in progress completes first). Each pass logs its own summary line and feeds
+/// [`AppState::maintenance_metrics`].
 pub async fn maintain(
     state: AppState,
     interval: std::time::Duration,
@@ -133,17 +133,14 @@ pub async fn maintain(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        match grantry_core::maintenance::run_once(
+        let outcome = grantry_core::maintenance::run_once(
             state.refresher(),
             state.providers(),
-            KEEP_ALIVE_WINDOW,
+            state.maintenance(),
             chrono::Utc::now(),
         )
-        .await
-        {
-            Ok(report) => tracing::debug!(?report, "maintenance pass"),
-            Err(e) => tracing::warn!(error = %e, "maintenance pass failed"),
-        }
+        .await;
+        state.maintenance_metrics().record(&outcome);
         if *stop.borrow() {
             return;
         }

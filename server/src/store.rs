@@ -230,7 +230,9 @@ impl SqlStore {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(5))
+            // A burst queues for the pool (on SQLite, the pool is the writers' queue: every token
+            // hand-out writes its audit row); give up well inside the request timeout, not at 5 s.
+            .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
 use crate::keyring::SealedValue;
-use crate::store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};
+use crate::store::{
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate,
+};
 use crate::token::Resource;
 
 /// Most entries kept before the cache starts over.
@@ -145,6 +147,13 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.inner.list_connections(provider).await
     }
 
+    async fn connections_page(
+        &self,
+        query: &ConnectionPageQuery<'_>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        self.inner.connections_page(query).await
+    }
+
     async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {
         self.forget_key(user_id, provider);
         let done = self.inner.delete_connection(user_id, provider).await;
@@ -166,11 +175,10 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         &self,
         connection_id: &str,
         owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
         self.inner
-            .try_acquire_lease(connection_id, owner, now, until)
+            .try_acquire_lease(connection_id, owner, lease)
             .await
     }
 

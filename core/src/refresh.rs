@@ -14,8 +14,8 @@ use crate::http::ApiError;
 use crate::provider::{Provider, RefreshPolicy};
 use crate::scope::ScopeSet;
 use crate::secret::AccessToken;
-use crate::store::{ConnectionRecord, ConnectionStatus};
-use crate::token::Resource;
+use crate::store::{ConnectionRecord, ConnectionStatus, TokenUpdate};
+use crate::token::{Resource, TokenSet};
 use crate::vault::Vault;
 
 /// Tuning of the refresh protocol.
@@ -29,7 +29,8 @@ pub struct RefreshSettings {
     pub base_backoff: Duration,
     /// Longest wait honoured from a `Retry-After`.
     pub max_retry_after: Duration,
-    /// How often a waiter looks for the winner's new version.
+    /// How often a waiter looks for the winner's new version when no change notification
+    /// wakes it first.
     pub poll_interval: Duration,
     /// Overrides every provider's refresh margin when set.
     pub margin: Option<Duration>,
@@ -152,7 +153,32 @@ pub struct Refresher {
     owner: String,
     settings: RefreshSettings,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     metrics: RefreshMetrics,
+}
+
+/// This process's waiter on another replica's refresh of one connection, registered so that a
+/// change notification can wake it; unregistered on drop.
+struct Waker<'a> {
+    refresher: &'a Refresher,
+    connection_id: &'a str,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Waker<'_> {
+    fn drop(&mut self) {
+        let mut wakers = self
+            .refresher
+            .wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if wakers
+            .get(self.connection_id)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+        {
+            wakers.remove(self.connection_id);
+        }
+    }
 }
 
 impl std::fmt::Debug for Refresher {
@@ -179,6 +205,7 @@ impl Refresher {
             owner: owner.into(),
             settings,
             locks: Mutex::new(HashMap::new()),
+            wakers: Mutex::new(HashMap::new()),
             metrics: RefreshMetrics::default(),
         }
     }
@@ -203,14 +230,54 @@ impl Refresher {
         format!("grantry-{}", uuid::Uuid::new_v4())
     }
 
+    /// Wakes this process's caller waiting for another replica to finish refreshing
+    /// `connection_id`, so it reads the new version now instead of at its next poll. Fed by the
+    /// database's change notifications (PostgreSQL `LISTEN`); unknown ids are ignored.
+    pub fn wake(&self, connection_id: &str) {
+        let notify = self
+            .wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(connection_id)
+            .cloned();
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    fn register_waker<'a>(&'a self, connection_id: &'a str) -> Waker<'a> {
+        let notify = self
+            .wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(connection_id.to_owned())
+            .or_default()
+            .clone();
+        Waker {
+            refresher: self,
+            connection_id,
+            notify,
+        }
+    }
+
     /// The vault.
     pub fn vault(&self) -> &Vault {
         &self.vault
     }
 
-    fn margin(&self, policy: &RefreshPolicy) -> chrono::Duration {
-        let margin = self.settings.margin.unwrap_or(policy.refresh_margin);
-        chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::zero())
+    /// The refresh margin of this record's access token: the configured margin, capped at half
+    /// the lifetime the provider granted the token, so a short-lived token is not due at birth.
+    fn margin(&self, policy: &RefreshPolicy, record: &ConnectionRecord) -> chrono::Duration {
+        let configured = self.settings.margin.unwrap_or(policy.refresh_margin);
+        let configured = chrono::Duration::from_std(configured).unwrap_or(chrono::Duration::zero());
+        let issued = record
+            .access_issued_at
+            .or(record.last_refreshed_at)
+            .unwrap_or(record.updated_at);
+        match record.access_expires_at {
+            Some(expires) if expires > issued => configured.min((expires - issued) / 2),
+            _ => configured,
+        }
     }
 
     fn is_due(
@@ -223,7 +290,7 @@ impl Refresher {
         match due {
             Due::AccessExpiry => record
                 .access_expires_at
-                .is_some_and(|exp| exp - self.margin(policy) <= now),
+                .is_some_and(|exp| exp - self.margin(policy, record) <= now),
             Due::IdleExpiry(window) => {
                 record.refresh_token.is_some()
                     && record
@@ -231,6 +298,17 @@ impl Refresher {
                         .is_some_and(|exp| exp - window <= now)
             }
         }
+    }
+
+    /// Whether a caller that found the row at `seen_version` should use the row as it is now
+    /// instead of refreshing: someone else wrote new tokens since, and they have not expired.
+    fn served_by_another(
+        record: &ConnectionRecord,
+        seen_version: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        seen_version.is_some_and(|seen| record.version != seen)
+            && record.access_expires_at.is_none_or(|exp| exp > now)
     }
 
     fn open(&self, record: &ConnectionRecord, refreshed: bool) -> Result<FreshAccess, AccessError> {
@@ -267,7 +345,12 @@ impl Refresher {
             return self.open(&record, false);
         }
         let access = self
-            .single_flight(&record.id, provider, Due::AccessExpiry)
+            .single_flight(
+                &record.id,
+                provider,
+                Due::AccessExpiry,
+                Some(record.version),
+            )
             .await?;
         if !access.refreshed {
             RefreshMetrics::bump(&self.metrics.waiters_served);
@@ -284,7 +367,7 @@ impl Refresher {
     ) -> Result<bool, AccessError> {
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
         let access = self
-            .single_flight(connection_id, provider, Due::IdleExpiry(window))
+            .single_flight(connection_id, provider, Due::IdleExpiry(window), None)
             .await?;
         if access.refreshed {
             RefreshMetrics::bump(&self.metrics.keep_alive);
@@ -292,11 +375,14 @@ impl Refresher {
         Ok(access.refreshed)
     }
 
+    /// Runs the refresh protocol for one connection; `seen_version` is the version at which the
+    /// caller found the token due (a later version means another caller refreshed it).
     async fn single_flight(
         self: &Arc<Self>,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,7 +390,8 @@ impl Refresher {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.refresh_locked(connection_id, provider, due).await
+            self.refresh_locked(connection_id, provider, due, seen_version)
+                .await
         };
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         if Arc::strong_count(&lock) <= 2 {
@@ -318,12 +405,18 @@ impl Refresher {
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let policy = provider.refresh_policy();
         let store = self.vault.store();
         let started = tokio::time::Instant::now();
         let give_up = self.settings.lease * 3;
+        let waker = self.register_waker(connection_id);
         loop {
+            // Listen before reading, so a change committed after the read still wakes us.
+            let changed = waker.notify.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let record = store
                 .connection_by_id(connection_id)
                 .await?
@@ -332,18 +425,17 @@ impl Refresher {
                 return Err(AccessError::NeedsReauth);
             }
             let now = Utc::now();
-            if !self.is_due(&record, &policy, now, due) {
+            if Self::served_by_another(&record, seen_version, now)
+                || !self.is_due(&record, &policy, now, due)
+            {
                 return self.open(&record, false);
             }
-            let until = now
-                + chrono::Duration::from_std(self.settings.lease)
-                    .unwrap_or(chrono::Duration::seconds(30));
             if store
-                .try_acquire_lease(connection_id, &self.owner, now, until)
+                .try_acquire_lease(connection_id, &self.owner, self.settings.lease)
                 .await?
             {
                 return self
-                    .refresh_as_winner(connection_id, provider, &policy, due)
+                    .refresh_as_winner(connection_id, provider, &policy, due, seen_version)
                     .await;
             }
             if started.elapsed() > give_up {
@@ -352,7 +444,10 @@ impl Refresher {
                     retry_after: None,
                 }));
             }
-            tokio::time::sleep(self.settings.poll_interval).await;
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
         }
     }
 
@@ -362,6 +457,7 @@ impl Refresher {
         provider: &Arc<dyn Provider>,
         policy: &RefreshPolicy,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
         // The redeem-and-store step runs in its own task: if the caller goes away (a client
@@ -373,7 +469,10 @@ impl Refresher {
                 Arc::clone(provider),
                 policy.clone(),
             );
-            tokio::spawn(async move { this.redeem(&id, &provider, &policy, due).await })
+            tokio::spawn(async move {
+                this.redeem(&id, &provider, &policy, due, seen_version)
+                    .await
+            })
         };
         let result = match task.await {
             Ok(result) => result,
@@ -401,12 +500,62 @@ impl Refresher {
         result
     }
 
+    /// Writes a redeemed token pair, retrying a failing database until the lease deadline: the
+    /// provider may already have rotated the refresh token, so giving up early would lose the
+    /// grant. Whether the row still was at the version the refresh started from.
+    async fn store_refreshed(
+        &self,
+        record: &ConnectionRecord,
+        update: &TokenUpdate,
+        new_tokens: &TokenSet,
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, AccessError> {
+        let store = self.vault.store();
+        let mut wait = self.settings.base_backoff.max(Duration::from_millis(10));
+        let mut failed = false;
+        loop {
+            match store
+                .complete_refresh(&record.id, record.version, update)
+                .await
+            {
+                Ok(true) => return Ok(true),
+                Ok(false) if failed => {
+                    // An earlier attempt may have committed before its answer was lost.
+                    return Ok(self.holds_tokens(record, new_tokens).await);
+                }
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    failed = true;
+                    if tokio::time::Instant::now() + wait >= deadline {
+                        tracing::error!(connection = %record.id, error = %e, "could not store the refreshed tokens before the lease ran out");
+                        return Err(e.into());
+                    }
+                    tracing::warn!(connection = %record.id, error = %e, ?wait, "storing the refreshed tokens failed; retrying");
+                    tokio::time::sleep(wait / 2 + jitter(wait)).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Whether the stored row is one version past `record` and holds `new_tokens`.
+    async fn holds_tokens(&self, record: &ConnectionRecord, new_tokens: &TokenSet) -> bool {
+        let Ok(Some(now)) = self.vault.store().connection_by_id(&record.id).await else {
+            return false;
+        };
+        now.version == record.version + 1
+            && self.vault.open_tokens(&now).is_ok_and(|stored| {
+                stored.access_token.secret() == new_tokens.access_token.secret()
+            })
+    }
+
     async fn redeem(
         &self,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         policy: &RefreshPolicy,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
         // Read again under the lease: another replica may have finished just before we won it.
@@ -418,7 +567,10 @@ impl Refresher {
             store.release_lease(connection_id, &self.owner).await?;
             return Err(AccessError::NeedsReauth);
         }
-        if !self.is_due(&record, policy, Utc::now(), due) {
+        let now = Utc::now();
+        if Self::served_by_another(&record, seen_version, now)
+            || !self.is_due(&record, policy, now, due)
+        {
             store.release_lease(connection_id, &self.owner).await?;
             return self.open(&record, false);
         }
@@ -460,8 +612,8 @@ impl Refresher {
                 Ok(new_tokens) => {
                     let now = Utc::now();
                     let update = self.vault.seal_refresh(&record, &new_tokens, policy, now)?;
-                    if !store
-                        .complete_refresh(connection_id, record.version, &update)
+                    if !self
+                        .store_refreshed(&record, &update, &new_tokens, deadline)
                         .await?
                     {
                         tracing::error!(

@@ -9,10 +9,13 @@ use crate::error::{Error, StoreError};
 use crate::keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
 use crate::provider::RefreshPolicy;
 use crate::secret::{AccessToken, RefreshToken};
-use crate::store::{ConnectionRecord, ConnectionStatus, TokenStore, TokenUpdate};
+use crate::store::{ConnectionRecord, ConnectionStatus, ConnectionWalk, TokenStore, TokenUpdate};
 use crate::token::{AccountDetails, TokenSet};
 
 const PUT_ATTEMPTS: usize = 3;
+
+/// Connections `reencrypt` reads per page.
+const REENCRYPT_BATCH: u32 = 500;
 
 /// What `reencrypt` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -238,7 +241,8 @@ impl Vault {
         self.check_keys().await?;
         let current = self.keys.current_key_id();
         let mut report = ReencryptReport::default();
-        for mut record in self.store.list_connections(None).await? {
+        let mut all = ConnectionWalk::new(&*self.store, None, None, REENCRYPT_BATCH);
+        while let Some(mut record) = all.next().await? {
             loop {
                 let on_current = record.access_token.key_id() == Some(current)
                     && record

@@ -3,11 +3,13 @@
 
 pub mod app;
 pub mod auth;
+pub mod changes;
 pub mod config;
 pub mod error;
 pub mod logging;
 mod metrics;
 pub mod openapi;
+mod paging;
 mod routes;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -89,6 +91,13 @@ pub async fn serve(
         config.maintenance_interval,
         stop_rx,
     ));
+    let changes = (Backend::from_url(config.database_url.expose()).ok() == Some(Backend::Postgres))
+        .then(|| {
+            tokio::spawn(changes::listen(
+                config.database_url.expose().to_owned(),
+                Arc::downgrade(state.refresher()),
+            ))
+        });
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -96,6 +105,9 @@ pub async fn serve(
     // In-flight requests (and the refreshes they run) have finished; let a maintenance pass
     // in progress finish too, so no lease is left held.
     let _ = stop_tx.send(true);
+    if let Some(changes) = changes {
+        changes.abort();
+    }
     if let Err(e) = maintenance.await {
         tracing::warn!(error = %e, "maintenance task ended abnormally");
     }

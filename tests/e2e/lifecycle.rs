@@ -552,3 +552,152 @@ async fn transient_failures_are_retried_then_reported_without_losing_the_connect
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_database_failure_after_a_rotating_refresh_loses_no_token() {
+    use grantry::core::Vault;
+    use grantry_server::testing::{FaultyStore, RefreshWriteFault};
+    use std::sync::Arc;
+
+    for db in TestDatabase::all().await {
+        let h = Harness::start_with(&db, short_fake(), true, short_settings()).await;
+        h.connect("alice").await;
+        // A rotated refresh token is dead at once: a lost one would end the grant.
+        h.fake.fake.set_reuse_leeway(Duration::ZERO);
+        let faulty = Arc::new(FaultyStore::new(Arc::new(h.store.clone())));
+        let vault = Vault::new(faulty.clone(), h.vault.keys().clone());
+        let state = grantry_server::AppState::new(
+            vault,
+            h.state.providers().to_vec(),
+            Arc::new(JwtAuthenticator::new(&SecretString::from(
+                "e2e-jwt-secret".to_owned(),
+            ))),
+            short_settings(),
+        );
+        let (base, server) = spawn_server(state).await;
+        let admin = h.token("admin-1", "admin");
+        let url = format!("{base}{TOKEN_ROUTE}");
+
+        for (round, fault, times) in [
+            (1, RefreshWriteFault::Fail, 2),
+            (2, RefreshWriteFault::LoseAnswer, 1),
+        ] {
+            wait_until_due(&h.store).await;
+            let before = h
+                .store
+                .connection("alice", "atlassian")
+                .await
+                .expect("db")
+                .expect("row");
+            faulty.break_refresh_writes(fault, times);
+            let (status, body) = get_token(&h.http, url.clone(), &admin).await;
+            assert_eq!(status, 200, "{} {fault:?}: {body}", db.kind);
+            assert_eq!(faulty.pending_faults(), 0, "every planned fault was hit");
+            assert_eq!(h.fake.fake.counters().token_refresh, round);
+            let after = h
+                .store
+                .connection("alice", "atlassian")
+                .await
+                .expect("db")
+                .expect("row");
+            assert_eq!(after.version, before.version + 1, "{} {fault:?}", db.kind);
+            assert_eq!(after.lease_owner, None, "lease released");
+            let stored = h.vault.open_tokens(&after).expect("open");
+            assert_eq!(
+                body["access_token"].as_str(),
+                Some(stored.access_token.secret()),
+                "{} {fault:?}: the token handed out is the one stored",
+                db.kind
+            );
+        }
+
+        // The stored refresh token is the newest one: the grant refreshes again.
+        wait_until_due(&h.store).await;
+        let (status, body) = get_token(&h.http, url, &admin).await;
+        assert_eq!(status, 200, "{}: {body}", db.kind);
+        assert_eq!(h.fake.fake.counters().token_refresh, 3);
+        server.abort();
+        drop(h);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_on_another_replica_is_woken_by_the_database_not_by_its_poll() {
+    use std::sync::Arc;
+    // PostgreSQL only: its LISTEN/NOTIFY carries the wake-up; SQLite waiters poll.
+    let Some(db) = TestDatabase::postgres().await else {
+        eprintln!("note: GRANTRY_TEST_POSTGRES_URL is unset; the PostgreSQL wake-up is not tested");
+        return;
+    };
+    let h = Harness::start_with(&db, short_fake(), true, short_settings()).await;
+    h.connect("alice").await;
+    h.fake.fake.set_access_ttl(Duration::from_secs(3600));
+
+    // Replica B polls once a minute: only a notification can wake it within the test's bound.
+    let b = h.replica_state(RefreshSettings {
+        poll_interval: Duration::from_secs(60),
+        lease: Duration::from_secs(30),
+        ..RefreshSettings::default()
+    });
+    let listener = tokio::spawn(grantry_server::changes::listen(
+        db.url.clone(),
+        Arc::downgrade(b.refresher()),
+    ));
+    let store = db.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .expect("pg_stat_activity");
+        if listening > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (b_base, b_server) = spawn_server(b).await;
+    wait_until_due(&h.store).await;
+
+    // Replica A (the harness) wins the lease and holds the token call for a second.
+    h.fake
+        .fake
+        .fail_next_token_calls(1, Failure::Delay(Duration::from_secs(1)));
+    let admin = h.token("admin-1", "admin");
+    let winner = {
+        let (http, url, admin) = (h.http.clone(), h.url(TOKEN_ROUTE), admin.clone());
+        tokio::spawn(async move { get_token(&http, url, &admin).await })
+    };
+    while h.fake.fake.counters().token_failures == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never called the token endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // B finds the lease taken and waits; A's stored refresh wakes it long before its poll.
+    let waiter = get_token(&h.http, format!("{b_base}{TOKEN_ROUTE}"), &admin);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiter on replica B was not woken by the notification");
+    assert_eq!(status, 200, "{body}");
+    let (status, won) = winner.await.expect("join");
+    assert_eq!(status, 200, "{won}");
+    assert_eq!(
+        body["access_token"], won["access_token"],
+        "B uses A's token"
+    );
+    assert_eq!(h.fake.fake.counters().token_refresh, 1);
+    listener.abort();
+    b_server.abort();
+    store.close().await;
+    drop(h);
+    db.cleanup().await;
+}

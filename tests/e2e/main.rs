@@ -1,5 +1,6 @@
 //! End-to-end tests of the `grantry` binary.
 
+mod admin_pages;
 mod browser;
 mod cli;
 mod connect;
@@ -12,3 +13,4 @@ mod lifecycle;
 mod openapi;
 mod process;
 mod secrets;
+mod storm;

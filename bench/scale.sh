@@ -233,7 +233,7 @@ scale_run() {
 
 | measure | value |
 | --- | ---: |
-| seeding ($count rows through \`Vault::save_grant\`, 32 workers) | ${seed_s} |
+| seeding ($count rows through \`Vault::save_grant\`, 16 workers) | ${seed_s} |
 | \`grantry migrate\` on the seeded database | ${migrate_ms} ms |
 | cold start to \`/readyz\` (3 starts) | ${colds[0]} ms, ${colds[1]} ms, ${colds[2]} ms |
 | start-up plus the first maintenance pass (1 % due) | ${pass_ms} ms |

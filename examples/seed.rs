@@ -63,8 +63,11 @@ struct Args {
     #[arg(long, default_value_t = 1.0)]
     needs_reauth: f64,
     /// Concurrent writers over the connection pool.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// The first row to write (to resume an interrupted seeding: rows are numbered from 0).
+    #[arg(long, default_value_t = 0)]
+    start: usize,
     /// Length of each access token (characters); Atlassian's are JWTs of about this size.
     #[arg(long, default_value_t = 1200)]
     access_token_len: usize,
@@ -354,7 +357,7 @@ async fn main() -> Result<()> {
     });
 
     let count = seeder.args.count;
-    let next = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(seeder.args.start));
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let reporter = {
@@ -379,7 +382,17 @@ async fn main() -> Result<()> {
                 if i >= count {
                     return Ok::<(), anyhow::Error>(());
                 }
-                seeder.seed_one(i).await?;
+                // A busy machine can time out a pool acquisition; a row is written again
+                // (same user) before giving up.
+                let mut attempt = 0;
+                while let Err(e) = seeder.seed_one(i).await {
+                    attempt += 1;
+                    if attempt == 5 {
+                        return Err(e);
+                    }
+                    eprintln!("row {i}: {e:#}; again");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                }
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -389,10 +402,11 @@ async fn main() -> Result<()> {
     }
     reporter.abort();
     let took = started.elapsed();
+    let written = count.saturating_sub(seeder.args.start);
     println!(
-        "seeded {count} connections in {:.1} s ({:.0} rows/s), {} workers",
+        "seeded {written} connections in {:.1} s ({:.0} rows/s), {} workers",
         took.as_secs_f64(),
-        count as f64 / took.as_secs_f64(),
+        written as f64 / took.as_secs_f64(),
         seeder.args.concurrency
     );
     if let Some(out) = &seeder.args.out {

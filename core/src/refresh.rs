@@ -312,10 +312,10 @@ impl Refresher {
     }
 
     fn open(&self, record: &ConnectionRecord, refreshed: bool) -> Result<FreshAccess, AccessError> {
-        let tokens = self.vault.open_tokens(record)?;
+        let access_token = self.vault.open_access(record)?;
         Ok(FreshAccess {
-            access_token: tokens.access_token,
-            token_type: tokens.token_type,
+            access_token,
+            token_type: "Bearer".into(),
             expires_at: record.access_expires_at,
             connection_id: record.id.clone(),
             version: record.version,

@@ -201,6 +201,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn log_request(request: Request, next: Next) -> Response {
+    if !tracing::enabled!(target: "grantry::http", tracing::Level::INFO) {
+        return next.run(request).await;
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();

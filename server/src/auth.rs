@@ -3,6 +3,10 @@
 
 use std::sync::Arc;
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use async_trait::async_trait;
 use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
 use axum::http::request::Parts;
@@ -10,7 +14,9 @@ use axum::http::uri::Authority;
 use axum::http::{HeaderMap, StatusCode};
 use axum_extra::extract::CookieJar;
 use grantry_core::{ApiError, Authenticator, Credential, Principal, Role};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, get_current_timestamp,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -26,10 +32,29 @@ pub struct Claims {
     pub role: Option<String>,
 }
 
+/// Seconds of clock skew accepted on `exp`.
+const LEEWAY_SECS: u64 = 5;
+
+/// Most verified tokens remembered before the memo starts over.
+const VERIFIED_MAX: usize = 10_000;
+
+/// What a verified token says: its user, role and expiry.
+#[derive(Clone)]
+struct Verified {
+    user_id: String,
+    role: Role,
+    exp: u64,
+}
+
 /// Verifies HS256 tokens signed with `GRANTRY_JWT_SECRET`.
+///
+/// A token that verified once is remembered (up to [`VERIFIED_MAX`], by its exact text), so the
+/// next request with the same token checks its expiry without decoding it again: the signature of
+/// the same bytes under the same secret cannot verify differently.
 pub struct JwtAuthenticator {
     key: DecodingKey,
     validation: Validation,
+    verified: Mutex<HashMap<Box<str>, Verified>>,
 }
 
 impl std::fmt::Debug for JwtAuthenticator {
@@ -43,10 +68,11 @@ impl JwtAuthenticator {
     pub fn new(secret: &SecretString) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         Self {
             key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -70,7 +96,7 @@ impl JwtAuthenticator {
         )
     }
 
-    fn token(parts: &Parts) -> Option<(String, Credential)> {
+    fn token(parts: &Parts) -> Option<(Cow<'_, str>, Credential)> {
         if let Some(value) = parts
             .headers
             .get(AUTHORIZATION)
@@ -81,15 +107,55 @@ impl JwtAuthenticator {
                 && scheme.eq_ignore_ascii_case("bearer")
                 && !token.trim().is_empty()
             {
-                return Some((token.trim().to_owned(), Credential::Bearer));
+                return Some((Cow::Borrowed(token.trim()), Credential::Bearer));
             }
             return None;
         }
         CookieJar::from_headers(&parts.headers)
             .get("token")
-            .map(|c| c.value().to_owned())
+            .map(|c| Cow::<str>::Owned(c.value().to_owned()))
             .filter(|v| !v.is_empty())
             .map(|v| (v, Credential::Cookie))
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Verified>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The claims of a valid token: remembered when it verified before and has not expired since
+    /// (the same `exp` rule as the decoder's), decoded and verified otherwise.
+    fn verify(&self, token: &str) -> Result<Verified, ApiError> {
+        let now = get_current_timestamp();
+        let expired = |exp: u64| exp < now.saturating_sub(LEEWAY_SECS);
+        {
+            let mut memo = self.memo();
+            match memo.get(token) {
+                Some(v) if !expired(v.exp) => return Ok(v.clone()),
+                Some(_) => {
+                    memo.remove(token);
+                }
+                None => {}
+            }
+        }
+        let data = decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|_| ApiError::unauthorized("the bearer token is invalid or expired"))?;
+        if data.claims.sub.trim().is_empty() {
+            return Err(ApiError::unauthorized("the bearer token names no user"));
+        }
+        let verified = Verified {
+            user_id: data.claims.sub,
+            role: match data.claims.role.as_deref() {
+                Some("admin") => Role::Admin,
+                _ => Role::User,
+            },
+            exp: data.claims.exp,
+        };
+        let mut memo = self.memo();
+        if memo.len() >= VERIFIED_MAX {
+            memo.clear();
+        }
+        memo.insert(token.into(), verified.clone());
+        Ok(verified)
     }
 }
 
@@ -98,17 +164,10 @@ impl Authenticator for JwtAuthenticator {
     async fn authenticate(&self, parts: &Parts) -> Result<Principal, ApiError> {
         let (token, credential) = Self::token(parts)
             .ok_or_else(|| ApiError::unauthorized("sign in: send Authorization: Bearer <token>"))?;
-        let data = decode::<Claims>(&token, &self.key, &self.validation)
-            .map_err(|_| ApiError::unauthorized("the bearer token is invalid or expired"))?;
-        if data.claims.sub.trim().is_empty() {
-            return Err(ApiError::unauthorized("the bearer token names no user"));
-        }
+        let verified = self.verify(&token)?;
         Ok(Principal {
-            user_id: data.claims.sub,
-            role: match data.claims.role.as_deref() {
-                Some("admin") => Role::Admin,
-                _ => Role::User,
-            },
+            user_id: verified.user_id,
+            role: verified.role,
             credential,
         })
     }
@@ -305,6 +364,69 @@ mod tests {
             (vec![("origin", "https://chat.example.com:444")], false),
         ] {
             assert_eq!(policy.allows(&headers(&pairs)), allowed, "{pairs:?}");
+        }
+    }
+
+    fn signed(secret: &SecretString, sub: &str, exp: u64) -> String {
+        let claims = Claims {
+            sub: sub.to_owned(),
+            exp,
+            role: None,
+        };
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+        )
+        .expect("sign")
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_still_verifies_per_request() {
+        let secret = SecretString::from("s3cret".to_owned());
+        let auth = JwtAuthenticator::new(&secret);
+        let bearer = |t: &str| parts(Some(("authorization", &*format!("Bearer {t}"))));
+        let admin = JwtAuthenticator::issue(&secret, "u-1", "admin", Duration::from_secs(60))
+            .expect("sign");
+        for _ in 0..2 {
+            let p = auth.authenticate(&bearer(&admin)).await.expect("ok");
+            assert_eq!((p.user_id.as_str(), p.is_admin()), ("u-1", true));
+        }
+        assert_eq!(auth.memo().len(), 1);
+
+        // One character off the remembered token is decoded, and refused.
+        let mut tampered = admin.clone();
+        let last = tampered.pop().expect("non-empty");
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        let err = auth
+            .authenticate(&bearer(&tampered))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.status, 401);
+
+        // A remembered token whose expiry has passed (beyond the leeway) is refused and forgotten.
+        let now = get_current_timestamp();
+        let expired = signed(&secret, "u-3", now - LEEWAY_SECS - 60);
+        auth.memo().insert(
+            expired.as_str().into(),
+            Verified {
+                user_id: "u-3".into(),
+                role: Role::User,
+                exp: now - LEEWAY_SECS - 60,
+            },
+        );
+        let err = auth
+            .authenticate(&bearer(&expired))
+            .await
+            .expect_err("expired");
+        assert_eq!(err.status, 401);
+        assert!(!auth.memo().contains_key(expired.as_str()));
+
+        // Within the leeway a token is still accepted, remembered or not.
+        let recent = signed(&secret, "u-4", now - 1);
+        for _ in 0..2 {
+            let p = auth.authenticate(&bearer(&recent)).await.expect("leeway");
+            assert_eq!((p.user_id.as_str(), p.is_admin()), ("u-4", false));
         }
     }
 }

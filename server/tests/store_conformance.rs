@@ -348,6 +348,10 @@ async fn refresh_writes_are_compare_and_swap_on_version() {
         let opened = vault.open_tokens(&row).expect("open");
         assert_eq!(opened.access_token.secret(), "at-2");
         assert_eq!(
+            vault.open_access(&row).expect("open access").secret(),
+            "at-2"
+        );
+        assert_eq!(
             opened.refresh_token.as_ref().map(RefreshToken::secret),
             Some("rt-1"),
             "{}: the old refresh token is kept when none came back",
@@ -568,6 +572,11 @@ async fn tokens_are_sealed_bound_to_their_row_and_keys_rotate() {
         assert!(
             matches!(old_vault.open_tokens(&tampered), Err(Error::Crypto(_))),
             "{}: a value copied to another row must not open",
+            db.kind
+        );
+        assert!(
+            matches!(old_vault.open_access(&tampered), Err(Error::Crypto(_))),
+            "{}: an access token copied to another row must not open",
             db.kind
         );
         assert!(store.delete_connection("u-b", "p").await.expect("delete"));

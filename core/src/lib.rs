@@ -38,7 +38,7 @@ pub use secret::{
 };
 pub use store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};
 pub use token::{Account, AccountDetails, Resource, TokenSet};
-pub use vault::{ReencryptReport, Vault};
+pub use vault::{BINDING_FAILURE, ReencryptReport, Vault};
 
 #[doc(hidden)]
 pub mod __private {

@@ -217,8 +217,9 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Every distinct key id that sealed a stored value.
     async fn key_ids(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Stores a new state.
-    async fn put_state(&self, state: &StateRecord) -> Result<(), StoreError>;
+    /// Stores a new state, then deletes the other states of its user and provider that are
+    /// expired or used, and the oldest beyond `max_pending` (the new state always stays).
+    async fn put_state(&self, state: &StateRecord, max_pending: usize) -> Result<(), StoreError>;
 
     /// Marks the state used and returns it, only if it exists, is unused, unexpired at `now`,
     /// and belongs to this user and provider. A state of another user is left untouched.

@@ -28,6 +28,7 @@ struct Inner {
     providers: Vec<Arc<dyn Provider>>,
     authenticator: Arc<dyn Authenticator>,
     refresher: Arc<Refresher>,
+    max_pending_states: usize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -57,8 +58,28 @@ impl AppState {
                 providers,
                 authenticator,
                 refresher,
+                max_pending_states: crate::config::DEFAULT_MAX_PENDING_STATES,
             }),
         }
+    }
+
+    /// The same state keeping at most `max` pending authorizations per user and provider.
+    pub fn with_max_pending_states(self, max: usize) -> Self {
+        let i = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                vault: i.vault.clone(),
+                providers: i.providers.clone(),
+                authenticator: Arc::clone(&i.authenticator),
+                refresher: Arc::clone(&i.refresher),
+                max_pending_states: max.max(1),
+            }),
+        }
+    }
+
+    /// How many pending authorizations are kept per user and provider.
+    pub fn max_pending_states(&self) -> usize {
+        self.inner.max_pending_states
     }
 
     /// The vault (store plus keys).

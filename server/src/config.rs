@@ -33,7 +33,13 @@ const VARIABLES: &[(&str, &str)] = &[
     ("refresh_lease", "GRANTRY_REFRESH_LEASE"),
     ("maintenance_interval", "GRANTRY_MAINTENANCE_INTERVAL"),
     ("cache_ttl", "GRANTRY_CACHE_TTL"),
+    ("jwt_issuer", "GRANTRY_JWT_ISSUER"),
+    ("jwt_audience", "GRANTRY_JWT_AUDIENCE"),
+    ("max_pending_states", "GRANTRY_MAX_PENDING_STATES"),
 ];
+
+/// Default number of pending authorizations kept per user and provider.
+pub const DEFAULT_MAX_PENDING_STATES: usize = 10;
 
 /// Default time a process may serve a connection from memory, seconds.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 1;
@@ -117,6 +123,9 @@ struct Raw {
     refresh_lease: Option<Value>,
     maintenance_interval: Option<Value>,
     cache_ttl: Option<Value>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    max_pending_states: Option<Value>,
     #[serde(default)]
     providers: BTreeMap<String, Map<String, Value>>,
 }
@@ -140,6 +149,32 @@ fn seconds(
             variable: variable_of(key).into(),
             reason: format!(
                 "expected whole seconds from {} to {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
+/// A whole number from a TOML number or an environment string, within `range`.
+fn whole_number(
+    key: &str,
+    value: Option<&Value>,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let parsed = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if s.trim().is_empty() => return Ok(None),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match parsed.filter(|n| range.contains(n)) {
+        Some(n) => Ok(Some(n)),
+        None => Err(ConfigError::Invalid {
+            variable: variable_of(key).into(),
+            reason: format!(
+                "expected a whole number from {} to {}, got {value}",
                 range.start(),
                 range.end()
             ),
@@ -172,6 +207,14 @@ pub struct Config {
     /// How long a process serves a connection it read from memory (`GRANTRY_CACHE_TTL`, 0 = off);
     /// local writes invalidate at once, other replicas' writes show after this time.
     pub cache_ttl: std::time::Duration,
+    /// The `iss` every user token must carry (`GRANTRY_JWT_ISSUER`); not checked when unset.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` every user token must name (`GRANTRY_JWT_AUDIENCE`); when unset, tokens with
+    /// an `aud` claim are refused.
+    pub jwt_audience: Option<String>,
+    /// Pending authorizations kept per user and provider (`GRANTRY_MAX_PENDING_STATES`); a new
+    /// one drops the oldest beyond this.
+    pub max_pending_states: usize,
     /// Per-provider sections.
     pub providers: ProvidersConfig,
     /// The TOML file that was read, if any.
@@ -246,9 +289,20 @@ impl Config {
         ));
         let cache_ttl = seconds("cache_ttl", raw.cache_ttl.as_ref(), 0..=60)?
             .unwrap_or(std::time::Duration::from_secs(DEFAULT_CACHE_TTL_SECS));
+        let max_pending_states = whole_number(
+            "max_pending_states",
+            raw.max_pending_states.as_ref(),
+            1..=1000,
+        )?
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(DEFAULT_MAX_PENDING_STATES);
+        let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
         Ok(Self {
             bind,
             cache_ttl,
+            jwt_issuer: text(raw.jwt_issuer),
+            jwt_audience: text(raw.jwt_audience),
+            max_pending_states,
             refresh_margin,
             refresh_lease,
             maintenance_interval,

@@ -12,3 +12,4 @@ mod lifecycle;
 mod openapi;
 mod process;
 mod secrets;
+mod tampering;

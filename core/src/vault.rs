@@ -331,29 +331,39 @@ impl Vault {
     pub async fn reencrypt(&self) -> Result<ReencryptReport, Error> {
         self.check_keys().await?;
         let mut report = ReencryptReport::default();
-        for mut record in self.store.list_connections(None).await? {
-            loop {
-                if self.is_current(&record) {
-                    report.current += 1;
-                    break;
-                }
-                match self.rewrap(&record).await? {
-                    None => {
-                        report.refused += 1;
-                        break;
-                    }
-                    Some(true) => {
-                        report.moved += 1;
-                        break;
-                    }
-                    Some(false) => {}
-                }
-                match self.store.connection_by_id(&record.id).await? {
-                    Some(fresh) => record = fresh,
-                    None => break,
-                }
-            }
+        for record in self.store.list_connections(None).await? {
+            self.reencrypt_row(record, &mut report).await?;
         }
         Ok(report)
+    }
+
+    /// Re-seals one row under the current key and binding (re-reading it when a concurrent
+    /// writer changed it first) and counts the outcome in `report`.
+    async fn reencrypt_row(
+        &self,
+        mut record: ConnectionRecord,
+        report: &mut ReencryptReport,
+    ) -> Result<(), Error> {
+        loop {
+            if self.is_current(&record) {
+                report.current += 1;
+                return Ok(());
+            }
+            match self.rewrap(&record).await? {
+                None => {
+                    report.refused += 1;
+                    return Ok(());
+                }
+                Some(true) => {
+                    report.moved += 1;
+                    return Ok(());
+                }
+                Some(false) => {}
+            }
+            match self.store.connection_by_id(&record.id).await? {
+                Some(fresh) => record = fresh,
+                None => return Ok(()),
+            }
+        }
     }
 }

@@ -599,6 +599,36 @@ mod tests {
     }
 
     #[test]
+    fn token_claims_and_the_pending_state_cap_are_read() {
+        let c = Config::load_from(env(&[("GRANTRY_CONFIG", "")]), &[]).expect("config");
+        assert_eq!(
+            (c.jwt_issuer, c.jwt_audience, c.max_pending_states),
+            (None, None, DEFAULT_MAX_PENDING_STATES)
+        );
+        let c = Config::load_from(
+            env(&[
+                ("GRANTRY_JWT_ISSUER", " https://chat.example "),
+                ("GRANTRY_JWT_AUDIENCE", "grantry"),
+                ("GRANTRY_MAX_PENDING_STATES", "3"),
+            ]),
+            &[],
+        )
+        .expect("config");
+        assert_eq!(c.jwt_issuer.as_deref(), Some("https://chat.example"));
+        assert_eq!(c.jwt_audience.as_deref(), Some("grantry"));
+        assert_eq!(c.max_pending_states, 3);
+        for bad in ["0", "1001", "ten", "-1"] {
+            let e = Config::load_from(env(&[("GRANTRY_MAX_PENDING_STATES", bad)]), &[])
+                .expect_err("refused");
+            assert!(
+                e.to_string()
+                    .starts_with("GRANTRY_MAX_PENDING_STATES is invalid"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn a_broken_file_never_echoes_a_secret() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("g.toml");

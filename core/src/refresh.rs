@@ -14,8 +14,8 @@ use crate::http::ApiError;
 use crate::provider::{Provider, RefreshPolicy};
 use crate::scope::ScopeSet;
 use crate::secret::AccessToken;
-use crate::store::{ConnectionRecord, ConnectionStatus};
-use crate::token::Resource;
+use crate::store::{ConnectionRecord, ConnectionStatus, TokenUpdate};
+use crate::token::{Resource, TokenSet};
 use crate::vault::Vault;
 
 /// Tuning of the refresh protocol.
@@ -213,9 +213,19 @@ impl Refresher {
         &self.vault
     }
 
-    fn margin(&self, policy: &RefreshPolicy) -> chrono::Duration {
-        let margin = self.settings.margin.unwrap_or(policy.refresh_margin);
-        chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::zero())
+    /// The refresh margin of this record's access token: the configured margin, capped at half
+    /// the lifetime the provider granted the token, so a short-lived token is not due at birth.
+    fn margin(&self, policy: &RefreshPolicy, record: &ConnectionRecord) -> chrono::Duration {
+        let configured = self.settings.margin.unwrap_or(policy.refresh_margin);
+        let configured = chrono::Duration::from_std(configured).unwrap_or(chrono::Duration::zero());
+        let issued = record
+            .access_issued_at
+            .or(record.last_refreshed_at)
+            .unwrap_or(record.updated_at);
+        match record.access_expires_at {
+            Some(expires) if expires > issued => configured.min((expires - issued) / 2),
+            _ => configured,
+        }
     }
 
     fn is_due(
@@ -228,7 +238,7 @@ impl Refresher {
         match due {
             Due::AccessExpiry => record
                 .access_expires_at
-                .is_some_and(|exp| exp - self.margin(policy) <= now),
+                .is_some_and(|exp| exp - self.margin(policy, record) <= now),
             Due::IdleExpiry(window) => {
                 record.refresh_token.is_some()
                     && record
@@ -236,6 +246,17 @@ impl Refresher {
                         .is_some_and(|exp| exp - window <= now)
             }
         }
+    }
+
+    /// Whether a caller that found the row at `seen_version` should use the row as it is now
+    /// instead of refreshing: someone else wrote new tokens since, and they have not expired.
+    fn served_by_another(
+        record: &ConnectionRecord,
+        seen_version: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        seen_version.is_some_and(|seen| record.version != seen)
+            && record.access_expires_at.is_none_or(|exp| exp > now)
     }
 
     fn open(&self, record: &ConnectionRecord, refreshed: bool) -> Result<FreshAccess, AccessError> {
@@ -273,7 +294,12 @@ impl Refresher {
             return self.open(&record, false);
         }
         let access = self
-            .single_flight(&record.id, provider, Due::AccessExpiry)
+            .single_flight(
+                &record.id,
+                provider,
+                Due::AccessExpiry,
+                Some(record.version),
+            )
             .await?;
         if !access.refreshed {
             RefreshMetrics::bump(&self.metrics.waiters_served);
@@ -290,7 +316,7 @@ impl Refresher {
     ) -> Result<bool, AccessError> {
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
         let access = self
-            .single_flight(connection_id, provider, Due::IdleExpiry(window))
+            .single_flight(connection_id, provider, Due::IdleExpiry(window), None)
             .await?;
         if access.refreshed {
             RefreshMetrics::bump(&self.metrics.keep_alive);
@@ -298,11 +324,14 @@ impl Refresher {
         Ok(access.refreshed)
     }
 
+    /// Runs the refresh protocol for one connection; `seen_version` is the version at which the
+    /// caller found the token due (a later version means another caller refreshed it).
     async fn single_flight(
         self: &Arc<Self>,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,7 +339,8 @@ impl Refresher {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.refresh_locked(connection_id, provider, due).await
+            self.refresh_locked(connection_id, provider, due, seen_version)
+                .await
         };
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         if Arc::strong_count(&lock) <= 2 {
@@ -324,6 +354,7 @@ impl Refresher {
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let policy = provider.refresh_policy();
         let store = self.vault.store();
@@ -338,7 +369,9 @@ impl Refresher {
                 return Err(AccessError::NeedsReauth);
             }
             let now = Utc::now();
-            if !self.is_due(&record, &policy, now, due) {
+            if Self::served_by_another(&record, seen_version, now)
+                || !self.is_due(&record, &policy, now, due)
+            {
                 return self.open(&record, false);
             }
             let until = now
@@ -349,7 +382,7 @@ impl Refresher {
                 .await?
             {
                 return self
-                    .refresh_as_winner(connection_id, provider, &policy, due)
+                    .refresh_as_winner(connection_id, provider, &policy, due, seen_version)
                     .await;
             }
             if started.elapsed() > give_up {
@@ -368,6 +401,7 @@ impl Refresher {
         provider: &Arc<dyn Provider>,
         policy: &RefreshPolicy,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
         // The redeem-and-store step runs in its own task: if the caller goes away (a client
@@ -379,7 +413,10 @@ impl Refresher {
                 Arc::clone(provider),
                 policy.clone(),
             );
-            tokio::spawn(async move { this.redeem(&id, &provider, &policy, due).await })
+            tokio::spawn(async move {
+                this.redeem(&id, &provider, &policy, due, seen_version)
+                    .await
+            })
         };
         let result = match task.await {
             Ok(result) => result,
@@ -407,12 +444,62 @@ impl Refresher {
         result
     }
 
+    /// Writes a redeemed token pair, retrying a failing database until the lease deadline: the
+    /// provider may already have rotated the refresh token, so giving up early would lose the
+    /// grant. Whether the row still was at the version the refresh started from.
+    async fn store_refreshed(
+        &self,
+        record: &ConnectionRecord,
+        update: &TokenUpdate,
+        new_tokens: &TokenSet,
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, AccessError> {
+        let store = self.vault.store();
+        let mut wait = self.settings.base_backoff.max(Duration::from_millis(10));
+        let mut failed = false;
+        loop {
+            match store
+                .complete_refresh(&record.id, record.version, update)
+                .await
+            {
+                Ok(true) => return Ok(true),
+                Ok(false) if failed => {
+                    // An earlier attempt may have committed before its answer was lost.
+                    return Ok(self.holds_tokens(record, new_tokens).await);
+                }
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    failed = true;
+                    if tokio::time::Instant::now() + wait >= deadline {
+                        tracing::error!(connection = %record.id, error = %e, "could not store the refreshed tokens before the lease ran out");
+                        return Err(e.into());
+                    }
+                    tracing::warn!(connection = %record.id, error = %e, ?wait, "storing the refreshed tokens failed; retrying");
+                    tokio::time::sleep(wait / 2 + jitter(wait)).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Whether the stored row is one version past `record` and holds `new_tokens`.
+    async fn holds_tokens(&self, record: &ConnectionRecord, new_tokens: &TokenSet) -> bool {
+        let Ok(Some(now)) = self.vault.store().connection_by_id(&record.id).await else {
+            return false;
+        };
+        now.version == record.version + 1
+            && self.vault.open_tokens(&now).is_ok_and(|stored| {
+                stored.access_token.secret() == new_tokens.access_token.secret()
+            })
+    }
+
     async fn redeem(
         &self,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         policy: &RefreshPolicy,
         due: Due,
+        seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
         let store = self.vault.store();
         // Read again under the lease: another replica may have finished just before we won it.
@@ -424,7 +511,10 @@ impl Refresher {
             store.release_lease(connection_id, &self.owner).await?;
             return Err(AccessError::NeedsReauth);
         }
-        if !self.is_due(&record, policy, Utc::now(), due) {
+        let now = Utc::now();
+        if Self::served_by_another(&record, seen_version, now)
+            || !self.is_due(&record, policy, now, due)
+        {
             store.release_lease(connection_id, &self.owner).await?;
             return self.open(&record, false);
         }
@@ -466,8 +556,8 @@ impl Refresher {
                 Ok(new_tokens) => {
                     let now = Utc::now();
                     let update = self.vault.seal_refresh(&record, &new_tokens, policy, now)?;
-                    if !store
-                        .complete_refresh(connection_id, record.version, &update)
+                    if !self
+                        .store_refreshed(&record, &update, &new_tokens, deadline)
                         .await?
                     {
                         tracing::error!(

@@ -1,9 +1,17 @@
-//! Test support (feature `testing`): fresh databases for test suites on SQLite and PostgreSQL.
+//! Test support (feature `testing`): fresh databases for test suites on SQLite and PostgreSQL,
+//! and a store that injects database failures.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
-use grantry_core::{SealedValue, TokenField};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use grantry_core::{
+    ConnectionRecord, ConnectionStatus, Resource, SealedValue, StateRecord, StoreError, TokenField,
+    TokenStore, TokenUpdate,
+};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
@@ -148,4 +156,208 @@ pub fn seal_legacy(
     out.extend_from_slice(nonce.as_slice());
     out.extend_from_slice(&ciphertext);
     SealedValue::from_bytes(out)
+}
+
+/// How [`FaultyStore`] breaks the next writes of refreshed tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshWriteFault {
+    /// The write fails before reaching the database.
+    Fail,
+    /// The write commits, then its answer is lost (the caller sees an error).
+    LoseAnswer,
+}
+
+/// A [`TokenStore`] that passes everything to an inner store, except the next writes of
+/// refreshed tokens, which it breaks as told: a database failing between the provider's answer
+/// and the write of the new pair.
+pub struct FaultyStore {
+    inner: Arc<dyn TokenStore>,
+    faults: Mutex<VecDeque<RefreshWriteFault>>,
+}
+
+impl std::fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyStore").finish_non_exhaustive()
+    }
+}
+
+impl FaultyStore {
+    /// Wraps `inner`, with no fault planned.
+    pub fn new(inner: Arc<dyn TokenStore>) -> Self {
+        Self {
+            inner,
+            faults: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Breaks the next `times` writes of refreshed tokens with `fault`.
+    pub fn break_refresh_writes(&self, fault: RefreshWriteFault, times: usize) {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        faults.extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Planned faults not yet used.
+    pub fn pending_faults(&self) -> usize {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+fn injected() -> StoreError {
+    StoreError::Database("injected failure".into())
+}
+
+#[async_trait]
+impl TokenStore for FaultyStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn put_connection(
+        &self,
+        record: &ConnectionRecord,
+    ) -> Result<ConnectionRecord, StoreError> {
+        self.inner.put_connection(record).await
+    }
+
+    async fn connection(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        self.inner.connection(user_id, provider).await
+    }
+
+    async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        self.inner.connection_by_id(id).await
+    }
+
+    async fn list_connections(
+        &self,
+        provider: Option<&str>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        self.inner.list_connections(provider).await
+    }
+
+    async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {
+        self.inner.delete_connection(user_id, provider).await
+    }
+
+    async fn replace_resources(
+        &self,
+        connection_id: &str,
+        resources: &[Resource],
+    ) -> Result<(), StoreError> {
+        self.inner.replace_resources(connection_id, resources).await
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        connection_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .try_acquire_lease(connection_id, owner, now, until)
+            .await
+    }
+
+    async fn release_lease(&self, connection_id: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(connection_id, owner).await
+    }
+
+    async fn complete_refresh(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        update: &TokenUpdate,
+    ) -> Result<bool, StoreError> {
+        let fault = self
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        match fault {
+            Some(RefreshWriteFault::Fail) => Err(injected()),
+            Some(RefreshWriteFault::LoseAnswer) => {
+                self.inner
+                    .complete_refresh(connection_id, expected_version, update)
+                    .await?;
+                Err(injected())
+            }
+            None => {
+                self.inner
+                    .complete_refresh(connection_id, expected_version, update)
+                    .await
+            }
+        }
+    }
+
+    async fn rewrap_tokens(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        access_token: &SealedValue,
+        refresh_token: Option<&SealedValue>,
+        key_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .rewrap_tokens(
+                connection_id,
+                expected_version,
+                access_token,
+                refresh_token,
+                key_id,
+            )
+            .await
+    }
+
+    async fn set_status(
+        &self,
+        connection_id: &str,
+        status: ConnectionStatus,
+        failure: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_status(connection_id, status, failure).await
+    }
+
+    async fn set_status_at(
+        &self,
+        connection_id: &str,
+        expected_version: i64,
+        status: ConnectionStatus,
+        failure: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .set_status_at(connection_id, expected_version, status, failure)
+            .await
+    }
+
+    async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {
+        self.inner.connection_counts().await
+    }
+
+    async fn key_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.key_ids().await
+    }
+
+    async fn put_state(&self, state: &StateRecord, max_pending: usize) -> Result<(), StoreError> {
+        self.inner.put_state(state, max_pending).await
+    }
+
+    async fn consume_state(
+        &self,
+        state_hash: &str,
+        user_id: &str,
+        provider: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StateRecord>, StoreError> {
+        self.inner
+            .consume_state(state_hash, user_id, provider, now)
+            .await
+    }
+
+    async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_expired_states(now).await
+    }
 }

@@ -444,11 +444,12 @@ async fn disabled_provider_mounts_nothing() {
 #[tokio::test]
 async fn revoked_grant_needs_reauth_and_reconnecting_restores_it() {
     for db in TestDatabase::all().await {
-        // Access tokens shorter than the 5-minute margin: every use refreshes.
+        // Two-second access tokens: due once half their lifetime has passed.
         let mut config = fake_config();
-        config.access_ttl = std::time::Duration::from_secs(60);
+        config.access_ttl = std::time::Duration::from_secs(2);
         let h = Harness::start(&db, config, true).await;
         h.connect("alice").await;
+        h.wait_until_due("alice").await;
         let (status, _) = h
             .call("GET", "/api/v1/atlassian/sites", Some("alice"), None)
             .await;
@@ -468,6 +469,7 @@ async fn revoked_grant_needs_reauth_and_reconnecting_restores_it() {
         assert_eq!(row.version, 1);
 
         h.fake.fake.revoke_all();
+        h.wait_until_due("alice").await;
         let (status, err) = h
             .call("GET", "/api/v1/atlassian/sites", Some("alice"), None)
             .await;

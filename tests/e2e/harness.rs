@@ -239,4 +239,22 @@ impl Harness {
         assert_eq!(status, 200, "{body}");
         body
     }
+
+    /// Sleeps until `user`'s stored Atlassian access token is due for refresh: past half the
+    /// lifetime it was granted (the refresh margin is capped there), for tokens shorter than
+    /// twice the default five-minute margin.
+    pub(crate) async fn wait_until_due(&self, user: &str) {
+        use grantry::core::TokenStore;
+        let row = self
+            .store
+            .connection(user, "atlassian")
+            .await
+            .expect("db")
+            .expect("row");
+        let expires = row.access_expires_at.expect("expiry");
+        let issued = row.access_issued_at.expect("issued");
+        let due = expires - (expires - issued) / 2;
+        let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait + Duration::from_millis(100)).await;
+    }
 }

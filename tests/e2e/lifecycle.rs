@@ -552,3 +552,72 @@ async fn transient_failures_are_retried_then_reported_without_losing_the_connect
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_database_failure_after_a_rotating_refresh_loses_no_token() {
+    use grantry::core::Vault;
+    use grantry_server::testing::{FaultyStore, RefreshWriteFault};
+    use std::sync::Arc;
+
+    for db in TestDatabase::all().await {
+        let h = Harness::start_with(&db, short_fake(), true, short_settings()).await;
+        h.connect("alice").await;
+        // A rotated refresh token is dead at once: a lost one would end the grant.
+        h.fake.fake.set_reuse_leeway(Duration::ZERO);
+        let faulty = Arc::new(FaultyStore::new(Arc::new(h.store.clone())));
+        let vault = Vault::new(faulty.clone(), h.vault.keys().clone());
+        let state = grantry_server::AppState::new(
+            vault,
+            h.state.providers().to_vec(),
+            Arc::new(JwtAuthenticator::new(&SecretString::from(
+                "e2e-jwt-secret".to_owned(),
+            ))),
+            short_settings(),
+        );
+        let (base, server) = spawn_server(state).await;
+        let admin = h.token("admin-1", "admin");
+        let url = format!("{base}{TOKEN_ROUTE}");
+
+        for (round, fault, times) in [
+            (1, RefreshWriteFault::Fail, 2),
+            (2, RefreshWriteFault::LoseAnswer, 1),
+        ] {
+            wait_until_due(&h.store).await;
+            let before = h
+                .store
+                .connection("alice", "atlassian")
+                .await
+                .expect("db")
+                .expect("row");
+            faulty.break_refresh_writes(fault, times);
+            let (status, body) = get_token(&h.http, url.clone(), &admin).await;
+            assert_eq!(status, 200, "{} {fault:?}: {body}", db.kind);
+            assert_eq!(faulty.pending_faults(), 0, "every planned fault was hit");
+            assert_eq!(h.fake.fake.counters().token_refresh, round);
+            let after = h
+                .store
+                .connection("alice", "atlassian")
+                .await
+                .expect("db")
+                .expect("row");
+            assert_eq!(after.version, before.version + 1, "{} {fault:?}", db.kind);
+            assert_eq!(after.lease_owner, None, "lease released");
+            let stored = h.vault.open_tokens(&after).expect("open");
+            assert_eq!(
+                body["access_token"].as_str(),
+                Some(stored.access_token.secret()),
+                "{} {fault:?}: the token handed out is the one stored",
+                db.kind
+            );
+        }
+
+        // The stored refresh token is the newest one: the grant refreshes again.
+        wait_until_due(&h.store).await;
+        let (status, body) = get_token(&h.http, url, &admin).await;
+        assert_eq!(status, 200, "{}: {body}", db.kind);
+        assert_eq!(h.fake.fake.counters().token_refresh, 3);
+        server.abort();
+        drop(h);
+        db.cleanup().await;
+    }
+}

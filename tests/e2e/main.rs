@@ -12,4 +12,5 @@ mod lifecycle;
 mod openapi;
 mod process;
 mod secrets;
+mod storm;
 mod tampering;

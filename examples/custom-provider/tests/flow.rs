@@ -17,6 +17,11 @@ use grantry_server::{AppState, Config, JwtAuthenticator, router};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+/// The lifetime of the fake's access tokens, in seconds.
+const TOKEN_SECS: u64 = 2;
+/// A little more than half that lifetime: a token this old is due for refresh.
+const HALF_LIFE: Duration = Duration::from_millis(TOKEN_SECS * 500 + 100);
+
 const CLIENT_ID: &str = "example-client";
 const CLIENT_SECRET: &str = "example-secret";
 const REDIRECT: &str = "http://127.0.0.1:3000/settings/connections";
@@ -107,10 +112,10 @@ async fn token(State(fake): State<Fake>, Form(f): Form<HashMap<String, String>>)
             let (access, refresh) = (up.mint("access"), up.mint("refresh"));
             up.access.insert(access.clone());
             up.refresh.insert(refresh.clone());
-            // 60 s: inside grantry's 5-minute margin, so every use refreshes first.
+            // Two-second tokens: due for refresh once half their lifetime has passed.
             Json(
                 json!({"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
-                "expires_in": 60, "scope": "profile tasks:read offline"}),
+                "expires_in": TOKEN_SECS, "scope": "profile tasks:read offline"}),
             )
             .into_response()
         }
@@ -122,7 +127,7 @@ async fn token(State(fake): State<Fake>, Form(f): Form<HashMap<String, String>>)
             let access = up.mint("access");
             up.access.insert(access.clone());
             // No new refresh token: grantry keeps the old one.
-            Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": 60}))
+            Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": TOKEN_SECS}))
                 .into_response()
         }
         _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
@@ -312,13 +317,15 @@ async fn flow(db: &TestDatabase) {
     assert_eq!(sites, ["Home", "Work"]);
     assert_eq!(lock(&fake).exchanges, 1);
 
-    // The provider's own route: the access token expires within the margin, so it is refreshed
-    // before the call, and the old refresh token is kept (none came back).
+    // The provider's own route: past half its lifetime the access token is refreshed before the
+    // call, and the old refresh token is kept (none came back).
+    tokio::time::sleep(HALF_LIFE).await;
     let (status, tasks) = grantry
         .call(reqwest::Method::GET, "/api/v1/example/tasks", None)
         .await;
     assert_eq!(status, 200, "{tasks}");
     assert_eq!(tasks[0]["title"], "Write the provider guide");
+    tokio::time::sleep(HALF_LIFE).await;
     let (status, _) = grantry
         .call(reqwest::Method::GET, "/api/v1/example/tasks", None)
         .await;
@@ -327,6 +334,7 @@ async fn flow(db: &TestDatabase) {
 
     // The grant dies upstream: invalid_grant → needs re-consent, nothing deleted.
     lock(&fake).refresh.clear();
+    tokio::time::sleep(HALF_LIFE).await;
     let (status, body) = grantry
         .call(reqwest::Method::GET, "/api/v1/example/tasks", None)
         .await;

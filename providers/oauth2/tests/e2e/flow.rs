@@ -3,7 +3,9 @@
 use grantry_server::testing::TestDatabase;
 use serde_json::{Value, json};
 
-use crate::harness::{Grantry, always_refresh};
+use grantry_core::RefreshSettings;
+
+use crate::harness::Grantry;
 use crate::idp::{self, BASIC_CLIENT, Idp, POST_CLIENT, REDIRECT};
 
 /// `corp-sso`: `kind = oauth2`, endpoints discovered from the issuer, `client_secret_post`.
@@ -81,8 +83,8 @@ fn presented_refresh_tokens(log: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn connect_refresh_with_rotation_and_disconnect_with_revocation() {
     for db in TestDatabase::all().await {
-        let idp = Idp::start();
-        let g = Grantry::start(&db, &corp_sso(&idp), always_refresh()).await;
+        let idp = Idp::start_with_ttl(4);
+        let g = Grantry::start(&db, &corp_sso(&idp), RefreshSettings::default()).await;
 
         let (url, state) = g.authorize("corp-sso", "alice").await;
         assert!(url.starts_with(&format!("{}/auth?", idp.issuer)), "{url}");
@@ -132,10 +134,11 @@ async fn connect_refresh_with_rotation_and_disconnect_with_revocation() {
         let first_refresh = first.refresh_token.clone().expect("a refresh token");
         assert!(idp.active(first.access_token.secret()).await);
 
-        // Every access-token request refreshes (margin > TTL); each must rotate the pair.
+        // Four-second access tokens: a request past half the lifetime refreshes, rotating the pair.
         let mut handed_out = vec![first.access_token.secret().to_owned()];
         let mut refresh_tokens = vec![first_refresh.secret().to_owned()];
         for _ in 0..2 {
+            g.wait_until_due("alice", "corp-sso").await;
             let (status, token) = g
                 .call(
                     "GET",
@@ -203,7 +206,7 @@ async fn a_wrong_pkce_verifier_or_a_foreign_iss_is_refused() {
         let idp = Idp::start();
         let mut env = corp_sso(&idp);
         env.push(("CORP_SSO_REQUIRE_ISS", "true".into()));
-        let g = Grantry::start(&db, &env, always_refresh()).await;
+        let g = Grantry::start(&db, &env, RefreshSettings::default()).await;
         let refused = |status: reqwest::StatusCode, body: &Value| {
             assert_eq!(
                 (status.as_u16(), body["error"].as_str()),
@@ -272,7 +275,7 @@ async fn a_wrong_pkce_verifier_or_a_foreign_iss_is_refused() {
 #[tokio::test]
 async fn instances_mount_side_by_side() {
     for db in TestDatabase::all().await {
-        let idp = Idp::start();
+        let idp = Idp::start_with_ttl(4);
         let mut env = corp_sso(&idp);
         env.extend(corp_basic(&idp));
         env.extend([
@@ -281,7 +284,7 @@ async fn instances_mount_side_by_side() {
             ("GITLAB_CLIENT_SECRET", "gitlab-secret".to_owned()),
             ("GITLAB_REDIRECT_URI", REDIRECT.to_owned()),
         ]);
-        let g = Grantry::start(&db, &env, always_refresh()).await;
+        let g = Grantry::start(&db, &env, RefreshSettings::default()).await;
 
         let (status, providers) = g.call("GET", "/api/v1/providers", "alice", None).await;
         assert_eq!(status, 200);
@@ -347,6 +350,7 @@ async fn instances_mount_side_by_side() {
         assert_eq!(list[0]["user_id"], "bob");
 
         // The basic client refreshes and revokes with HTTP Basic.
+        g.wait_until_due("alice", "corp-basic").await;
         let (status, _) = g
             .call(
                 "GET",
@@ -378,6 +382,107 @@ async fn instances_mount_side_by_side() {
             .call("GET", "/api/v1/corp-sso/connection/status", "bob", None)
             .await;
         assert_eq!(body["status"], "active");
+        drop(g);
+        db.cleanup().await;
+    }
+}
+
+/// Moves the stored token of (`user`, `provider`) to just past half its lifetime, so it is due
+/// without waiting: issued 55 s ago, expiring in 5 s.
+async fn make_due(db: &TestDatabase, user: &str, provider: &str) {
+    let store = db.store().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let done = sqlx::query(
+        "UPDATE connections SET access_issued_at = $1, access_expires_at = $2 \
+         WHERE user_id = $3 AND provider = $4",
+    )
+    .bind(now - 55_000)
+    .bind(now + 5_000)
+    .bind(user.to_owned())
+    .bind(provider.to_owned())
+    .execute(store.pool())
+    .await
+    .expect("update");
+    assert_eq!(done.rows_affected(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn short_lived_tokens_refresh_once_for_a_crowd_in_one_replica_and_two() {
+    const ROUTE: &str = "/api/v1/corp-sso/admin/connections/alice/access-token";
+    for db in TestDatabase::all().await {
+        // One-minute access tokens: below the five-minute default margin, so before the margin
+        // was capped at half the lifetime every use refreshed.
+        let idp = Idp::start_with_ttl(60);
+        let g = Grantry::start(&db, &corp_sso(&idp), RefreshSettings::default()).await;
+        let (status, body) = connect(&g, "corp-sso", "alice", true).await;
+        assert_eq!(status, 200, "{body}");
+        let admin = g.token("admin-1", "admin");
+        for replicas in [1, 2] {
+            let mut bases = vec![g.base.clone()];
+            let mut servers = Vec::new();
+            if replicas == 2 {
+                let (base, server) = g.replica().await;
+                bases.push(base);
+                servers.push(server);
+            }
+            make_due(&db, "alice", "corp-sso").await;
+            let refreshes = |log: &[Value]| {
+                log.iter()
+                    .filter(|e| e["grant_type"] == "refresh_token")
+                    .count()
+            };
+            let before = refreshes(&idp.token_log().await);
+            let fetch = |base: String| {
+                let (http, admin) = (g.http().clone(), admin.clone());
+                async move {
+                    let resp = http
+                        .get(format!("{base}{ROUTE}"))
+                        .bearer_auth(admin)
+                        .send()
+                        .await
+                        .expect("request");
+                    let status = resp.status().as_u16();
+                    let body: Value = resp.json().await.unwrap_or(Value::Null);
+                    (
+                        status,
+                        body["access_token"].as_str().unwrap_or("").to_owned(),
+                    )
+                }
+            };
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..100 {
+                calls.spawn(fetch(bases[i % bases.len()].clone()));
+            }
+            let mut tokens = std::collections::BTreeSet::new();
+            while let Some(done) = calls.join_next().await {
+                let (status, token) = done.expect("join");
+                assert_eq!(status, 200, "{} x{replicas}: {}", db.kind, idp.log());
+                tokens.insert(token);
+            }
+            for i in 0..20 {
+                let (status, token) = fetch(bases[i % bases.len()].clone()).await;
+                assert_eq!(status, 200);
+                tokens.insert(token);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let log = idp.token_log().await;
+            assert_eq!(
+                refreshes(&log),
+                before + 1,
+                "{} x{replicas}: one refresh for 120 calls: {log:#?}",
+                db.kind
+            );
+            assert_eq!(
+                tokens.len(),
+                1,
+                "{} x{replicas}: one token for all",
+                db.kind
+            );
+            for server in servers {
+                server.abort();
+            }
+        }
         drop(g);
         db.cleanup().await;
     }

@@ -12,17 +12,11 @@ use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde_json::Value;
 
-/// Refresh settings that make every access-token request refresh (the margin exceeds the TTL).
-pub(crate) fn always_refresh() -> RefreshSettings {
-    RefreshSettings {
-        margin: Some(Duration::from_secs(3600)),
-        ..RefreshSettings::default()
-    }
-}
-
 /// A running grantry.
 pub(crate) struct Grantry {
-    base: String,
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub(crate) base: String,
+    state: AppState,
     vault: Vault,
     http: reqwest::Client,
     jwt: SecretString,
@@ -64,7 +58,7 @@ impl Grantry {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let app = router(state);
+        let app = router(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -74,11 +68,42 @@ impl Grantry {
             .expect("client");
         Self {
             base,
+            state,
             vault,
             http,
             jwt,
             server,
         }
+    }
+
+    /// Serves another replica over the same database and providers, with its own refresher;
+    /// its base URL and server task.
+    pub(crate) async fn replica(&self) -> (String, tokio::task::JoinHandle<()>) {
+        let state = AppState::new(
+            self.vault.clone(),
+            self.state.providers().to_vec(),
+            Arc::new(JwtAuthenticator::new(&self.jwt)),
+            RefreshSettings::default(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = router(state);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (base, server)
+    }
+
+    /// A bearer token of `user` with `role`.
+    pub(crate) fn token(&self, user: &str, role: &str) -> String {
+        JwtAuthenticator::issue(&self.jwt, user, role, Duration::from_secs(600)).expect("sign")
+    }
+
+    /// The HTTP client of the tests.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Sends a request as `user` (admin when the id starts with `admin`); status, headers, JSON.
@@ -156,5 +181,22 @@ impl Grantry {
             .expect("store")
             .expect("a stored connection");
         self.vault.open_tokens(&record).expect("tokens open")
+    }
+
+    /// Sleeps until the stored access token of (`user`, `provider`) is due for refresh: past
+    /// half the lifetime it was granted (the margin is capped there for short-lived tokens).
+    pub(crate) async fn wait_until_due(&self, user: &str, provider: &str) {
+        let record = self
+            .vault
+            .store()
+            .connection(user, provider)
+            .await
+            .expect("store")
+            .expect("a stored connection");
+        let expires = record.access_expires_at.expect("an expiry");
+        let issued = record.access_issued_at.expect("an issue time");
+        let due = expires - (expires - issued) / 2;
+        let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait + Duration::from_millis(100)).await;
     }
 }

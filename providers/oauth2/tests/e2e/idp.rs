@@ -112,8 +112,13 @@ pub(crate) struct Idp {
 }
 
 impl Idp {
-    /// Installs (once) and starts oidc-provider with the two clients.
+    /// Installs (once) and starts oidc-provider with the two clients (two-minute access tokens).
     pub(crate) fn start() -> Self {
+        Self::start_with_ttl(120)
+    }
+
+    /// Like [`Idp::start`], with access tokens that live `ttl_secs` seconds.
+    pub(crate) fn start_with_ttl(ttl_secs: u64) -> Self {
         ensure_installed();
         let client = |(id, secret): (&str, &str), method: &str| {
             json!({
@@ -135,7 +140,7 @@ impl Idp {
             .arg("server.mjs")
             .current_dir(oidc_dir())
             .env("IDP_CLIENTS", clients.to_string())
-            .env("IDP_ACCESS_TOKEN_TTL", "120")
+            .env("IDP_ACCESS_TOKEN_TTL", ttl_secs.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))

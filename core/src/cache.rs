@@ -166,11 +166,10 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         &self,
         connection_id: &str,
         owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
         self.inner
-            .try_acquire_lease(connection_id, owner, now, until)
+            .try_acquire_lease(connection_id, owner, lease)
             .await
     }
 

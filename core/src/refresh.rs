@@ -29,7 +29,8 @@ pub struct RefreshSettings {
     pub base_backoff: Duration,
     /// Longest wait honoured from a `Retry-After`.
     pub max_retry_after: Duration,
-    /// How often a waiter looks for the winner's new version.
+    /// How often a waiter looks for the winner's new version when no change notification
+    /// wakes it first.
     pub poll_interval: Duration,
     /// Overrides every provider's refresh margin when set.
     pub margin: Option<Duration>,
@@ -157,7 +158,32 @@ pub struct Refresher {
     owner: String,
     settings: RefreshSettings,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     metrics: RefreshMetrics,
+}
+
+/// This process's waiter on another replica's refresh of one connection, registered so that a
+/// change notification can wake it; unregistered on drop.
+struct Waker<'a> {
+    refresher: &'a Refresher,
+    connection_id: &'a str,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Waker<'_> {
+    fn drop(&mut self) {
+        let mut wakers = self
+            .refresher
+            .wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if wakers
+            .get(self.connection_id)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+        {
+            wakers.remove(self.connection_id);
+        }
+    }
 }
 
 impl std::fmt::Debug for Refresher {
@@ -184,6 +210,7 @@ impl Refresher {
             owner: owner.into(),
             settings,
             locks: Mutex::new(HashMap::new()),
+            wakers: Mutex::new(HashMap::new()),
             metrics: RefreshMetrics::default(),
         }
     }
@@ -206,6 +233,36 @@ impl Refresher {
     /// A process-unique lease owner name: host-less, random.
     pub fn random_owner() -> String {
         format!("grantry-{}", uuid::Uuid::new_v4())
+    }
+
+    /// Wakes this process's caller waiting for another replica to finish refreshing
+    /// `connection_id`, so it reads the new version now instead of at its next poll. Fed by the
+    /// database's change notifications (PostgreSQL `LISTEN`); unknown ids are ignored.
+    pub fn wake(&self, connection_id: &str) {
+        let notify = self
+            .wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(connection_id)
+            .cloned();
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    fn register_waker<'a>(&'a self, connection_id: &'a str) -> Waker<'a> {
+        let notify = self
+            .wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(connection_id.to_owned())
+            .or_default()
+            .clone();
+        Waker {
+            refresher: self,
+            connection_id,
+            notify,
+        }
     }
 
     /// The vault.
@@ -360,7 +417,12 @@ impl Refresher {
         let store = self.vault.store();
         let started = tokio::time::Instant::now();
         let give_up = self.settings.lease * 3;
+        let waker = self.register_waker(connection_id);
         loop {
+            // Listen before reading, so a change committed after the read still wakes us.
+            let changed = waker.notify.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let record = store
                 .connection_by_id(connection_id)
                 .await?
@@ -374,11 +436,8 @@ impl Refresher {
             {
                 return self.open(&record, false);
             }
-            let until = now
-                + chrono::Duration::from_std(self.settings.lease)
-                    .unwrap_or(chrono::Duration::seconds(30));
             if store
-                .try_acquire_lease(connection_id, &self.owner, now, until)
+                .try_acquire_lease(connection_id, &self.owner, self.settings.lease)
                 .await?
             {
                 return self
@@ -391,7 +450,10 @@ impl Refresher {
                     retry_after: None,
                 }));
             }
-            tokio::time::sleep(self.settings.poll_interval).await;
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
         }
     }
 

@@ -161,13 +161,15 @@ pub trait TokenStore: Send + Sync + 'static {
         resources: &[Resource],
     ) -> Result<(), StoreError>;
 
-    /// Takes the refresh lease if it is free or expired at `now`; whether this caller won it.
+    /// Takes the refresh lease for `lease` if it is free or expired; whether this caller won it.
+    ///
+    /// Both the expiry test and the new expiry use the database's clock, so replicas whose
+    /// clocks disagree can never hold one lease together.
     async fn try_acquire_lease(
         &self,
         connection_id: &str,
         owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        lease: std::time::Duration,
     ) -> Result<bool, StoreError>;
 
     /// Releases the lease if `owner` still holds it.

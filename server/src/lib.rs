@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod changes;
 pub mod config;
 pub mod error;
 pub mod logging;
@@ -92,6 +93,13 @@ pub async fn serve(
         config.maintenance_interval,
         stop_rx,
     ));
+    let changes = (Backend::from_url(config.database_url.expose()).ok() == Some(Backend::Postgres))
+        .then(|| {
+            tokio::spawn(changes::listen(
+                config.database_url.expose().to_owned(),
+                Arc::downgrade(state.refresher()),
+            ))
+        });
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -99,6 +107,9 @@ pub async fn serve(
     // In-flight requests (and the refreshes they run) have finished; let a maintenance pass
     // in progress finish too, so no lease is left held.
     let _ = stop_tx.send(true);
+    if let Some(changes) = changes {
+        changes.abort();
+    }
     if let Err(e) = maintenance.await {
         tracing::warn!(error = %e, "maintenance task ended abnormally");
     }

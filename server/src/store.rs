@@ -41,6 +41,9 @@ impl Backend {
     }
 }
 
+/// The PostgreSQL notification channel on which every change of a connection's row is announced.
+pub const CHANGES_CHANNEL: &str = "grantry_connection_changed";
+
 /// A [`TokenStore`] on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -189,6 +192,23 @@ impl SqlStore {
             .run(&self.pool)
             .await
             .map_err(|e| StoreError::Database(format!("migration failed: {e}")))
+    }
+
+    /// Tells the other replicas that a connection's row changed (PostgreSQL `NOTIFY` on
+    /// [`CHANGES_CHANNEL`], the connection id as payload), so their waiters read it now. Best
+    /// effort: a waiter that misses it finds the change at its next poll.
+    async fn announce(&self, connection_id: &str) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(connection_id.to_owned())
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!(connection = connection_id, error = %e, "could not announce a change");
+        }
     }
 
     /// Which database this store uses.
@@ -375,6 +395,7 @@ impl TokenStore for SqlStore {
         }
         Self::write_resources(&mut tx, &r.id, &r.resources).await?;
         tx.commit().await.map_err(db_err)?;
+        self.announce(&r.id).await;
         self.connection_by_id(&r.id)
             .await?
             .ok_or_else(|| StoreError::Conflict(format!("connection of user for {}", r.provider)))
@@ -489,20 +510,27 @@ impl TokenStore for SqlStore {
         &self,
         connection_id: &str,
         owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE connections SET lease_until = $1, lease_owner = $2 \
-             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4)",
-        )
-        .bind(millis(until))
-        .bind(owner.to_owned())
-        .bind(connection_id.to_owned())
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "UPDATE connections SET lease_until = CAST((julianday('now') - 2440587.5) * 86400000 AS BIGINT) + $1, \
+                 lease_owner = $2 WHERE id = $3 AND (lease_until IS NULL OR \
+                 lease_until < CAST((julianday('now') - 2440587.5) * 86400000 AS BIGINT))"
+            }
+            Backend::Postgres => {
+                "UPDATE connections SET lease_until = CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) + $1, \
+                 lease_owner = $2 WHERE id = $3 AND (lease_until IS NULL OR \
+                 lease_until < CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT))"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
+            .bind(owner.to_owned())
+            .bind(connection_id.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -515,6 +543,7 @@ impl TokenStore for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
+        self.announce(connection_id).await;
         Ok(())
     }
 
@@ -542,7 +571,11 @@ impl TokenStore for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        let written = done.rows_affected() == 1;
+        if written {
+            self.announce(connection_id).await;
+        }
+        Ok(written)
     }
 
     async fn rewrap_tokens(
@@ -585,6 +618,7 @@ impl TokenStore for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
+        self.announce(connection_id).await;
         Ok(())
     }
 
@@ -607,7 +641,11 @@ impl TokenStore for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        let written = done.rows_affected() == 1;
+        if written {
+            self.announce(connection_id).await;
+        }
+        Ok(written)
     }
 
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {

@@ -254,11 +254,10 @@ impl TokenStore for FaultyStore {
         &self,
         connection_id: &str,
         owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
         self.inner
-            .try_acquire_lease(connection_id, owner, now, until)
+            .try_acquire_lease(connection_id, owner, lease)
             .await
     }
 

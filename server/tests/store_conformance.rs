@@ -196,41 +196,44 @@ async fn connections_round_trip_replace_and_delete() {
 
 #[tokio::test]
 async fn lease_is_exclusive_until_it_expires() {
+    const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
     for db in TestDatabase::all().await {
         let store = db.store().await;
         store
             .put_connection(&record("c-1", "u-1", "p"))
             .await
             .expect("put");
-        let t = now();
+        let before = now();
+        assert!(store.try_acquire_lease("c-1", "a", LEASE).await.expect("a"));
+        let row = store
+            .connection_by_id("c-1")
+            .await
+            .expect("get")
+            .expect("row");
+        let until = row.lease_until.expect("lease until");
         assert!(
-            store
-                .try_acquire_lease("c-1", "a", t, t + Duration::seconds(30))
-                .await
-                .expect("a")
+            until >= before + Duration::seconds(29) && until <= now() + Duration::seconds(31),
+            "{}: the lease runs 30 s from the database's now: {until}",
+            db.kind
         );
-        assert!(
-            !store
-                .try_acquire_lease("c-1", "b", t, t + Duration::seconds(30))
-                .await
-                .expect("b")
-        );
+        assert!(!store.try_acquire_lease("c-1", "b", LEASE).await.expect("b"));
         store
             .release_lease("c-1", "b")
             .await
             .expect("release by non-owner");
-        assert!(
-            !store
-                .try_acquire_lease("c-1", "b", t, t + Duration::seconds(30))
-                .await
-                .expect("b")
-        );
-        let later = t + Duration::seconds(31);
+        assert!(!store.try_acquire_lease("c-1", "b", LEASE).await.expect("b"));
+
+        // A short lease runs out by the database's clock and is taken over.
+        store.release_lease("c-1", "a").await.expect("release");
         assert!(
             store
-                .try_acquire_lease("c-1", "b", later, later + Duration::seconds(30))
+                .try_acquire_lease("c-1", "a", std::time::Duration::from_millis(1))
                 .await
-                .expect("b"),
+                .expect("a")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            store.try_acquire_lease("c-1", "b", LEASE).await.expect("b"),
             "{}: an expired lease is taken over",
             db.kind
         );
@@ -241,15 +244,10 @@ async fn lease_is_exclusive_until_it_expires() {
             .expect("row");
         assert_eq!(row.lease_owner.as_deref(), Some("b"));
         store.release_lease("c-1", "b").await.expect("release");
-        assert!(
-            store
-                .try_acquire_lease("c-1", "c", t, t + Duration::seconds(30))
-                .await
-                .expect("c")
-        );
+        assert!(store.try_acquire_lease("c-1", "c", LEASE).await.expect("c"));
         assert!(
             !store
-                .try_acquire_lease("missing", "c", t, t)
+                .try_acquire_lease("missing", "c", LEASE)
                 .await
                 .expect("missing row")
         );
@@ -266,13 +264,16 @@ async fn exactly_one_concurrent_lease_taker_wins() {
             .put_connection(&record("c-1", "u-1", "p"))
             .await
             .expect("put");
-        let t = now();
         let mut tasks = Vec::new();
         for i in 0..24 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 store
-                    .try_acquire_lease("c-1", &format!("owner-{i}"), t, t + Duration::seconds(30))
+                    .try_acquire_lease(
+                        "c-1",
+                        &format!("owner-{i}"),
+                        std::time::Duration::from_secs(30),
+                    )
                     .await
                     .expect("lease")
             }));
@@ -310,7 +311,7 @@ async fn refresh_writes_are_compare_and_swap_on_version() {
         let t = now();
         assert!(
             store
-                .try_acquire_lease(&saved.id, "me", t, t + Duration::seconds(30))
+                .try_acquire_lease(&saved.id, "me", std::time::Duration::from_secs(30))
                 .await
                 .expect("lease")
         );

@@ -621,3 +621,83 @@ async fn a_database_failure_after_a_rotating_refresh_loses_no_token() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_waiter_on_another_replica_is_woken_by_the_database_not_by_its_poll() {
+    use std::sync::Arc;
+    // PostgreSQL only: its LISTEN/NOTIFY carries the wake-up; SQLite waiters poll.
+    let Some(db) = TestDatabase::postgres().await else {
+        eprintln!("note: GRANTRY_TEST_POSTGRES_URL is unset; the PostgreSQL wake-up is not tested");
+        return;
+    };
+    let h = Harness::start_with(&db, short_fake(), true, short_settings()).await;
+    h.connect("alice").await;
+    h.fake.fake.set_access_ttl(Duration::from_secs(3600));
+
+    // Replica B polls once a minute: only a notification can wake it within the test's bound.
+    let b = h.replica_state(RefreshSettings {
+        poll_interval: Duration::from_secs(60),
+        lease: Duration::from_secs(30),
+        ..RefreshSettings::default()
+    });
+    let listener = tokio::spawn(grantry_server::changes::listen(
+        db.url.clone(),
+        Arc::downgrade(b.refresher()),
+    ));
+    let store = db.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .expect("pg_stat_activity");
+        if listening > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (b_base, b_server) = spawn_server(b).await;
+    wait_until_due(&h.store).await;
+
+    // Replica A (the harness) wins the lease and holds the token call for a second.
+    h.fake
+        .fake
+        .fail_next_token_calls(1, Failure::Delay(Duration::from_secs(1)));
+    let admin = h.token("admin-1", "admin");
+    let winner = {
+        let (http, url, admin) = (h.http.clone(), h.url(TOKEN_ROUTE), admin.clone());
+        tokio::spawn(async move { get_token(&http, url, &admin).await })
+    };
+    while h.fake.fake.counters().token_failures == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never called the token endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // B finds the lease taken and waits; A's stored refresh wakes it long before its poll.
+    let waiter = get_token(&h.http, format!("{b_base}{TOKEN_ROUTE}"), &admin);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiter on replica B was not woken by the notification");
+    assert_eq!(status, 200, "{body}");
+    let (status, won) = winner.await.expect("join");
+    assert_eq!(status, 200, "{won}");
+    assert_eq!(
+        body["access_token"], won["access_token"],
+        "B uses A's token"
+    );
+    assert_eq!(h.fake.fake.counters().token_refresh, 1);
+    listener.abort();
+    b_server.abort();
+    store.close().await;
+    drop(h);
+    db.cleanup().await;
+}

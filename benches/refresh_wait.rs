@@ -1,8 +1,10 @@
 //! How long a caller waits behind another caller's refresh (same process, and another replica).
 //!
-//! `cargo bench --bench refresh_wait` — SQLite in a temporary folder, the fake Atlassian over
-//! loopback HTTP with an injected token-endpoint latency, 50 concurrent callers per round split
-//! over two replicas (two refreshers sharing the database).
+//! `cargo bench --bench refresh_wait` — SQLite in a temporary folder, and PostgreSQL when
+//! `GRANTRY_TEST_POSTGRES_URL` names a server (a fresh database, dropped after); the fake
+//! Atlassian over loopback HTTP with an injected token-endpoint latency, 50 concurrent callers
+//! per round split over two replicas (two refreshers sharing the database). On PostgreSQL each
+//! replica listens for change notifications, as `grantry serve` does; on SQLite waiters poll.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +40,7 @@ fn report(label: &str, mut samples: Vec<f64>) {
     );
 }
 
-async fn run(upstream_latency: Duration) {
+async fn run(db: &TestDatabase, upstream_latency: Duration) {
     let fake = FakeAtlassian::start(FakeConfig::default())
         .await
         .expect("fake");
@@ -59,8 +61,11 @@ async fn run(upstream_latency: Duration) {
     )]))
     .expect("providers");
     let provider: Arc<dyn Provider> = providers[0].clone();
-    let db = TestDatabase::sqlite();
     let store = db.store().await;
+    sqlx::query("DELETE FROM connections")
+        .execute(store.pool())
+        .await
+        .expect("empty");
     let keys = Arc::new(
         KeyRing::from_base64(&SecretString::from(KeyRing::generate_key_base64()), None)
             .expect("key"),
@@ -71,6 +76,21 @@ async fn run(upstream_latency: Duration) {
         Arc::new(Refresher::new(vault.clone(), "replica-a", settings.clone())),
         Arc::new(Refresher::new(vault.clone(), "replica-b", settings)),
     ];
+    let listeners: Vec<_> = if db.kind == "postgres" {
+        let tasks = replicas
+            .iter()
+            .map(|r| {
+                tokio::spawn(grantry_server::changes::listen(
+                    db.url.clone(),
+                    Arc::downgrade(r),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tasks
+    } else {
+        Vec::new()
+    };
 
     let code = fake.fake.issue_code(grantry::atlassian::DEFAULT_SCOPES);
     let tokens = provider
@@ -144,12 +164,16 @@ async fn run(upstream_latency: Duration) {
     }
     let refreshes = fake.fake.counters().token_refresh;
     println!(
-        "\nupstream latency {} ms, {ROUNDS} rounds x {CALLERS} callers, {refreshes} refreshes at the token endpoint",
+        "\n{}: upstream latency {} ms, {ROUNDS} rounds x {CALLERS} callers, {refreshes} refreshes at the token endpoint",
+        db.kind,
         upstream_latency.as_millis()
     );
     report("winner (the one refresh)", winners);
     report("waiter in the winner's process", same);
-    report("waiter in the other replica (lease polling)", other);
+    report("waiter in the other replica", other);
+    for listener in listeners {
+        listener.abort();
+    }
     store.close().await;
 }
 
@@ -159,8 +183,13 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        for latency in [Duration::from_millis(0), Duration::from_millis(100)] {
-            run(latency).await;
+        let mut dbs = vec![TestDatabase::sqlite()];
+        dbs.extend(TestDatabase::postgres().await);
+        for db in dbs {
+            for latency in [Duration::from_millis(0), Duration::from_millis(100)] {
+                run(&db, latency).await;
+            }
+            db.cleanup().await;
         }
     });
 }

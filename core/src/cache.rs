@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
 use crate::keyring::SealedValue;
-use crate::store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};
+use crate::store::{
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate,
+};
 use crate::token::Resource;
 
 /// Most entries kept before the cache starts over.
@@ -143,6 +145,13 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         provider: Option<&str>,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
         self.inner.list_connections(provider).await
+    }
+
+    async fn connections_page(
+        &self,
+        query: &ConnectionPageQuery<'_>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        self.inner.connections_page(query).await
     }
 
     async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {

@@ -36,7 +36,10 @@ pub use scope::{Scope, ScopeInfo, ScopeSet};
 pub use secret::{
     AccessToken, AuthorizationCode, ClientSecret, PkceVerifier, RefreshToken, StateToken,
 };
-pub use store::{ConnectionRecord, ConnectionStatus, StateRecord, TokenStore, TokenUpdate};
+pub use store::{
+    ConnectionKey, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionWalk,
+    StateRecord, TokenStore, TokenUpdate,
+};
 pub use token::{Account, AccountDetails, Resource, TokenSet};
 pub use vault::{BINDING_FAILURE, ReencryptReport, Vault};
 

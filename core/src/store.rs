@@ -102,6 +102,104 @@ pub struct TokenUpdate {
     pub refreshed_at: DateTime<Utc>,
 }
 
+/// The position of a connection in the paging order: provider, then user id (unique per provider).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionKey {
+    /// The provider id.
+    pub provider: String,
+    /// The user id.
+    pub user_id: String,
+}
+
+impl ConnectionKey {
+    /// The key of a stored connection.
+    pub fn of(record: &ConnectionRecord) -> Self {
+        Self {
+            provider: record.provider.clone(),
+            user_id: record.user_id.clone(),
+        }
+    }
+}
+
+/// Which connections one page of [`TokenStore::connections_page`] holds.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionPageQuery<'a> {
+    /// Only this provider's connections; every provider's when `None`.
+    pub provider: Option<&'a str>,
+    /// Only connections with this status; any status when `None`.
+    pub status: Option<ConnectionStatus>,
+    /// Only connections strictly after this key; from the first when `None`.
+    pub after: Option<&'a ConnectionKey>,
+    /// At most this many connections.
+    pub limit: u32,
+}
+
+/// Every connection matching a provider and status filter, read in keyset pages of
+/// [`TokenStore::connections_page`]: memory holds one page, however many rows there are.
+pub struct ConnectionWalk<'a> {
+    store: &'a dyn TokenStore,
+    provider: Option<&'a str>,
+    status: Option<ConnectionStatus>,
+    batch: u32,
+    after: Option<ConnectionKey>,
+    page: std::vec::IntoIter<ConnectionRecord>,
+    done: bool,
+}
+
+impl std::fmt::Debug for ConnectionWalk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionWalk")
+            .field("provider", &self.provider)
+            .field("status", &self.status)
+            .field("batch", &self.batch)
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> ConnectionWalk<'a> {
+    /// A walk over `store` in pages of `batch` (at least 1), in (provider, user id) order.
+    pub fn new(
+        store: &'a dyn TokenStore,
+        provider: Option<&'a str>,
+        status: Option<ConnectionStatus>,
+        batch: u32,
+    ) -> Self {
+        Self {
+            store,
+            provider,
+            status,
+            batch: batch.max(1),
+            after: None,
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+
+    /// The next connection, reading the next page when this one is used up; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<ConnectionRecord>, StoreError> {
+        if let Some(record) = self.page.next() {
+            return Ok(Some(record));
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .store
+            .connections_page(&ConnectionPageQuery {
+                provider: self.provider,
+                status: self.status,
+                after: self.after.as_ref(),
+                limit: self.batch,
+            })
+            .await?;
+        self.done = page.len() < self.batch as usize;
+        self.after = page.last().map(ConnectionKey::of);
+        self.page = page.into_iter();
+        Ok(self.page.next())
+    }
+}
+
 /// A pending OAuth state (only its hash is stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateRecord {
@@ -149,6 +247,16 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn list_connections(
         &self,
         provider: Option<&str>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError>;
+
+    /// One page of connections with their resources, ordered by (provider, user id): at most
+    /// `query.limit` of those after `query.after` that match the provider and status filters.
+    ///
+    /// Keyset paging: the next page starts after the [`ConnectionKey`] of the last record, so
+    /// a deep page costs what the first one does.
+    async fn connections_page(
+        &self,
+        query: &ConnectionPageQuery<'_>,
     ) -> Result<Vec<ConnectionRecord>, StoreError>;
 
     /// Deletes the connection and its resources; whether one existed.

@@ -9,10 +9,13 @@ use crate::error::{CryptoError, Error, StoreError};
 use crate::keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
 use crate::provider::RefreshPolicy;
 use crate::secret::{AccessToken, RefreshToken};
-use crate::store::{ConnectionRecord, ConnectionStatus, TokenStore, TokenUpdate};
+use crate::store::{ConnectionRecord, ConnectionStatus, ConnectionWalk, TokenStore, TokenUpdate};
 use crate::token::{AccountDetails, TokenSet};
 
 const PUT_ATTEMPTS: usize = 3;
+
+/// Connections `reencrypt` reads per page.
+const REENCRYPT_BATCH: u32 = 500;
 
 /// What `reencrypt` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -331,7 +334,8 @@ impl Vault {
     pub async fn reencrypt(&self) -> Result<ReencryptReport, Error> {
         self.check_keys().await?;
         let mut report = ReencryptReport::default();
-        for record in self.store.list_connections(None).await? {
+        let mut all = ConnectionWalk::new(&*self.store, None, None, REENCRYPT_BATCH);
+        while let Some(record) = all.next().await? {
             self.reencrypt_row(record, &mut report).await?;
         }
         Ok(report)

@@ -9,6 +9,7 @@ pub mod error;
 pub mod logging;
 mod metrics;
 pub mod openapi;
+mod paging;
 mod routes;
 pub mod store;
 #[cfg(feature = "testing")]

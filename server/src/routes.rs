@@ -2,23 +2,24 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    ApiError, AuthorizeRequest, CallbackContext, ConnectionRecord, ErrorBody, PkceVerifier,
-    Principal, Provider, ProviderError, ProviderHandle, Resource, RevokeOutcome, SealContext,
-    StateRecord, StateToken, TokenField,
+    ApiError, AuthorizeRequest, CallbackContext, ConnectionKey, ConnectionPageQuery,
+    ConnectionRecord, ErrorBody, PkceVerifier, Principal, Provider, ProviderError, ProviderHandle,
+    Resource, RevokeOutcome, SealContext, StateRecord, StateToken, TokenField,
 };
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
+use crate::paging::{Page, PageParams};
 use grantry_core::callback::{Callback, CallbackBody, Outcome};
 
 /// The header of a disconnect's answer that tells whether the provider revoked the grant:
@@ -70,6 +71,7 @@ struct AccountView<'a> {
 struct StatusView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
+    connection_id: &'a str,
     provider: &'a str,
     connected: bool,
     status: &'a str,
@@ -87,6 +89,7 @@ struct StatusView<'a> {
 fn view(record: &ConnectionRecord, with_user: bool) -> StatusView<'_> {
     StatusView {
         user_id: with_user.then_some(record.user_id.as_str()),
+        connection_id: &record.id,
         provider: &record.provider,
         connected: true,
         status: record.status.as_str(),
@@ -375,10 +378,15 @@ async fn disconnect(
     remove(&s, &principal.user_id).await
 }
 
-/// Admin: every connection of this provider, never a token.
-#[utoipa::path(get, path = "/admin/connections", tag = "admin",
+/// Admin: one page of this provider's connections in user-id order, never a token.
+#[utoipa::path(get, path = "/admin/connections", tag = "admin", params(PageParams),
     responses(
-        (status = 200, body = Vec<StatusView>),
+        (status = 200, body = Vec<StatusView>,
+            description = "at most `limit` connection summaries ordered by `user_id`",
+            headers(("Link" = String,
+                description = "RFC 8288 `</api/v1/{p}/admin/connections?limit=…&cursor=…>; rel=\"next\"`, \
+                    present only when more connections follow"))),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: bad `limit`, `status` or `cursor`"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
         (status = 403, body = ErrorBody, description = "`forbidden`"),
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
@@ -386,15 +394,36 @@ async fn disconnect(
 async fn admin_list(
     State(s): State<RouteState>,
     principal: Principal,
+    OriginalUri(uri): OriginalUri,
+    query: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
-    let list = s
+    let page = Page::parse(query)?;
+    let after = page.after.as_ref().map(|user_id| ConnectionKey {
+        provider: s.provider.id().to_owned(),
+        user_id: user_id.clone(),
+    });
+    // One more than asked tells whether a next page exists.
+    let mut list = s
         .app
         .store()
-        .list_connections(Some(s.provider.id()))
+        .connections_page(&ConnectionPageQuery {
+            provider: Some(s.provider.id()),
+            status: page.status,
+            after: after.as_ref(),
+            limit: page.limit + 1,
+        })
         .await
         .map_err(|e| ApiError::database(&e))?;
-    Ok(Json(list.iter().map(|r| view(r, true)).collect::<Vec<_>>()).into_response())
+    let more = list.len() > page.limit as usize;
+    list.truncate(page.limit as usize);
+    let mut response = Json(list.iter().map(|r| view(r, true)).collect::<Vec<_>>()).into_response();
+    if more && let Some(last) = list.last() {
+        response
+            .headers_mut()
+            .insert(header::LINK, page.next_link(uri.path(), &last.user_id)?);
+    }
+    Ok(response)
 }
 
 /// Admin: deletes a user's connection.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    Account, ConnectionRecord, ConnectionStatus, Resource, ScopeSet, SealedValue, StateRecord,
-    StoreError, TokenStore, TokenUpdate,
+    Account, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, Resource, ScopeSet,
+    SealedValue, StateRecord, StoreError, TokenStore, TokenUpdate,
 };
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
@@ -145,6 +145,62 @@ macro_rules! select_with_resources {
             " ORDER BY r.position"
         )
     };
+}
+
+/// One page of connections with their resources in one round trip: the page is chosen (ordered
+/// and limited, through an index) in a derived table, then joined with its resources. `$1` is the
+/// limit; `$where` binds from `$2`.
+macro_rules! select_page {
+    ($where:literal, $order:literal, $outer_order:literal) => {
+        concat!(
+            "SELECT c.id, c.user_id, c.provider, c.account_id, c.account_name, c.account_email, \
+             c.scopes, c.status, c.access_token, c.refresh_token, c.key_id, c.access_expires_at, \
+             c.refresh_idle_expires_at, c.refresh_expires_at, c.version, c.lease_until, c.lease_owner, \
+             c.last_failure, c.connected_at, c.updated_at, c.last_refreshed_at, c.access_issued_at, \
+             r.resource_id AS r_id, r.name AS r_name, r.url AS r_url, r.scopes AS r_scopes, \
+             r.avatar_url AS r_avatar_url FROM (",
+            select_connections!($where),
+            " ORDER BY ",
+            $order,
+            " LIMIT $1) c LEFT JOIN connection_resources r ON r.connection_id = c.id ORDER BY ",
+            $outer_order,
+            ", r.position"
+        )
+    };
+}
+
+/// [`select_page`] of one provider's connections in user-id order (index `(provider, user_id)`,
+/// or `(provider, status, user_id)` with a status).
+macro_rules! select_provider_page {
+    ($where:literal) => {
+        select_page!($where, "user_id", "c.user_id")
+    };
+}
+
+/// [`select_page`] of every provider's connections in (provider, user id) order.
+macro_rules! select_all_page {
+    ($where:literal) => {
+        select_page!($where, "provider, user_id", "c.provider, c.user_id")
+    };
+}
+
+/// The statement of a page: of one provider or all, with a status filter or not, from the start
+/// or after a key. Binds: limit, provider, status, key (user id, or provider and user id).
+fn page_sql(one_provider: bool, status: bool, after: bool) -> &'static str {
+    match (one_provider, status, after) {
+        (true, false, false) => select_provider_page!("WHERE provider = $2"),
+        (true, false, true) => select_provider_page!("WHERE provider = $2 AND user_id > $3"),
+        (true, true, false) => select_provider_page!("WHERE provider = $2 AND status = $3"),
+        (true, true, true) => {
+            select_provider_page!("WHERE provider = $2 AND status = $3 AND user_id > $4")
+        }
+        (false, false, false) => select_all_page!(""),
+        (false, false, true) => select_all_page!("WHERE (provider, user_id) > ($2, $3)"),
+        (false, true, false) => select_all_page!("WHERE status = $2"),
+        (false, true, true) => {
+            select_all_page!("WHERE status = $2 AND (provider, user_id) > ($3, $4)")
+        }
+    }
 }
 
 impl SqlStore {
@@ -300,6 +356,14 @@ impl SqlStore {
             });
         }
         Ok(Some(record))
+    }
+
+    /// The connections of [`select_page!`] rows: consecutive rows of one id make one record.
+    fn records_with_resources(rows: &[AnyRow]) -> Result<Vec<ConnectionRecord>, StoreError> {
+        let id = |row: &AnyRow| row.try_get::<String, _>("id").ok();
+        rows.chunk_by(|a, b| id(a) == id(b))
+            .filter_map(|chunk| Self::record_with_resources(chunk).transpose())
+            .collect()
     }
 
     async fn write_resources<'c>(
@@ -473,6 +537,52 @@ impl TokenStore for SqlStore {
                 Ok(record)
             })
             .collect()
+    }
+
+    async fn connections_page(
+        &self,
+        query: &ConnectionPageQuery<'_>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::from(query.limit);
+        let status = query.status.map(ConnectionStatus::as_str);
+        // Every statement binds the limit first, then the provider (when filtered), the status
+        // (when filtered) and the key to start after (when given).
+        let (sql, provider, after) = match query.provider {
+            Some(provider) => {
+                // Within one provider the key is the user id; a key of another provider places
+                // the page before (nothing to skip) or after (nothing left) all of its rows.
+                let after = match query.after {
+                    Some(key) if key.provider.as_str() > provider => return Ok(Vec::new()),
+                    Some(key) if key.provider == provider => vec![key.user_id.clone()],
+                    _ => Vec::new(),
+                };
+                let sql = page_sql(true, status.is_some(), !after.is_empty());
+                (sql, Some(provider), after)
+            }
+            None => {
+                let after = query
+                    .after
+                    .map(|key| vec![key.provider.clone(), key.user_id.clone()])
+                    .unwrap_or_default();
+                let sql = page_sql(false, status.is_some(), !after.is_empty());
+                (sql, None, after)
+            }
+        };
+        let mut q = sqlx::query(sql).bind(limit);
+        if let Some(provider) = provider {
+            q = q.bind(provider.to_owned());
+        }
+        if let Some(status) = status {
+            q = q.bind(status);
+        }
+        for value in after {
+            q = q.bind(value);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db_err)?;
+        Self::records_with_resources(&rows)
     }
 
     async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {
@@ -764,6 +874,91 @@ impl TokenStore for SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestDatabase;
+
+    /// The plan of a page statement, one line per plan row, with typical values bound.
+    async fn plan(store: &SqlStore, one_provider: bool, status: bool, after: bool) -> String {
+        let explain = match store.backend() {
+            Backend::Sqlite => "EXPLAIN QUERY PLAN ",
+            Backend::Postgres => "EXPLAIN ",
+        };
+        let sql = format!("{explain}{}", page_sql(one_provider, status, after));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(10_i64);
+        if one_provider {
+            q = q.bind("atlassian");
+        }
+        if status {
+            q = q.bind("needs_reauth");
+        }
+        if after {
+            if !one_provider {
+                q = q.bind("atlassian");
+            }
+            q = q.bind("user-500");
+        }
+        let mut conn = store.pool().acquire().await.expect("connection");
+        if store.backend() == Backend::Postgres {
+            // An empty table is cheapest to scan; ask what the planner does at scale.
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut *conn)
+                .await
+                .expect("set");
+        }
+        let rows = q.fetch_all(&mut *conn).await.expect("explain");
+        if store.backend() == Backend::Postgres {
+            sqlx::query("RESET enable_seqscan")
+                .execute(&mut *conn)
+                .await
+                .expect("reset");
+        }
+        let column = match store.backend() {
+            Backend::Sqlite => "detail",
+            Backend::Postgres => "QUERY PLAN",
+        };
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(column).expect("plan row"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn every_admin_page_is_read_through_an_index_in_order() {
+        for db in TestDatabase::all().await {
+            let store = db.store().await;
+            for (status, index) in [
+                (false, "connections_provider_user"),
+                (true, "connections_provider_status_user"),
+            ] {
+                for after in [false, true] {
+                    let plan = plan(&store, true, status, after).await;
+                    assert!(
+                        plan.contains(index),
+                        "{}: status {status}, after {after}: not through {index}:\n{plan}",
+                        db.kind
+                    );
+                    // Only the page itself is sorted (by resource position), never the table.
+                    for line in plan.lines().filter(|l| l.contains("Sort Key")) {
+                        assert!(line.contains("position"), "{}: {plan}", db.kind);
+                    }
+                    if store.backend() == Backend::Sqlite {
+                        assert!(
+                            !plan.lines().any(|l| l.starts_with("SCAN connections")),
+                            "{}: {plan}",
+                            db.kind
+                        );
+                    }
+                }
+            }
+            let plan = plan(&store, false, false, true).await;
+            assert!(
+                plan.contains("connections_provider_user"),
+                "{}: {plan}",
+                db.kind
+            );
+            store.close().await;
+            db.cleanup().await;
+        }
+    }
 
     #[test]
     fn backend_from_url() {

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    ConnectionRecord, ConnectionStatus, Resource, SealedValue, StateRecord, StoreError, TokenField,
-    TokenStore, TokenUpdate,
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, Resource, SealedValue, StateRecord,
+    StoreError, TokenField, TokenStore, TokenUpdate,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -236,6 +236,13 @@ impl TokenStore for FaultyStore {
         provider: Option<&str>,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
         self.inner.list_connections(provider).await
+    }
+
+    async fn connections_page(
+        &self,
+        query: &ConnectionPageQuery<'_>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        self.inner.connections_page(query).await
     }
 
     async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use chrono::{Duration, DurationRound, Utc};
 use grantry_core::{
-    AccessToken, Account, AccountDetails, ConnectionRecord, ConnectionStatus, Error, KeyRing,
-    RefreshPolicy, RefreshToken, Resource, ScopeSet, SealedValue, StateRecord, StoreError,
-    TokenSet, TokenStore, Vault,
+    AccessToken, Account, AccountDetails, ConnectionKey, ConnectionPageQuery, ConnectionRecord,
+    ConnectionStatus, ConnectionWalk, Error, KeyRing, RefreshPolicy, RefreshToken, Resource,
+    ScopeSet, SealedValue, StateRecord, StoreError, TokenSet, TokenStore, Vault,
 };
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;
@@ -765,6 +765,251 @@ async fn the_read_cache_is_invalidated_by_local_writes_and_expires() {
             "{}: expired",
             db.kind
         );
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+/// Reads every page of one filter in pages of `limit`, checking that none is longer.
+async fn walk_pages(
+    store: &dyn TokenStore,
+    provider: Option<&str>,
+    status: Option<ConnectionStatus>,
+    limit: u32,
+) -> Vec<ConnectionRecord> {
+    let mut all: Vec<ConnectionRecord> = Vec::new();
+    loop {
+        let after = all.last().map(ConnectionKey::of);
+        let page = store
+            .connections_page(&ConnectionPageQuery {
+                provider,
+                status,
+                after: after.as_ref(),
+                limit,
+            })
+            .await
+            .expect("page");
+        assert!(page.len() <= limit as usize, "a page exceeds its limit");
+        let full = page.len() == limit as usize;
+        all.extend(page);
+        if !full {
+            return all;
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_page_is_keyset_paged_filtered_and_carries_resources() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        // 23 users of one provider (every third needs re-consent, 0, 1 or 2 sites each), user
+        // ids whose byte order differs from their insertion order, and three other providers.
+        let mut users: Vec<String> = (0..20).map(|i| format!("u-{:02}", (i * 7) % 20)).collect();
+        users.extend(["Zed".to_owned(), "ülrike".to_owned(), "a%b_c".to_owned()]);
+        for (i, user) in users.iter().enumerate() {
+            let mut r = record(&format!("c-{i}"), user, "atlassian");
+            r.resources.truncate(i % 3);
+            if i.is_multiple_of(3) {
+                r.status = ConnectionStatus::NeedsReauth;
+            }
+            store.put_connection(&r).await.expect("put");
+        }
+        for (i, (user, provider)) in [
+            ("u-05", "other"),
+            ("b", "other"),
+            ("a", "zeta"),
+            ("u-99", "alpha"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            store
+                .put_connection(&record(&format!("x-{i}"), user, provider))
+                .await
+                .expect("put other");
+        }
+        let mut expected = users.clone();
+        expected.sort();
+
+        // One provider, pages of 5: every user once, in order, each record whole.
+        let walked = walk_pages(&store, Some("atlassian"), None, 5).await;
+        assert_eq!(
+            walked.iter().map(|r| r.user_id.clone()).collect::<Vec<_>>(),
+            expected,
+            "{}: one provider in user-id order",
+            db.kind
+        );
+        for r in &walked {
+            let single = store
+                .connection(&r.user_id, "atlassian")
+                .await
+                .expect("get")
+                .expect("row");
+            assert_eq!(
+                r, &single,
+                "{}: a page row equals the row read alone",
+                db.kind
+            );
+        }
+        assert!(
+            walked.iter().any(|r| r.resources.len() == 2)
+                && walked.iter().any(|r| r.resources.is_empty()),
+            "{}: rows with and without sites",
+            db.kind
+        );
+
+        // Status filters, in pages of 3: the same rows as filtering the whole list.
+        for status in [ConnectionStatus::NeedsReauth, ConnectionStatus::Active] {
+            let filtered = walk_pages(&store, Some("atlassian"), Some(status), 3).await;
+            let want: Vec<&str> = walked
+                .iter()
+                .filter(|r| r.status == status)
+                .map(|r| r.user_id.as_str())
+                .collect();
+            assert!(want.len() >= 7, "{}: both statuses seeded", db.kind);
+            assert_eq!(
+                filtered
+                    .iter()
+                    .map(|r| r.user_id.as_str())
+                    .collect::<Vec<_>>(),
+                want,
+                "{}: status {}",
+                db.kind,
+                status.as_str()
+            );
+        }
+
+        // A key of another provider starts before or after all of this provider's rows.
+        let page_after = |key: ConnectionKey, limit: u32| {
+            let store = &store;
+            async move {
+                store
+                    .connections_page(&ConnectionPageQuery {
+                        provider: Some("atlassian"),
+                        status: None,
+                        after: Some(&key),
+                        limit,
+                    })
+                    .await
+                    .expect("page")
+            }
+        };
+        let first = page_after(
+            ConnectionKey {
+                provider: "alpha".into(),
+                user_id: "zzz".into(),
+            },
+            2,
+        )
+        .await;
+        assert_eq!(
+            first.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(),
+            [expected[0].as_str(), expected[1].as_str()],
+            "{}: an earlier provider's key",
+            db.kind
+        );
+        let none = page_after(
+            ConnectionKey {
+                provider: "zeta".into(),
+                user_id: String::new(),
+            },
+            2,
+        )
+        .await;
+        assert!(none.is_empty(), "{}: a later provider's key", db.kind);
+        let zero = page_after(
+            ConnectionKey {
+                provider: "atlassian".into(),
+                user_id: String::new(),
+            },
+            0,
+        )
+        .await;
+        assert!(zero.is_empty(), "{}: limit 0", db.kind);
+
+        // Every provider: (provider, user id) order across providers, with and without status.
+        let all = walk_pages(&store, None, None, 4).await;
+        let keys: Vec<ConnectionKey> = all.iter().map(ConnectionKey::of).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "{}: every provider in key order", db.kind);
+        assert_eq!(keys.len(), users.len() + 4);
+        assert_eq!(keys[0].provider, "alpha");
+        assert_eq!(keys[keys.len() - 1].provider, "zeta");
+        let active = walk_pages(&store, None, Some(ConnectionStatus::Active), 4).await;
+        assert_eq!(
+            active.iter().map(ConnectionKey::of).collect::<Vec<_>>(),
+            all.iter()
+                .filter(|r| r.status == ConnectionStatus::Active)
+                .map(ConnectionKey::of)
+                .collect::<Vec<_>>(),
+            "{}: every provider, active only",
+            db.kind
+        );
+
+        // A walk reads the same rows whether its last page is full (9 of 27) or not (10).
+        for batch in [9, 10] {
+            let mut walk = ConnectionWalk::new(&store, None, None, batch);
+            let mut walked = Vec::new();
+            while let Some(r) = walk.next().await.expect("walk") {
+                walked.push(ConnectionKey::of(&r));
+            }
+            assert_eq!(walked, keys, "{}: walk in batches of {batch}", db.kind);
+        }
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn reencrypt_moves_every_row_across_several_pages() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let old_key = KeyRing::generate_key_base64();
+        let new_key = KeyRing::generate_key_base64();
+        let policy = RefreshPolicy::default();
+        let old_vault = Vault::new(Arc::new(store.clone()), ring(&old_key, &[]));
+        // More rows than one page of `reencrypt` (500), over two providers, saved 8 at a time.
+        let n: usize = 523;
+        let mut saves = tokio::task::JoinSet::new();
+        for i in 0..n {
+            if saves.len() >= 8 {
+                saves.join_next().await.expect("a save").expect("joined");
+            }
+            let (vault, policy) = (old_vault.clone(), policy.clone());
+            saves.spawn(async move {
+                let provider = if i.is_multiple_of(4) { "q" } else { "p" };
+                vault
+                    .save_grant(
+                        &format!("u-{i:04}"),
+                        provider,
+                        &tokens(&format!("access-{i}"), Some(&format!("refresh-{i}"))),
+                        &AccountDetails::default(),
+                        &policy,
+                        now(),
+                    )
+                    .await
+                    .expect("save");
+            });
+        }
+        while let Some(done) = saves.join_next().await {
+            done.expect("joined");
+        }
+        let rotated = Vault::new(Arc::new(store.clone()), ring(&new_key, &[&old_key]));
+        let report = rotated.reencrypt().await.expect("reencrypt");
+        assert_eq!((report.moved, report.current), (n, 0), "{}", db.kind);
+        // Every row opens with the new key alone.
+        let only_new = Vault::new(Arc::new(store.clone()), ring(&new_key, &[]));
+        only_new.check_keys().await.expect("all on the new key");
+        let mut walk = ConnectionWalk::new(&store, None, None, 250);
+        let mut opened = 0;
+        while let Some(row) = walk.next().await.expect("walk") {
+            let i: usize = row.user_id[2..].parse().expect("index");
+            let tokens = only_new.open_tokens(&row).expect("open");
+            assert_eq!(tokens.access_token.secret(), format!("access-{i}"));
+            opened += 1;
+        }
+        assert_eq!(opened, n, "{}", db.kind);
         store.close().await;
         db.cleanup().await;
     }

@@ -665,3 +665,104 @@ async fn demo_sign_in_sets_an_http_only_cookie_for_the_page() {
     assert!(!logs.contains(&token), "no token in the logs");
     assert!(!logs.contains("a-real-looking-secret"));
 }
+
+#[tokio::test]
+async fn admin_section_pages_and_its_remove_button_never_breaks_a_word() {
+    chromedriver();
+    let db = TestDatabase::sqlite();
+    let harness = Harness::start(&db, fake_config(), true).await;
+    // 120 connections: the page shows 50, then "Show more" twice (50 and 20).
+    let (users, _) = crate::admin_pages::seed(&harness, 120).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let token = harness.token("admin-1", "admin");
+    let sign_in = axum::routing::get(move || async move {
+        (
+            [(
+                axum::http::header::SET_COOKIE,
+                format!("token={token}; HttpOnly; SameSite=Lax; Path=/"),
+            )],
+            axum::response::Redirect::to("/settings/connections"),
+        )
+    });
+    let app = axum::Router::new()
+        .route("/sign-in", sign_in)
+        .merge(grantry_server::router(harness.state.clone()));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let browser = Browser::start().await;
+    browser
+        .run(move |page| async move {
+            const BLOCK: &str = "#admin:not([hidden]) [data-admin-provider='atlassian']";
+            let rows = format!("{BLOCK} tbody tr[data-user]");
+            let more = format!("{BLOCK} [data-action='admin-more']");
+            // A phone-sized window: the table's columns get narrow.
+            page.client
+                .set_window_size(400, 900)
+                .await
+                .expect("window size");
+            page.goto(&format!("{base}/sign-in")).await;
+            page.ready().await;
+            page.wait(&rows).await;
+            assert_eq!(page.count(&rows).await, 50, "the first page");
+            assert!(
+                page.text(&format!("{BLOCK} [data-role='shown']"))
+                    .await
+                    .contains("Showing 50 connections, more below."),
+            );
+
+            // Every Remove label sits on one line, also once armed ("Confirm removal").
+            let one_line = format!(
+                "return Array.from(document.querySelectorAll(\"{BLOCK} [data-action='admin-remove']\"))\
+                 .map(function (b) {{ var r = document.createRange(); r.selectNodeContents(b); \
+                 return r.getClientRects().length; }}).filter(function (n) {{ return n !== 1; }}).length"
+            );
+            assert_eq!(page.script(&one_line).await, json!(0), "a label wraps");
+            let first = format!("{rows}:first-child [data-action='admin-remove']");
+            page.click(&first).await;
+            assert_eq!(page.text(&first).await, "Confirm removal");
+            assert_eq!(page.script(&one_line).await, json!(0), "the armed label wraps");
+            page.screenshot("07-admin-narrow.png").await;
+
+            // Confirming removes that row in place; the rest stay.
+            page.click(&first).await;
+            page.wait(&format!("{rows}:first-child[data-user='{}']", users[1]))
+                .await;
+            assert_eq!(page.count(&rows).await, 49);
+            assert!(
+                page.text("#notice")
+                    .await
+                    .contains(&format!("{} is removed", users[0]))
+            );
+
+            // Show more follows the Link header, which starts after the last user shown: 99,
+            // then 119 and no button left.
+            page.click(&more).await;
+            page.wait(&format!("{rows}:nth-child(99)")).await;
+            page.click(&more).await;
+            page.wait(&format!("{rows}:nth-child(119)")).await;
+            assert_eq!(page.count(&rows).await, 119);
+            assert_eq!(page.count(&more).await, 0, "no page after the last");
+            assert!(
+                page.text(&format!("{BLOCK} [data-role='shown']"))
+                    .await
+                    .contains("Showing 119 connections.")
+            );
+            let shown = page
+                .script(&format!(
+                    "return Array.from(document.querySelectorAll(\"{rows}\"))\
+                     .map(function (r) {{ return r.getAttribute('data-user'); }})"
+                ))
+                .await;
+            assert_eq!(shown, json!(users[1..]), "every user once, in order");
+            assert_eq!(page.script(&one_line).await, json!(0), "a label wraps");
+        })
+        .await;
+    server.abort();
+    drop(harness);
+    db.cleanup().await;
+}

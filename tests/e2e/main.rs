@@ -1,5 +1,6 @@
 //! End-to-end tests of the `grantry` binary.
 
+mod admin_pages;
 mod browser;
 mod cli;
 mod connect;

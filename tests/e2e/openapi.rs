@@ -69,6 +69,35 @@ async fn the_document_and_the_router_agree() {
         );
     }
 
+    // The paged admin list documents its parameters and the Link header of the next page.
+    let list = &paths["/api/v1/atlassian/admin/connections"]["get"];
+    let params = list["parameters"].as_array().expect("parameters");
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("parameter {name} is not documented: {list}"))
+    };
+    for name in ["limit", "status", "cursor"] {
+        assert_eq!(param(name)["in"], "query");
+        assert_ne!(param(name)["required"], true);
+    }
+    let limit = param("limit")["schema"].to_string();
+    assert!(
+        limit.contains("\"minimum\":1") && limit.contains("\"maximum\":1000"),
+        "{limit}"
+    );
+    let status = param("status")["schema"].to_string();
+    assert!(
+        status.contains("\"active\"") && status.contains("\"needs_reauth\""),
+        "{status}"
+    );
+    assert!(
+        list["responses"]["200"]["headers"]["Link"].is_object(),
+        "{list}"
+    );
+    assert!(list["responses"]["400"].is_object(), "{list}");
+
     let admin = h.token("admin-1", "admin");
     let mut operations = 0;
     for (path, item) in paths {

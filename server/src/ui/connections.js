@@ -81,6 +81,11 @@
   // ---- the API -------------------------------------------------------------------------
 
   function api(method, path, body) {
+    return request(method, base + '/api/v1' + path, body);
+  }
+
+  // `url` is a path of this origin (API paths, or the server's own Link targets).
+  function request(method, url, body) {
     var init = {
       method: method,
       credentials: 'same-origin',
@@ -91,7 +96,7 @@
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
     }
-    return fetch(base + '/api/v1' + path, init).then(function (response) {
+    return fetch(url, init).then(function (response) {
       return response.text().then(function (raw) {
         var data = null;
         if (raw) {
@@ -558,64 +563,158 @@
 
   // ---- the admin section ---------------------------------------------------------------------
 
-  function adminTable(provider, list) {
+  // Connections per admin page; the server pages by user id and links the next page.
+  var ADMIN_PAGE = 50;
+
+  // The target of an RFC 8288 `Link: <…>; rel="next"` header, when it stays on this origin.
+  function nextLink(headers) {
+    var value = headers && headers.get('Link');
+    if (!value) {
+      return null;
+    }
+    var parts = value.split(',');
+    for (var i = 0; i < parts.length; i++) {
+      var match = /^\s*<([^>]*)>\s*;(.*)$/.exec(parts[i]);
+      if (match && /(^|;)\s*rel\s*=\s*"?next"?\s*(;|$)/i.test(match[2])) {
+        try {
+          var url = new URL(match[1], window.location.href);
+          return url.origin === window.location.origin ? url.pathname + url.search : null;
+        } catch (e) {
+          return null;
+        }
+      }
+    }
+    return null;
+  }
+
+  function adminRow(provider, c, block) {
+    var state = stateOf(c);
+    var sites = (Array.isArray(c.sites) ? c.sites : []).map(function (s) { return text(s && s.name); })
+      .filter(Boolean).join(', ');
+    var user = text(c.user_id);
+    var remove = el('button', { type: 'button', class: 'danger', 'data-action': 'admin-remove', 'data-user': user }, 'Remove');
+    var armed = null;
+    var failure = text(c.last_failure);
+    var row = el('tr', { 'data-user': user },
+      el('td', null, user),
+      el('td', null, account(c.account)),
+      el('td', null, el('span', { class: 'badge badge-' + state }, BADGES[state]),
+        failure ? el('div', { class: 'muted small' }, failure) : null),
+      el('td', null, sites || '—'),
+      el('td', null, when(c.connected_at, false) || '—'),
+      el('td', null, when(c.refresh_token_expires_at, false) || '—'),
+      el('td', { class: 'row-actions' }, remove));
+    remove.addEventListener('click', function () {
+      if (remove.disabled) {
+        return;
+      }
+      if (!armed) {
+        remove.textContent = 'Confirm removal';
+        remove.classList.add('primary');
+        armed = window.setTimeout(function () {
+          armed = null;
+          remove.textContent = 'Remove';
+          remove.classList.remove('primary');
+        }, CONFIRM_MS);
+        return;
+      }
+      window.clearTimeout(armed);
+      remove.disabled = true;
+      api('DELETE', providerPath(provider.id, '/admin/connections/' + encodeURIComponent(user))).then(function (result) {
+        if (result.ok || result.code === 'not_connected') {
+          // The pages after this one start after a user id, so removing a row shifts nothing.
+          row.remove();
+        }
+        if (result.ok) {
+          showNotice('The ' + provider.name + ' connection of ' + user + ' is removed.');
+        } else {
+          remove.disabled = false;
+          showError(explain(result, provider.name));
+        }
+        var emptied = !block.querySelector('tbody tr') && !block.querySelector('[data-action="admin-more"]');
+        return Promise.all([emptied ? refreshAdminOf(provider) : null, refreshProvider(provider)]);
+      });
+    });
+    return row;
+  }
+
+  // One provider's block: the first page, then "Show more" while the server links a next page.
+  function adminBlock(provider, result) {
     var block = el('div', { class: 'admin-block', 'data-admin-provider': provider.id },
       el('h3', null, provider.name));
-    if (!list.length) {
+    if (!result.ok || !Array.isArray(result.data)) {
+      block.appendChild(el('p', { class: 'warning' }, 'The list could not be read. ' + explain(result, provider.name)));
+      return block;
+    }
+    if (!result.data.length) {
       block.appendChild(el('p', { class: 'muted', 'data-role': 'empty' }, 'No one has connected ' + provider.name + ' yet.'));
       return block;
     }
-    var rows = list.map(function (c) {
-      var state = stateOf(c);
-      var sites = (Array.isArray(c.sites) ? c.sites : []).map(function (s) { return text(s && s.name); })
-        .filter(Boolean).join(', ');
-      var user = text(c.user_id);
-      var remove = el('button', { type: 'button', class: 'danger', 'data-action': 'admin-remove', 'data-user': user }, 'Remove');
-      var armed = null;
-      remove.addEventListener('click', function () {
-        if (remove.disabled) {
-          return;
-        }
-        if (!armed) {
-          remove.textContent = 'Confirm removal';
-          remove.classList.add('primary');
-          armed = window.setTimeout(function () {
-            armed = null;
-            remove.textContent = 'Remove';
-            remove.classList.remove('primary');
-          }, CONFIRM_MS);
-          return;
-        }
-        window.clearTimeout(armed);
-        remove.disabled = true;
-        api('DELETE', providerPath(provider.id, '/admin/connections/' + encodeURIComponent(user))).then(function (result) {
-          if (result.ok) {
-            showNotice('The ' + provider.name + ' connection of ' + user + ' is removed.');
-          } else {
-            showError(explain(result, provider.name));
-          }
-          return Promise.all([refreshAdmin(), refreshProvider(provider)]);
-        });
-      });
-      var failure = text(c.last_failure);
-      return el('tr', { 'data-user': user },
-        el('td', null, user),
-        el('td', null, account(c.account)),
-        el('td', null, el('span', { class: 'badge badge-' + state }, BADGES[state]),
-          failure ? el('div', { class: 'muted small' }, failure) : null),
-        el('td', null, sites || '—'),
-        el('td', null, when(c.connected_at, false) || '—'),
-        el('td', null, when(c.refresh_token_expires_at, false) || '—'),
-        el('td', null, remove));
-    });
+    var body = el('tbody', null);
+    var shown = el('p', { class: 'muted small', 'data-role': 'shown', 'aria-live': 'polite' });
+    var more = el('div', { class: 'actions' });
     block.appendChild(el('div', { class: 'table-wrap' },
       el('table', null,
         el('thead', null, el('tr', null,
           ['User', 'Account', 'Status', 'Sites', 'Connected', 'Approval valid until', ''].map(function (h) {
             return el('th', { scope: 'col' }, h);
           }))),
-        el('tbody', null, rows))));
+        body)));
+    block.appendChild(shown);
+    block.appendChild(more);
+
+    function add(page, next) {
+      page.forEach(function (c) {
+        if (c && typeof c === 'object') {
+          body.appendChild(adminRow(provider, c, block));
+        }
+      });
+      var count = body.querySelectorAll('tr').length;
+      shown.textContent = count === 1 ? 'Showing 1 connection' : 'Showing ' + count + ' connections';
+      shown.textContent += next ? ', more below.' : '.';
+      clear(more);
+      if (next) {
+        more.appendChild(button('Show more', { 'data-action': 'admin-more' }, function () {
+          return request('GET', next).then(function (result) {
+            if (result.code === 'unauthorized') {
+              signedOut();
+              return;
+            }
+            if (!result.ok || !Array.isArray(result.data)) {
+              showError('More ' + provider.name + ' connections could not be read. ' + explain(result, provider.name));
+              add([], next);
+              return;
+            }
+            add(result.data, nextLink(result.headers));
+            // The button that had the focus is gone: hand it to the next one, or the new rows.
+            var again = more.querySelector('button');
+            var target = again || body.querySelector('tr:last-child button');
+            if (target) {
+              target.focus();
+            }
+          });
+        }));
+      }
+    }
+    add(result.data, nextLink(result.headers));
     return block;
+  }
+
+  function firstAdminPage(provider) {
+    return api('GET', providerPath(provider.id, '/admin/connections?limit=' + ADMIN_PAGE));
+  }
+
+  // Reloads one provider's block from its first page.
+  function refreshAdminOf(provider) {
+    return firstAdminPage(provider).then(function (result) {
+      var old = document.querySelector('[data-admin-provider="' + CSS.escape(provider.id) + '"]');
+      var block = adminBlock(provider, result);
+      if (old) {
+        old.replaceWith(block);
+      } else {
+        $('admin-lists').appendChild(block);
+      }
+    });
   }
 
   // Learns the role by asking: 403 on the admin list means "not an admin".
@@ -623,9 +722,7 @@
     if (!providers.length) {
       return Promise.resolve();
     }
-    return Promise.all(providers.map(function (p) {
-      return api('GET', providerPath(p.id, '/admin/connections'));
-    })).then(function (results) {
+    return Promise.all(providers.map(firstAdminPage)).then(function (results) {
       isAdmin = results.some(function (r) { return r.ok; });
       var lists = $('admin-lists');
       clear(lists);
@@ -634,14 +731,7 @@
         return;
       }
       results.forEach(function (result, i) {
-        var provider = providers[i];
-        if (result.ok && Array.isArray(result.data)) {
-          lists.appendChild(adminTable(provider, result.data));
-        } else {
-          lists.appendChild(el('div', { class: 'admin-block', 'data-admin-provider': provider.id },
-            el('h3', null, provider.name),
-            el('p', { class: 'warning' }, 'The list could not be read. ' + explain(result, provider.name))));
-        }
+        lists.appendChild(adminBlock(providers[i], result));
       });
     });
   }

@@ -3,7 +3,8 @@
 //! `GET /settings/connections` is public HTML that knows no provider and holds no data. Its
 //! script discovers the mounted providers through `GET /api/v1/providers`, reads each one's
 //! `connection/status`, completes a returning OAuth callback (the page is the redirect URI),
-//! and learns whether the user is an admin by trying `admin/connections` (403: not an admin).
+//! and learns whether the user is an admin by trying `admin/connections` (403: not an admin);
+//! an admin's lists load a page at a time, following the `Link: rel="next"` header.
 //! The API calls are same-origin, so the browser sends the `token` cookie; the API never
 //! answers a token to them. The assets live under `/settings/assets/` and are referenced
 //! relatively, so the page also works when the router is nested under a prefix.

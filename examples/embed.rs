@@ -28,8 +28,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use grantry::atlassian::fake::{FakeAtlassian, FakeConfig};
 use grantry_core::{
-    ApiError, Authenticator, KeyRing, Principal, RefreshSettings, Role, StateToken, Vault,
-    build_providers,
+    ApiError, Authenticator, Credential, KeyRing, Principal, RefreshSettings, Role, StateToken,
+    Vault, build_providers,
 };
 use grantry_server::{AppState, Config, SqlStore};
 use secrecy::SecretString;
@@ -76,6 +76,8 @@ impl Authenticator for Sessions {
         Ok(Principal {
             user_id,
             role: if admin { Role::Admin } else { Role::User },
+            // The session cookie: grantry refuses its writes from other sites.
+            credential: Credential::Cookie,
         })
     }
 }

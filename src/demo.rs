@@ -49,8 +49,8 @@ fn public_addr(local: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Runs the demo until Ctrl-C.
-pub(crate) async fn run() -> Result<(), ServerError> {
+/// Runs the demo until Ctrl-C; a bind address off loopback only with `allow_remote`.
+pub(crate) async fn run(allow_remote: bool) -> Result<(), ServerError> {
     let bind_text = std::env::var("GRANTRY_BIND")
         .unwrap_or_else(|_| grantry_server::config::DEFAULT_BIND.into());
     let bind: SocketAddr = bind_text.trim().parse().map_err(|_| {
@@ -59,6 +59,16 @@ pub(crate) async fn run() -> Result<(), ServerError> {
             reason: format!("`{bind_text}` is not an address such as 127.0.0.1:8080"),
         })
     })?;
+    if !bind.ip().is_loopback() && !allow_remote {
+        return Err(ServerError::Config(ConfigError::Invalid {
+            variable: "GRANTRY_BIND".into(),
+            reason: format!(
+                "the demo listens on loopback only (127.0.0.1 or [::1]), not on {bind}: anyone \
+                 who reaches it can sign in as its admin at /demo/login. Start it with \
+                 `grantry demo --allow-remote` if you mean it"
+            ),
+        }));
+    }
     if !bind.ip().is_loopback() {
         eprintln!(
             "warning: the demo listens on {bind}, not on loopback: anyone who reaches it can sign in \
@@ -162,17 +172,20 @@ pub(crate) async fn run() -> Result<(), ServerError> {
         config.maintenance_interval,
         stop_rx,
     ));
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(grantry_server::shutdown_signal())
-        .await
-        .map_err(|e| io_error(&local.to_string(), e));
+    grantry_server::serve_router(
+        listener,
+        app,
+        config.http,
+        grantry_server::shutdown_signal(),
+    )
+    .await;
     let _ = stop_tx.send(true);
     if let Err(e) = maintenance.await {
         tracing::warn!(error = %e, "maintenance task ended abnormally");
     }
     drop(fake);
     drop(scratch);
-    result
+    Ok(())
 }
 
 fn sign(secret: &SecretString, user: &str, role: &str) -> Result<String, ServerError> {

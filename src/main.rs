@@ -38,7 +38,12 @@ enum Command {
     Providers,
     /// Try the whole flow locally: a fake Atlassian, the server, a throw-away database.
     #[cfg(feature = "demo")]
-    Demo,
+    Demo {
+        /// Listen on a GRANTRY_BIND that is not loopback (anyone who reaches it can sign in as
+        /// the demo admin).
+        #[arg(long)]
+        allow_remote: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,8 +71,8 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), ServerError> {
     #[cfg(feature = "demo")]
-    if let Command::Demo = command {
-        return demo::run().await;
+    if let Command::Demo { allow_remote } = command {
+        return demo::run(allow_remote).await;
     }
     let config = Config::load()?;
     logging::init(&config.log_level)?;
@@ -127,6 +132,6 @@ async fn run(command: Command) -> Result<(), ServerError> {
         }
         Command::Keygen => Ok(()),
         #[cfg(feature = "demo")]
-        Command::Demo => Ok(()),
+        Command::Demo { .. } => Ok(()),
     }
 }

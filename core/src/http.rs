@@ -132,6 +132,16 @@ pub enum Role {
     User,
 }
 
+/// How a request proved who makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A credential the client sent on purpose (`Authorization: Bearer`); browsers never attach it
+    /// to a cross-site request by themselves.
+    Bearer,
+    /// A cookie, which browsers attach by themselves: unsafe methods must come from an allowed origin.
+    Cookie,
+}
+
 /// The authenticated user of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -139,12 +149,19 @@ pub struct Principal {
     pub user_id: String,
     /// The user's role.
     pub role: Role,
+    /// Where the credential came from.
+    pub credential: Credential,
 }
 
 impl Principal {
     /// Whether the user is an admin.
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// Whether the credential came from a cookie (attached by the browser on its own).
+    pub fn by_cookie(&self) -> bool {
+        self.credential == Credential::Cookie
     }
 
     /// The principal if admin, else 403.

@@ -21,11 +21,11 @@ pub mod vault;
 pub use cache::CachedStore;
 pub use error::{ConfigError, CryptoError, Error, ProviderError, StoreError};
 pub use http::{
-    ApiError, Authenticator, AuthenticatorHandle, ErrorBody, FreshToken, Principal, ProviderHandle,
-    RefresherHandle, Role,
+    ApiError, Authenticator, AuthenticatorHandle, Credential, ErrorBody, FreshToken, Principal,
+    ProviderHandle, RefresherHandle, Role,
 };
 pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
-pub use maintenance::MaintenanceReport;
+pub use maintenance::{MaintenanceMetrics, MaintenanceReport, MaintenanceSettings};
 pub use provider::{
     AuthorizeRequest, BuildFn, CallbackContext, Provider, ProviderFactory, ProviderSettings,
     ProvidersConfig, RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers,
@@ -38,7 +38,7 @@ pub use secret::{
 };
 pub use store::{
     ConnectionKey, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionWalk,
-    StateRecord, TokenStore, TokenUpdate,
+    DueConnection, StateRecord, TokenHandout, TokenStore, TokenUpdate,
 };
 pub use token::{Account, AccountDetails, Resource, TokenSet};
 pub use vault::{BINDING_FAILURE, ReencryptReport, Vault};

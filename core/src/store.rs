@@ -217,6 +217,33 @@ pub struct StateRecord {
     pub code_verifier: Option<SealedValue>,
 }
 
+/// One hand-out of a user's access token to an admin, as audited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHandout {
+    /// Increasing id; pages of the audit are keyed by it.
+    pub id: i64,
+    /// The provider id.
+    pub provider: String,
+    /// The admin who took the token.
+    pub admin_id: String,
+    /// The user whose token it was.
+    pub user_id: String,
+    /// When it was handed out.
+    pub handed_out_at: DateTime<Utc>,
+}
+
+/// An active connection a maintenance pass must act on; the last one of a batch is where the
+/// next batch starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueConnection {
+    /// The connection id.
+    pub id: String,
+    /// The row version when it was read (fences writes against a reconnect).
+    pub version: i64,
+    /// The expiry that made it due (inactivity or absolute, depending on the query).
+    pub due_at: DateTime<Utc>,
+}
+
 /// Persistent storage of connections and states; every method is atomic.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -324,8 +351,41 @@ pub trait TokenStore: Send + Sync + 'static {
     /// The number of connections per (provider, status), ordered.
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError>;
 
-    /// Every distinct key id that sealed a stored value.
-    async fn key_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Every distinct key id that sealed a stored token, or the PKCE verifier of a state still
+    /// pending at `now`.
+    async fn key_ids(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+
+    /// Up to `limit` active connections of `provider` with a refresh token whose inactivity
+    /// expiry is before `cutoff`, ordered by (that expiry, id), starting after `after`.
+    async fn due_for_keep_alive(
+        &self,
+        provider: &str,
+        cutoff: DateTime<Utc>,
+        after: Option<&DueConnection>,
+        limit: u32,
+    ) -> Result<Vec<DueConnection>, StoreError>;
+
+    /// Up to `limit` active connections of `provider` whose absolute expiry is at or before
+    /// `now`, ordered by (that expiry, id), starting after `after`.
+    async fn past_absolute_expiry(
+        &self,
+        provider: &str,
+        now: DateTime<Utc>,
+        after: Option<&DueConnection>,
+        limit: u32,
+    ) -> Result<Vec<DueConnection>, StoreError>;
+
+    /// Takes or renews the lease of background task `name` for `duration` of the database clock,
+    /// if it is free, expired or already held by `owner`; whether `owner` holds it now.
+    async fn try_acquire_task_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        duration: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends the lease of task `name` if `owner` still holds it.
+    async fn release_task_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 
     /// Stores a new state, then deletes the other states of its user and provider that are
     /// expired or used, and the oldest beyond `max_pending` (the new state always stays).
@@ -341,6 +401,24 @@ pub trait TokenStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<StateRecord>, StoreError>;
 
-    /// Deletes states that expired before `now`; how many.
-    async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` states that expired at or before `now`; how many.
+    async fn purge_expired_states(&self, now: DateTime<Utc>, limit: u32)
+    -> Result<u64, StoreError>;
+
+    /// Audits that `admin_id` took the `provider` access token of `user_id` at `at`; the stored row.
+    async fn record_token_handout(
+        &self,
+        provider: &str,
+        admin_id: &str,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TokenHandout, StoreError>;
+
+    /// The hand-outs of `provider`, newest first: at most `limit`, only ids below `before` when given.
+    async fn token_handouts(
+        &self,
+        provider: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TokenHandout>, StoreError>;
 }

@@ -76,7 +76,7 @@ impl Vault {
     /// Fails, naming every missing key id, when a stored value is sealed with a key the ring lacks.
     pub async fn check_keys(&self) -> Result<(), Error> {
         let mut missing = Vec::new();
-        for text in self.store.key_ids().await? {
+        for text in self.store.key_ids(Utc::now()).await? {
             let id = KeyId::parse(&text)
                 .ok_or_else(|| StoreError::Corrupt(format!("key id `{text}` is not a key id")))?;
             if !self.keys.knows(id) {

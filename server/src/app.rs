@@ -1,7 +1,7 @@
 //! Application state and the axum router.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -10,12 +10,36 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use grantry_core::{
-    ApiError, Authenticator, AuthenticatorHandle, Principal, Provider, RefreshSettings, Refresher,
-    RefresherHandle, TokenStore, Vault,
+    ApiError, Authenticator, AuthenticatorHandle, MaintenanceMetrics, MaintenanceSettings,
+    Principal, Provider, RefreshSettings, Refresher, RefresherHandle, TokenStore, Vault,
 };
 use serde_json::{Value, json};
 
+use crate::auth::{CrossSiteGuard, CrossSitePolicy};
+use crate::metrics::CountsCache;
+use crate::metrics::MetricsToken;
 use crate::routes::provider_router;
+
+/// Settings of the HTTP API beyond who a user is: cross-site writes, the token hand-out, `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Origins besides the server's own that may send cookie-authenticated writes.
+    pub cross_site: CrossSitePolicy,
+    /// Whether admins may take a user's access token (`GRANTRY_ACCESS_TOKEN_ROUTE`).
+    pub access_token_route: bool,
+    /// The bearer token `/metrics` requires, when set (`GRANTRY_METRICS_TOKEN`).
+    pub metrics_token: Option<MetricsToken>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            cross_site: CrossSitePolicy::default(),
+            access_token_route: true,
+            metrics_token: None,
+        }
+    }
+}
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -23,11 +47,16 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     vault: Vault,
     providers: Vec<Arc<dyn Provider>>,
     authenticator: Arc<dyn Authenticator>,
     refresher: Arc<Refresher>,
+    settings: ApiSettings,
+    maintenance: MaintenanceSettings,
+    maintenance_metrics: Arc<MaintenanceMetrics>,
+    counts: Arc<CountsCache>,
     max_pending_states: usize,
 }
 
@@ -58,28 +87,79 @@ impl AppState {
                 providers,
                 authenticator,
                 refresher,
+                settings: ApiSettings::default(),
+                maintenance: MaintenanceSettings::default(),
+                maintenance_metrics: Arc::default(),
+                counts: Arc::new(CountsCache::new(Duration::from_secs(
+                    crate::config::DEFAULT_METRICS_COUNTS_TTL_SECS,
+                ))),
                 max_pending_states: crate::config::DEFAULT_MAX_PENDING_STATES,
             }),
         }
     }
 
-    /// The same state keeping at most `max` pending authorizations per user and provider.
-    pub fn with_max_pending_states(self, max: usize) -> Self {
-        let i = &self.inner;
+    /// This state with `settings` (call before the state is shared).
+    #[must_use]
+    pub fn with_settings(self, settings: ApiSettings) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.settings = settings;
         Self {
-            inner: Arc::new(Inner {
-                vault: i.vault.clone(),
-                providers: i.providers.clone(),
-                authenticator: Arc::clone(&i.authenticator),
-                refresher: Arc::clone(&i.refresher),
-                max_pending_states: max.max(1),
-            }),
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// This state with the given maintenance tuning (set it before serving).
+    #[must_use]
+    pub fn with_maintenance(self, settings: MaintenanceSettings) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.maintenance = settings;
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// This state keeping at most `max` pending authorizations per user and provider.
+    #[must_use]
+    pub fn with_max_pending_states(self, max: usize) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.max_pending_states = max.max(1);
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
     /// How many pending authorizations are kept per user and provider.
     pub fn max_pending_states(&self) -> usize {
         self.inner.max_pending_states
+    }
+
+    /// The settings of the HTTP API.
+    pub fn settings(&self) -> &ApiSettings {
+        &self.inner.settings
+    }
+
+    /// This state with `/metrics` connection counts cached for `ttl` (0 = counted every scrape).
+    #[must_use]
+    pub fn with_counts_ttl(self, ttl: Duration) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.counts = Arc::new(CountsCache::new(ttl));
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The maintenance tuning.
+    pub fn maintenance(&self) -> &MaintenanceSettings {
+        &self.inner.maintenance
+    }
+
+    /// The counters of this process's maintenance passes.
+    pub fn maintenance_metrics(&self) -> &MaintenanceMetrics {
+        &self.inner.maintenance_metrics
+    }
+
+    pub(crate) fn counts(&self) -> &CountsCache {
+        &self.inner.counts
     }
 
     /// The vault (store plus keys).
@@ -129,9 +209,10 @@ pub fn router(state: AppState) -> Router {
     }
     app.merge(crate::ui::router())
         .fallback(not_found)
-        .layer(Extension(AuthenticatorHandle(
-            state.inner.authenticator.clone(),
-        )))
+        .layer(Extension(AuthenticatorHandle(Arc::new(CrossSiteGuard {
+            inner: state.inner.authenticator.clone(),
+            policy: state.inner.settings.cross_site.clone(),
+        }))))
         .layer(Extension(RefresherHandle(state.inner.refresher.clone())))
         .layer(middleware::from_fn(log_request))
 }

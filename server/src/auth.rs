@@ -1,10 +1,15 @@
-//! The default authenticator: HS256 JWTs from `Authorization: Bearer` or the `token` cookie.
+//! The default authenticator: HS256 JWTs from `Authorization: Bearer` or the `token` cookie; and
+//! the guard that refuses cookie-authenticated writes from other sites.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
 use axum::http::request::Parts;
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, StatusCode};
 use axum_extra::extract::CookieJar;
-use grantry_core::{ApiError, Authenticator, Principal, Role};
+use grantry_core::{ApiError, Authenticator, Credential, Principal, Role};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -82,7 +87,7 @@ impl JwtAuthenticator {
         )
     }
 
-    fn token(parts: &Parts) -> Option<String> {
+    fn token(parts: &Parts) -> Option<(String, Credential)> {
         if let Some(value) = parts
             .headers
             .get(AUTHORIZATION)
@@ -93,7 +98,7 @@ impl JwtAuthenticator {
                 && scheme.eq_ignore_ascii_case("bearer")
                 && !token.trim().is_empty()
             {
-                return Some(token.trim().to_owned());
+                return Some((token.trim().to_owned(), Credential::Bearer));
             }
             return None;
         }
@@ -101,13 +106,14 @@ impl JwtAuthenticator {
             .get("token")
             .map(|c| c.value().to_owned())
             .filter(|v| !v.is_empty())
+            .map(|v| (v, Credential::Cookie))
     }
 }
 
 #[async_trait]
 impl Authenticator for JwtAuthenticator {
     async fn authenticate(&self, parts: &Parts) -> Result<Principal, ApiError> {
-        let token = Self::token(parts)
+        let (token, credential) = Self::token(parts)
             .ok_or_else(|| ApiError::unauthorized("sign in: send Authorization: Bearer <token>"))?;
         let data = decode::<Claims>(&token, &self.key, &self.validation)
             .map_err(|_| ApiError::unauthorized("the bearer token is invalid or expired"))?;
@@ -120,7 +126,87 @@ impl Authenticator for JwtAuthenticator {
                 Some("admin") => Role::Admin,
                 _ => Role::User,
             },
+            credential,
         })
+    }
+}
+
+/// Which origins, besides the server's own, may send writes signed in by a cookie
+/// (`GRANTRY_CSRF_ALLOWED_ORIGINS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CrossSitePolicy {
+    allowed: Vec<url::Origin>,
+}
+
+impl CrossSitePolicy {
+    /// A policy that also trusts `allowed` (origins such as `https://chat.example.com`).
+    pub fn new(allowed: Vec<url::Origin>) -> Self {
+        Self { allowed }
+    }
+
+    /// The origins trusted besides the server's own.
+    pub fn allowed(&self) -> &[url::Origin] {
+        &self.allowed
+    }
+
+    /// Whether a cookie-authenticated request with these headers may change state: its
+    /// `Sec-Fetch-Site` says `same-origin`, or its `Origin` is listed, or (from a browser that sends
+    /// no `Sec-Fetch-Site`) its `Origin` names this server's `Host`. Neither header: refused.
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let origin = headers
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| url::Url::parse(v).ok())
+            .map(|u| u.origin())
+            .filter(url::Origin::is_tuple);
+        if origin.as_ref().is_some_and(|o| self.allowed.contains(o)) {
+            return true;
+        }
+        match headers.get("sec-fetch-site") {
+            Some(site) => site.as_bytes().eq_ignore_ascii_case(b"same-origin"),
+            None => origin.is_some_and(|o| names_host(&o, headers)),
+        }
+    }
+}
+
+/// Whether `origin` is the host and port the request was sent to (its `Host` header).
+fn names_host(origin: &url::Origin, headers: &HeaderMap) -> bool {
+    let url::Origin::Tuple(scheme, host, port) = origin else {
+        return false;
+    };
+    let Some(authority) = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Authority>().ok())
+    else {
+        return false;
+    };
+    let default = if scheme == "https" { 443 } else { 80 };
+    authority.host().eq_ignore_ascii_case(&host.to_string())
+        && authority.port_u16().unwrap_or(default) == *port
+}
+
+/// Wraps an authenticator: a write (any method but GET, HEAD, OPTIONS, TRACE) signed in by a
+/// cookie is refused with 403 `cross_site_request` unless [`CrossSitePolicy::allows`] it.
+pub(crate) struct CrossSiteGuard {
+    pub(crate) inner: Arc<dyn Authenticator>,
+    pub(crate) policy: CrossSitePolicy,
+}
+
+#[async_trait]
+impl Authenticator for CrossSiteGuard {
+    async fn authenticate(&self, parts: &Parts) -> Result<Principal, ApiError> {
+        let principal = self.inner.authenticate(parts).await?;
+        if principal.by_cookie() && !parts.method.is_safe() && !self.policy.allows(&parts.headers) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_site_request",
+                "a write signed in by the cookie must come from this site (Origin or \
+                 Sec-Fetch-Site); another site's page cannot send it. API clients send \
+                 Authorization: Bearer",
+            ));
+        }
+        Ok(principal)
     }
 }
 
@@ -153,11 +239,13 @@ mod tests {
             .await
             .expect("ok");
         assert_eq!((p.user_id.as_str(), p.is_admin()), ("u-1", true));
+        assert_eq!(p.credential, Credential::Bearer);
         let p = auth
             .authenticate(&parts(Some(("cookie", &format!("a=b; token={user}")))))
             .await
             .expect("ok");
         assert_eq!((p.user_id.as_str(), p.is_admin()), ("u-2", false));
+        assert_eq!(p.credential, Credential::Cookie);
 
         // `nbf` in the future: not yet valid.
         let now = chrono::Utc::now().timestamp();
@@ -195,6 +283,62 @@ mod tests {
                 .await
                 .expect_err("refused");
             assert_eq!(err.status, 401);
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn cross_site_policy_trusts_only_the_same_origin_and_listed_ones() {
+        let listed = url::Url::parse("https://chat.example.com")
+            .expect("url")
+            .origin();
+        let policy = CrossSitePolicy::new(vec![listed]);
+        let host = ("host", "api.example.com");
+        for (pairs, allowed) in [
+            (vec![("sec-fetch-site", "same-origin")], true),
+            (vec![("sec-fetch-site", "same-site")], false),
+            (vec![("sec-fetch-site", "cross-site")], false),
+            (vec![("sec-fetch-site", "none")], false),
+            (vec![host, ("origin", "https://api.example.com")], true),
+            (vec![host, ("origin", "http://api.example.com")], true),
+            (vec![host, ("origin", "https://API.example.com:443")], true),
+            (
+                vec![host, ("origin", "https://api.example.com:8443")],
+                false,
+            ),
+            (vec![host, ("origin", "https://evil.example")], false),
+            (vec![host, ("origin", "null")], false),
+            (vec![("origin", "https://api.example.com")], false),
+            (vec![host], false),
+            (vec![], false),
+            (
+                vec![
+                    host,
+                    ("origin", "https://api.example.com"),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+                false,
+            ),
+            (
+                vec![
+                    ("origin", "https://chat.example.com"),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+                true,
+            ),
+            (vec![("origin", "https://chat.example.com:444")], false),
+        ] {
+            assert_eq!(policy.allows(&headers(&pairs)), allowed, "{pairs:?}");
         }
     }
 }

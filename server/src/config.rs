@@ -14,6 +14,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::app::ApiSettings;
+use crate::auth::CrossSitePolicy;
+use crate::http_server::HttpLimits;
+use crate::metrics::MetricsToken;
+
 /// Default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 /// Default database.
@@ -33,6 +38,16 @@ const VARIABLES: &[(&str, &str)] = &[
     ("refresh_lease", "GRANTRY_REFRESH_LEASE"),
     ("maintenance_interval", "GRANTRY_MAINTENANCE_INTERVAL"),
     ("cache_ttl", "GRANTRY_CACHE_TTL"),
+    ("header_read_timeout", "GRANTRY_HEADER_READ_TIMEOUT"),
+    ("request_timeout", "GRANTRY_REQUEST_TIMEOUT"),
+    ("keep_alive_timeout", "GRANTRY_KEEP_ALIVE_TIMEOUT"),
+    ("max_connections", "GRANTRY_MAX_CONNECTIONS"),
+    ("csrf_allowed_origins", "GRANTRY_CSRF_ALLOWED_ORIGINS"),
+    ("access_token_route", "GRANTRY_ACCESS_TOKEN_ROUTE"),
+    ("metrics_token", "GRANTRY_METRICS_TOKEN"),
+    ("maintenance_concurrency", "GRANTRY_MAINTENANCE_CONCURRENCY"),
+    ("maintenance_batch", "GRANTRY_MAINTENANCE_BATCH"),
+    ("metrics_counts_ttl", "GRANTRY_METRICS_COUNTS_TTL"),
     ("jwt_issuer", "GRANTRY_JWT_ISSUER"),
     ("jwt_audience", "GRANTRY_JWT_AUDIENCE"),
     ("max_pending_states", "GRANTRY_MAX_PENDING_STATES"),
@@ -41,6 +56,9 @@ const VARIABLES: &[(&str, &str)] = &[
 /// Default number of pending authorizations kept per user and provider.
 pub const DEFAULT_MAX_PENDING_STATES: usize = 10;
 
+/// Fewest characters of `GRANTRY_METRICS_TOKEN`.
+pub const MIN_METRICS_TOKEN_LEN: usize = 16;
+
 /// Default time a process may serve a connection from memory, seconds.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 1;
 
@@ -48,6 +66,12 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 1;
 pub const DEFAULT_REFRESH_LEASE_SECS: u64 = 30;
 /// Default interval of the maintenance task, seconds.
 pub const DEFAULT_MAINTENANCE_INTERVAL_SECS: u64 = 3600;
+/// Default number of keep-alive refreshes a maintenance pass runs at once.
+pub const DEFAULT_MAINTENANCE_CONCURRENCY: u64 = 8;
+/// Default number of rows a maintenance pass reads per batch.
+pub const DEFAULT_MAINTENANCE_BATCH: u64 = 500;
+/// Default time `/metrics` reuses the connection counts, seconds.
+pub const DEFAULT_METRICS_COUNTS_TTL_SECS: u64 = 60;
 
 fn variable_of(key: &str) -> &str {
     VARIABLES
@@ -123,11 +147,47 @@ struct Raw {
     refresh_lease: Option<Value>,
     maintenance_interval: Option<Value>,
     cache_ttl: Option<Value>,
+    header_read_timeout: Option<Value>,
+    request_timeout: Option<Value>,
+    keep_alive_timeout: Option<Value>,
+    max_connections: Option<Value>,
+    csrf_allowed_origins: Option<Value>,
+    access_token_route: Option<Value>,
+    metrics_token: Option<String>,
+    maintenance_concurrency: Option<Value>,
+    maintenance_batch: Option<Value>,
+    metrics_counts_ttl: Option<Value>,
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
     max_pending_states: Option<Value>,
     #[serde(default)]
     providers: BTreeMap<String, Map<String, Value>>,
+}
+
+/// A whole number from a TOML number or an environment string, within `range`.
+fn whole_number(
+    key: &str,
+    value: Option<&Value>,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let parsed = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if s.trim().is_empty() => return Ok(None),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match parsed.filter(|n| range.contains(n)) {
+        Some(n) => Ok(Some(n)),
+        None => Err(ConfigError::Invalid {
+            variable: variable_of(key).into(),
+            reason: format!(
+                "expected a whole number from {} to {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
 }
 
 /// Whole seconds from a TOML number or an environment string, within `range`.
@@ -157,7 +217,7 @@ fn seconds(
 }
 
 /// A whole number from a TOML number or an environment string, within `range`.
-fn whole_number(
+fn count(
     key: &str,
     value: Option<&Value>,
     range: std::ops::RangeInclusive<u64>,
@@ -180,6 +240,63 @@ fn whole_number(
             ),
         }),
     }
+}
+
+/// A boolean from a TOML boolean or an environment string (`true`/`false`, `1`/`0`, …).
+fn flag(key: &str, value: Option<&Value>, default: bool) -> Result<bool, ConfigError> {
+    let parsed = match value {
+        None => return Ok(default),
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(default),
+        Some(Value::String(s)) => grantry_core::provider::parse_bool(s.trim()),
+        Some(_) => None,
+    };
+    parsed.ok_or_else(|| ConfigError::Invalid {
+        variable: variable_of(key).into(),
+        reason: "expected true or false".into(),
+    })
+}
+
+/// Web origins (`https://chat.example.com`), comma-separated or a TOML array.
+fn origins(key: &str, value: Option<&Value>) -> Result<Vec<url::Origin>, ConfigError> {
+    let items: Vec<String> = match value {
+        None => Vec::new(),
+        Some(Value::String(s)) => s.split(',').map(|i| i.trim().to_owned()).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.trim().to_owned(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Some(other) => vec![other.to_string()],
+    };
+    items
+        .into_iter()
+        .filter(|i| !i.is_empty())
+        .map(|item| {
+            let invalid = || ConfigError::Invalid {
+                variable: variable_of(key).into(),
+                reason: format!(
+                    "`{item}` is not an origin such as https://chat.example.com (scheme, host and \
+                     optional port; no path)"
+                ),
+            };
+            let url = url::Url::parse(&item).map_err(|_| invalid())?;
+            let bare = matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none();
+            if bare {
+                Ok(url.origin())
+            } else {
+                Err(invalid())
+            }
+        })
+        .collect()
 }
 
 /// The resolved configuration of a grantry server.
@@ -207,6 +324,22 @@ pub struct Config {
     /// How long a process serves a connection it read from memory (`GRANTRY_CACHE_TTL`, 0 = off);
     /// local writes invalidate at once, other replicas' writes show after this time.
     pub cache_ttl: std::time::Duration,
+    /// Timeouts and connection cap of the HTTP listener (`GRANTRY_HEADER_READ_TIMEOUT`,
+    /// `GRANTRY_REQUEST_TIMEOUT`, `GRANTRY_KEEP_ALIVE_TIMEOUT`, `GRANTRY_MAX_CONNECTIONS`).
+    pub http: HttpLimits,
+    /// Origins besides the server's own that may send cookie-authenticated writes
+    /// (`GRANTRY_CSRF_ALLOWED_ORIGINS`).
+    pub csrf_allowed_origins: Vec<url::Origin>,
+    /// Whether admins may take users' access tokens (`GRANTRY_ACCESS_TOKEN_ROUTE`).
+    pub access_token_route: bool,
+    /// The bearer token `/metrics` requires, when set (`GRANTRY_METRICS_TOKEN`).
+    pub metrics_token: Option<SecretString>,
+    /// Keep-alive refreshes a maintenance pass runs at once (`GRANTRY_MAINTENANCE_CONCURRENCY`).
+    pub maintenance_concurrency: usize,
+    /// Rows a maintenance pass reads per batch (`GRANTRY_MAINTENANCE_BATCH`).
+    pub maintenance_batch: u32,
+    /// How long `/metrics` reuses its connection counts (`GRANTRY_METRICS_COUNTS_TTL`, 0 = every scrape).
+    pub metrics_counts_ttl: std::time::Duration,
     /// The `iss` every user token must carry (`GRANTRY_JWT_ISSUER`); not checked when unset.
     pub jwt_issuer: Option<String>,
     /// The `aud` every user token must name (`GRANTRY_JWT_AUDIENCE`); when unset, tokens with
@@ -289,6 +422,64 @@ impl Config {
         ));
         let cache_ttl = seconds("cache_ttl", raw.cache_ttl.as_ref(), 0..=60)?
             .unwrap_or(std::time::Duration::from_secs(DEFAULT_CACHE_TTL_SECS));
+        let defaults = HttpLimits::default();
+        let http = HttpLimits {
+            header_read_timeout: seconds(
+                "header_read_timeout",
+                raw.header_read_timeout.as_ref(),
+                1..=300,
+            )?
+            .unwrap_or(defaults.header_read_timeout),
+            request_timeout: seconds("request_timeout", raw.request_timeout.as_ref(), 1..=3600)?
+                .unwrap_or(defaults.request_timeout),
+            keep_alive_timeout: seconds(
+                "keep_alive_timeout",
+                raw.keep_alive_timeout.as_ref(),
+                0..=3600,
+            )?
+            .unwrap_or(defaults.keep_alive_timeout),
+            max_connections: count(
+                "max_connections",
+                raw.max_connections.as_ref(),
+                1..=1_000_000,
+            )?
+            .map_or(defaults.max_connections, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
+        };
+        let csrf_allowed_origins =
+            origins("csrf_allowed_origins", raw.csrf_allowed_origins.as_ref())?;
+        let access_token_route = flag("access_token_route", raw.access_token_route.as_ref(), true)?;
+        let metrics_token = secret(raw.metrics_token);
+        if metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().chars().count() < MIN_METRICS_TOKEN_LEN)
+        {
+            return Err(ConfigError::Invalid {
+                variable: "GRANTRY_METRICS_TOKEN".into(),
+                reason: format!("must be at least {MIN_METRICS_TOKEN_LEN} characters"),
+            });
+        }
+        let maintenance_concurrency = whole_number(
+            "maintenance_concurrency",
+            raw.maintenance_concurrency.as_ref(),
+            1..=64,
+        )?
+        .unwrap_or(DEFAULT_MAINTENANCE_CONCURRENCY);
+        let maintenance_batch = whole_number(
+            "maintenance_batch",
+            raw.maintenance_batch.as_ref(),
+            10..=10_000,
+        )?
+        .unwrap_or(DEFAULT_MAINTENANCE_BATCH);
+        let metrics_counts_ttl = seconds(
+            "metrics_counts_ttl",
+            raw.metrics_counts_ttl.as_ref(),
+            0..=3600,
+        )?
+        .unwrap_or(std::time::Duration::from_secs(
+            DEFAULT_METRICS_COUNTS_TTL_SECS,
+        ));
         let max_pending_states = whole_number(
             "max_pending_states",
             raw.max_pending_states.as_ref(),
@@ -298,11 +489,15 @@ impl Config {
         .unwrap_or(DEFAULT_MAX_PENDING_STATES);
         let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
         Ok(Self {
+            http,
+            csrf_allowed_origins,
+            access_token_route,
+            metrics_token,
             bind,
             cache_ttl,
-            jwt_issuer: text(raw.jwt_issuer),
-            jwt_audience: text(raw.jwt_audience),
-            max_pending_states,
+            maintenance_concurrency: usize::try_from(maintenance_concurrency).unwrap_or(1),
+            maintenance_batch: u32::try_from(maintenance_batch).unwrap_or(500),
+            metrics_counts_ttl,
             refresh_margin,
             refresh_lease,
             maintenance_interval,
@@ -313,6 +508,9 @@ impl Config {
             encryption_key: secret(raw.encryption_key),
             encryption_old_keys: secret(raw.encryption_old_keys),
             jwt_secret: secret(raw.jwt_secret),
+            jwt_issuer: text(raw.jwt_issuer),
+            jwt_audience: text(raw.jwt_audience),
+            max_pending_states,
             log_level,
             providers: ProvidersConfig::new(providers),
             file,
@@ -346,6 +544,24 @@ impl Config {
             lease: self.refresh_lease,
             margin: self.refresh_margin,
             ..grantry_core::RefreshSettings::default()
+        }
+    }
+
+    /// The settings of the HTTP API this configuration asks for.
+    pub fn api_settings(&self) -> ApiSettings {
+        ApiSettings {
+            cross_site: CrossSitePolicy::new(self.csrf_allowed_origins.clone()),
+            access_token_route: self.access_token_route,
+            metrics_token: self.metrics_token.as_ref().map(MetricsToken::new),
+        }
+    }
+
+    /// The maintenance tuning this configuration asks for.
+    pub fn maintenance_settings(&self) -> grantry_core::MaintenanceSettings {
+        grantry_core::MaintenanceSettings {
+            concurrency: self.maintenance_concurrency,
+            batch_size: self.maintenance_batch,
+            ..grantry_core::MaintenanceSettings::default()
         }
     }
 
@@ -596,6 +812,115 @@ mod tests {
             e.to_string().starts_with("GRANTRY_JWT_SECRET is required"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn http_and_security_settings_parse_and_name_their_variable() {
+        let c = Config::load_from(env(&[]), &[]).expect("config");
+        assert_eq!(c.http, HttpLimits::default());
+        assert!(c.access_token_route);
+        assert!(c.csrf_allowed_origins.is_empty());
+        assert!(c.metrics_token.is_none());
+
+        let c = Config::load_from(
+            env(&[
+                ("GRANTRY_HEADER_READ_TIMEOUT", "5"),
+                ("GRANTRY_REQUEST_TIMEOUT", "30"),
+                ("GRANTRY_KEEP_ALIVE_TIMEOUT", "0"),
+                ("GRANTRY_MAX_CONNECTIONS", "64"),
+                (
+                    "GRANTRY_CSRF_ALLOWED_ORIGINS",
+                    "https://chat.example.com, http://localhost:3000/",
+                ),
+                ("GRANTRY_ACCESS_TOKEN_ROUTE", "false"),
+                ("GRANTRY_METRICS_TOKEN", "a-metrics-token-of-some-length"),
+            ]),
+            &[],
+        )
+        .expect("config");
+        assert_eq!(
+            c.http,
+            HttpLimits {
+                header_read_timeout: std::time::Duration::from_secs(5),
+                request_timeout: std::time::Duration::from_secs(30),
+                keep_alive_timeout: std::time::Duration::ZERO,
+                max_connections: 64,
+            }
+        );
+        assert_eq!(
+            c.csrf_allowed_origins
+                .iter()
+                .map(url::Origin::ascii_serialization)
+                .collect::<Vec<_>>(),
+            ["https://chat.example.com", "http://localhost:3000"]
+        );
+        assert!(!c.access_token_route);
+        let settings = c.api_settings();
+        assert!(
+            settings
+                .metrics_token
+                .as_ref()
+                .is_some_and(|t| t.matches("a-metrics-token-of-some-length"))
+        );
+        assert!(!format!("{settings:?} {c:?}").contains("a-metrics-token-of-some-length"));
+
+        for (variable, value) in [
+            ("GRANTRY_HEADER_READ_TIMEOUT", "0"),
+            ("GRANTRY_REQUEST_TIMEOUT", "soon"),
+            ("GRANTRY_KEEP_ALIVE_TIMEOUT", "-1"),
+            ("GRANTRY_MAX_CONNECTIONS", "0"),
+            ("GRANTRY_CSRF_ALLOWED_ORIGINS", "chat.example.com"),
+            (
+                "GRANTRY_CSRF_ALLOWED_ORIGINS",
+                "https://chat.example.com/app",
+            ),
+            ("GRANTRY_CSRF_ALLOWED_ORIGINS", "ftp://chat.example.com"),
+            ("GRANTRY_ACCESS_TOKEN_ROUTE", "maybe"),
+            ("GRANTRY_METRICS_TOKEN", "short-token"),
+        ] {
+            let e = Config::load_from(env(&[(variable, value)]), &[]).expect_err(value);
+            let line = e.to_string();
+            assert!(
+                line.starts_with(&format!("{variable} is invalid")),
+                "{line}"
+            );
+            assert!(!line.contains('\n'), "{line}");
+            if variable == "GRANTRY_METRICS_TOKEN" {
+                assert!(!line.contains(value), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn maintenance_and_metrics_settings_parse_and_are_bounded() {
+        let c = Config::load_from(env(&[]), &[]).expect("defaults");
+        let m = c.maintenance_settings();
+        assert_eq!((m.concurrency, m.batch_size), (8, 500));
+        assert_eq!(c.metrics_counts_ttl, std::time::Duration::from_secs(60));
+        let c = Config::load_from(
+            env(&[
+                ("GRANTRY_MAINTENANCE_CONCURRENCY", "3"),
+                ("GRANTRY_MAINTENANCE_BATCH", "50"),
+                ("GRANTRY_METRICS_COUNTS_TTL", "0"),
+            ]),
+            &[],
+        )
+        .expect("config");
+        let m = c.maintenance_settings();
+        assert_eq!((m.concurrency, m.batch_size), (3, 50));
+        assert!(c.metrics_counts_ttl.is_zero());
+        for (variable, value) in [
+            ("GRANTRY_MAINTENANCE_CONCURRENCY", "0"),
+            ("GRANTRY_MAINTENANCE_CONCURRENCY", "eight"),
+            ("GRANTRY_MAINTENANCE_BATCH", "5"),
+            ("GRANTRY_METRICS_COUNTS_TTL", "-1"),
+        ] {
+            let e = Config::load_from(env(&[(variable, value)]), &[]).expect_err(value);
+            assert!(
+                e.to_string().starts_with(&format!("{variable} is invalid")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

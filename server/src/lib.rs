@@ -6,6 +6,7 @@ pub mod auth;
 pub mod changes;
 pub mod config;
 pub mod error;
+pub mod http_server;
 pub mod logging;
 mod metrics;
 pub mod openapi;
@@ -21,10 +22,12 @@ use std::sync::Arc;
 
 use grantry_core::{KeyRing, Provider, Vault, build_providers};
 
-pub use app::{AppState, router};
-pub use auth::JwtAuthenticator;
+pub use app::{ApiSettings, AppState, router};
+pub use auth::{CrossSitePolicy, JwtAuthenticator};
 pub use config::Config;
 pub use error::{ApiError, ServerError};
+pub use http_server::{HttpLimits, serve_router};
+pub use metrics::MetricsToken;
 pub use store::{Backend, SqlStore};
 
 /// Connects to the configured database and applies the migrations.
@@ -67,6 +70,9 @@ pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
         Arc::new(authenticator),
         config.refresh_settings(),
     )
+    .with_settings(config.api_settings())
+    .with_maintenance(config.maintenance_settings())
+    .with_counts_ttl(config.metrics_counts_ttl)
     .with_max_pending_states(config.max_pending_states))
 }
 
@@ -101,10 +107,7 @@ pub async fn serve(
                 Arc::downgrade(state.refresher()),
             ))
         });
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ServerError::Io { addr, source });
+    serve_router(listener, router(state), config.http, shutdown).await;
     // In-flight requests (and the refreshes they run) have finished; let a maintenance pass
     // in progress finish too, so no lease is left held.
     let _ = stop_tx.send(true);
@@ -115,14 +118,12 @@ pub async fn serve(
         tracing::warn!(error = %e, "maintenance task ended abnormally");
     }
     tracing::info!("stopped");
-    served
+    Ok(())
 }
 
-/// How long before a refresh token's inactivity expiry the maintenance task refreshes it.
-pub const KEEP_ALIVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-
 /// Runs the maintenance pass every `interval`, the first right away, until `stop` turns true
-/// (a pass in progress completes first).
+/// (a pass in progress completes first). Each pass logs its own summary line and feeds
+/// [`AppState::maintenance_metrics`].
 pub async fn maintain(
     state: AppState,
     interval: std::time::Duration,
@@ -135,17 +136,14 @@ pub async fn maintain(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        match grantry_core::maintenance::run_once(
+        let outcome = grantry_core::maintenance::run_once(
             state.refresher(),
             state.providers(),
-            KEEP_ALIVE_WINDOW,
+            state.maintenance(),
             chrono::Utc::now(),
         )
-        .await
-        {
-            Ok(report) => tracing::debug!(?report, "maintenance pass"),
-            Err(e) => tracing::warn!(error = %e, "maintenance pass failed"),
-        }
+        .await;
+        state.maintenance_metrics().record(&outcome);
         if *stop.borrow() {
             return;
         }

@@ -1,13 +1,56 @@
-//! `GET /metrics`: refresh counters and connections by status in the Prometheus text format.
+//! `GET /metrics`: refresh and maintenance counters and connections by status in the Prometheus
+//! text format.
 
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use grantry_core::RefreshMetrics;
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::response::{IntoResponse, Response};
+use grantry_core::{ApiError, RefreshMetrics};
+use grantry_core::{ConnectionStatus, StoreError, TokenStore};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
+
+/// The bearer token `/metrics` requires (`GRANTRY_METRICS_TOKEN`); only its SHA-256 is kept.
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken([redacted])")
+    }
+}
+
+impl MetricsToken {
+    /// The token scrapers must send as `Authorization: Bearer`.
+    pub fn new(token: &SecretString) -> Self {
+        Self(Sha256::digest(token.expose_secret().as_bytes()).into())
+    }
+
+    /// Whether `presented` is the token, compared in constant time (digests, so the length is
+    /// not revealed either).
+    pub fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(self.0.ct_eq(&digest))
+    }
+
+    /// Whether the request's `Authorization: Bearer` carries the token.
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .is_some_and(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("bearer") && self.matches(token.trim())
+            })
+    }
+}
 
 fn label(value: &str) -> String {
     value
@@ -21,10 +64,122 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders the metrics of this process and the connection counts of the database.
-#[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
-    responses((status = 200, content_type = "text/plain", body = String)))]
-pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
+type Counts = Vec<(String, ConnectionStatus, u64)>;
+
+/// The connection counts of the last count, reused for a while so that a scrape does not count
+/// the table each time.
+pub(crate) struct CountsCache {
+    ttl: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, Counts)>>,
+}
+
+impl CountsCache {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The counts, counted again only when the last count is older than the time to live;
+    /// concurrent scrapes share one count.
+    async fn get(&self, store: &dyn TokenStore) -> Result<Counts, StoreError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, counts)) = last.as_ref()
+            && !self.ttl.is_zero()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(counts.clone());
+        }
+        let counts = store.connection_counts().await?;
+        *last = Some((Instant::now(), counts.clone()));
+        Ok(counts)
+    }
+}
+
+fn maintenance(out: &mut String, state: &AppState) {
+    let m = state.maintenance_metrics();
+    family(
+        out,
+        "grantry_maintenance_passes_total",
+        "counter",
+        "Maintenance passes of this process, by result (skipped: another replica held the pass lease).",
+    );
+    for (result, counter) in [
+        ("completed", &m.completed),
+        ("skipped", &m.skipped),
+        ("failed", &m.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "grantry_maintenance_passes_total{{result=\"{result}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    for (name, help, counter) in [
+        (
+            "grantry_maintenance_expired_total",
+            "Grants marked needs_reauth by maintenance for passing their absolute expiry.",
+            &m.expired,
+        ),
+        (
+            "grantry_maintenance_keep_alive_failures_total",
+            "Keep-alive refreshes of maintenance passes that failed.",
+            &m.keep_alive_failures,
+        ),
+        (
+            "grantry_maintenance_states_purged_total",
+            "Expired OAuth states deleted by maintenance.",
+            &m.states_purged,
+        ),
+    ] {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+    }
+    family(
+        out,
+        "grantry_maintenance_last_pass_duration_seconds",
+        "gauge",
+        "Duration of this process's last completed maintenance pass.",
+    );
+    let _ = writeln!(
+        out,
+        "grantry_maintenance_last_pass_duration_seconds {}",
+        m.last_duration_micros.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    family(
+        out,
+        "grantry_maintenance_last_pass_timestamp_seconds",
+        "gauge",
+        "When this process's last completed maintenance pass ended, Unix time (0: none yet).",
+    );
+    let _ = writeln!(
+        out,
+        "grantry_maintenance_last_pass_timestamp_seconds {}",
+        m.last_completed_at.load(Ordering::Relaxed)
+    );
+}
+
+/// Renders the metrics of this process and the connection counts of the database; with
+/// `GRANTRY_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
+#[utoipa::path(get, path = "/metrics", tag = "probes", security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, content_type = "text/plain", body = String),
+        (status = 401, body = grantry_core::ErrorBody, description = "`unauthorized`: `GRANTRY_METRICS_TOKEN` is set and the request does not carry it"),
+    ))]
+pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.settings().metrics_token
+        && !token.admits(&headers)
+    {
+        let mut response =
+            ApiError::unauthorized("send Authorization: Bearer with the metrics token")
+                .into_response();
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
     let m = state.refresher().metrics();
     let mut out = String::with_capacity(2048);
     let counters = [
@@ -71,19 +226,25 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
             RefreshMetrics::get(counter)
         );
     }
-    let counts = state.store().connection_counts().await;
+    maintenance(&mut out, &state);
+    let up = state.store().ping().await.is_ok();
     family(
         &mut out,
         "grantry_database_up",
         "gauge",
         "Whether the database answered this scrape.",
     );
-    let _ = writeln!(out, "grantry_database_up {}", u8::from(counts.is_ok()));
+    let _ = writeln!(out, "grantry_database_up {}", u8::from(up));
+    let counts = if up {
+        state.counts().get(state.store().as_ref()).await
+    } else {
+        Err(StoreError::Database("the database does not answer".into()))
+    };
     family(
         &mut out,
         "grantry_connections",
         "gauge",
-        "Connections by provider and status.",
+        "Connections by provider and status (counted at most once per GRANTRY_METRICS_COUNTS_TTL).",
     );
     match counts {
         Ok(rows) => {
@@ -102,4 +263,5 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
     )
+        .into_response()
 }

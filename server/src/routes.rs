@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header::{self, CACHE_CONTROL, LINK};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
@@ -15,8 +16,8 @@ use grantry_core::{
     Resource, RevokeOutcome, SealContext, StateRecord, StateToken, TokenField,
 };
 use secrecy::ExposeSecret;
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::paging::{Page, PageParams};
@@ -44,14 +45,19 @@ pub(crate) fn provider_router(app: AppState, provider: Arc<dyn Provider>) -> Rou
         .route("/connection", delete(disconnect))
         .route("/admin/connections", get(admin_list))
         .route("/admin/connections/{user_id}", delete(admin_delete))
-        .route(
+        .route("/admin/token-handouts", get(admin_token_handouts));
+    let generic = if app.settings().access_token_route {
+        generic.route(
             "/admin/connections/{user_id}/access-token",
             get(admin_access_token),
         )
-        .with_state(RouteState {
-            app,
-            provider: provider.clone(),
-        });
+    } else {
+        generic
+    };
+    let generic = generic.with_state(RouteState {
+        app,
+        provider: provider.clone(),
+    });
     let router = match provider.routes() {
         Some(extra) => generic.merge(extra),
         None => generic,
@@ -445,14 +451,17 @@ async fn admin_delete(
     remove(&s, &user_id).await
 }
 
-/// Admin: a fresh access token of a user's connection, refreshed when due.
+/// Admin, bearer only: a fresh access token of a user's connection, refreshed when due, never
+/// cached (`Cache-Control: no-store`) and audited (see `/admin/token-handouts`). Not mounted when
+/// `GRANTRY_ACCESS_TOKEN_ROUTE=false`.
 #[utoipa::path(get, path = "/admin/connections/{user_id}/access-token", tag = "admin",
     params(("user_id" = String, Path, description = "the user's id")),
+    security(("bearer" = [])),
     responses(
-        (status = 200, body = AccessTokenResponse),
+        (status = 200, body = AccessTokenResponse, headers(("cache-control" = String, description = "`no-store`"))),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
-        (status = 403, body = ErrorBody, description = "`forbidden`"),
-        (status = 404, body = ErrorBody, description = "`not_connected`"),
+        (status = 403, body = ErrorBody, description = "`forbidden` (not an admin), `bearer_required` (signed in by the cookie)"),
+        (status = 404, body = ErrorBody, description = "`not_connected`; `not_found` when the route is turned off"),
         (status = 409, body = ErrorBody, description = "`needs_reauth`"),
         (status = 502, body = ErrorBody, description = "`upstream_unavailable`"),
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
@@ -461,20 +470,137 @@ async fn admin_access_token(
     State(s): State<RouteState>,
     principal: Principal,
     Path(user_id): Path<String>,
-) -> Result<Json<AccessTokenResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let principal = principal.require_admin()?;
+    if principal.by_cookie() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bearer_required",
+            "this route hands out a live token: send Authorization: Bearer, not the cookie",
+        ));
+    }
     let access = s
         .app
         .refresher()
         .fresh_token(&user_id, &s.provider)
         .await
         .map_err(|e| e.into_api_error(s.provider.id()))?;
-    tracing::info!(provider = s.provider.id(), user = %user_id, admin = %principal.user_id, "access token handed out");
-    Ok(Json(AccessTokenResponse {
-        access_token: access.access_token.secret().to_owned(),
-        token_type: access.token_type,
-        expires_at: access.expires_at,
-    }))
+    // No audit row, no token.
+    let handout = s
+        .app
+        .store()
+        .record_token_handout(s.provider.id(), &principal.user_id, &user_id, Utc::now())
+        .await
+        .map_err(|e| ApiError::database(&e))?;
+    tracing::info!(provider = s.provider.id(), user = %user_id, admin = %principal.user_id, handout = handout.id, "access token handed out");
+    Ok((
+        [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(AccessTokenResponse {
+            access_token: access.access_token.secret().to_owned(),
+            token_type: access.token_type,
+            expires_at: access.expires_at,
+        }),
+    )
+        .into_response())
+}
+
+/// Default page size of listings.
+const DEFAULT_PAGE: u32 = 100;
+/// Largest page size of listings.
+const MAX_PAGE: u32 = 1000;
+
+/// The query of a keyset-paged listing.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PageQuery {
+    /// At most this many rows (1 to 1000, default 100).
+    limit: Option<u32>,
+    /// Where the previous page ended: the `cursor` of its `Link: rel="next"`.
+    cursor: Option<String>,
+}
+
+/// Admin: who took which user's access token and when, newest first, keyset-paged; the next
+/// page in an RFC 8288 `Link: <…>; rel="next"` header.
+#[utoipa::path(get, path = "/admin/token-handouts", tag = "admin",
+    params(PageQuery),
+    responses(
+        (status = 200, body = Vec<HandoutView>, headers(("link" = String, description = "`<…>; rel=\"next\"` when there is a next page"))),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a bad limit or cursor"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`"),
+        (status = 503, body = ErrorBody, description = "`database_unavailable`"),
+    ))]
+async fn admin_token_handouts(
+    State(s): State<RouteState>,
+    principal: Principal,
+    OriginalUri(uri): OriginalUri,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    principal.require_admin()?;
+    let Query(query) = query.map_err(|r| bad_request("invalid_request", r.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(bad_request(
+            "invalid_request",
+            format!("limit must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    let before = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| {
+                    bad_request("invalid_request", "cursor is not one this server gave")
+                })?,
+        ),
+    };
+    let mut rows = s
+        .app
+        .store()
+        .token_handouts(s.provider.id(), before, limit + 1)
+        .await
+        .map_err(|e| ApiError::database(&e))?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let views: Vec<HandoutView<'_>> = rows
+        .iter()
+        .map(|h| HandoutView {
+            id: h.id,
+            provider: &h.provider,
+            admin_id: &h.admin_id,
+            user_id: &h.user_id,
+            handed_out_at: h.handed_out_at,
+        })
+        .collect();
+    let mut response = Json(&views).into_response();
+    if more && let Some(last) = rows.last() {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("limit", &limit.to_string())
+            .append_pair("cursor", &last.id.to_string())
+            .finish();
+        if let Ok(value) = HeaderValue::from_str(&format!("<{}?{query}>; rel=\"next\"", uri.path()))
+        {
+            response.headers_mut().insert(LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// One audited hand-out of an access token.
+#[derive(Serialize, ToSchema)]
+struct HandoutView<'a> {
+    /// Increasing id.
+    id: i64,
+    /// The provider id.
+    provider: &'a str,
+    /// The admin who took the token.
+    admin_id: &'a str,
+    /// The user whose token it was.
+    user_id: &'a str,
+    /// When (RFC 3339).
+    handed_out_at: DateTime<Utc>,
 }
 
 /// The answer of `connection/authorize`.
@@ -509,7 +635,8 @@ pub(crate) struct AccessTokenResponse {
         disconnect,
         admin_list,
         admin_delete,
-        admin_access_token
+        admin_access_token,
+        admin_token_handouts
     ),
     components(schemas(
         ErrorBody,
@@ -518,7 +645,8 @@ pub(crate) struct AccessTokenResponse {
         StatusView,
         AccountView,
         CallbackBody,
-        Resource
+        Resource,
+        HandoutView
     ))
 )]
 pub(crate) struct GenericApi;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    Account, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, Resource, ScopeSet,
-    SealedValue, StateRecord, StoreError, TokenStore, TokenUpdate,
+    Account, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, Resource,
+    ScopeSet, SealedValue, StateRecord, StoreError, TokenHandout, TokenStore, TokenUpdate,
 };
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
@@ -203,6 +203,52 @@ fn page_sql(one_provider: bool, status: bool, after: bool) -> &'static str {
     }
 }
 
+/// The first batch of connections due for keep-alive (served by `connections_keep_alive`).
+const KEEP_ALIVE_FIRST: &str = "SELECT id, version, refresh_idle_expires_at AS due_at FROM connections \
+     WHERE provider = $1 AND status = 'active' AND refresh_token IS NOT NULL \
+     AND refresh_idle_expires_at < $2 \
+     ORDER BY refresh_idle_expires_at, id LIMIT $3";
+
+/// The batch of connections due for keep-alive after a (due_at, id) cursor.
+const KEEP_ALIVE_NEXT: &str = "SELECT id, version, refresh_idle_expires_at AS due_at FROM connections \
+     WHERE provider = $1 AND status = 'active' AND refresh_token IS NOT NULL \
+     AND refresh_idle_expires_at < $2 AND (refresh_idle_expires_at, id) > ($3, $4) \
+     ORDER BY refresh_idle_expires_at, id LIMIT $5";
+
+/// The first batch of connections past their absolute expiry (served by `connections_absolute_expiry`).
+const EXPIRED_FIRST: &str = "SELECT id, version, refresh_expires_at AS due_at FROM connections \
+     WHERE provider = $1 AND status = 'active' AND refresh_expires_at <= $2 \
+     ORDER BY refresh_expires_at, id LIMIT $3";
+
+/// The batch of connections past their absolute expiry after a (due_at, id) cursor.
+const EXPIRED_NEXT: &str = "SELECT id, version, refresh_expires_at AS due_at FROM connections \
+     WHERE provider = $1 AND status = 'active' AND refresh_expires_at <= $2 \
+     AND (refresh_expires_at, id) > ($3, $4) \
+     ORDER BY refresh_expires_at, id LIMIT $5";
+
+/// The distinct key ids of stored tokens by a skip scan of `connections_key_id`: one index probe
+/// per distinct key, not one per row.
+const TOKEN_KEY_IDS: &str = "WITH RECURSIVE k(key_id) AS ( \
+     SELECT MIN(key_id) FROM connections \
+     UNION ALL \
+     SELECT (SELECT MIN(c.key_id) FROM connections c WHERE c.key_id > k.key_id) \
+     FROM k WHERE k.key_id IS NOT NULL) \
+     SELECT key_id FROM k WHERE key_id IS NOT NULL";
+
+/// The database clock in epoch milliseconds (SQLite).
+macro_rules! sqlite_now_millis {
+    () => {
+        "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+    };
+}
+
+/// The database clock in epoch milliseconds (PostgreSQL).
+macro_rules! postgres_now_millis {
+    () => {
+        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+    };
+}
+
 impl SqlStore {
     /// Connects to `url` (`sqlite://…`, created if missing, or `postgres://…`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -280,6 +326,37 @@ impl SqlStore {
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Runs one of the due-row queries: `$1` provider, `$2` time bound, then the cursor (when
+    /// `after` is set) and the limit.
+    async fn due_batch<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+        provider: &str,
+        bound: DateTime<Utc>,
+        after: Option<&DueConnection>,
+        limit: u32,
+    ) -> Result<Vec<DueConnection>, StoreError> {
+        let mut query = query.bind(provider.to_owned()).bind(millis(bound));
+        if let Some(after) = after {
+            query = query.bind(millis(after.due_at)).bind(after.id.clone());
+        }
+        let rows = query
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        rows.iter()
+            .map(|row| {
+                Ok(DueConnection {
+                    id: row.try_get("id").map_err(get)?,
+                    version: row.try_get("version").map_err(get)?,
+                    due_at: time(row.try_get("due_at").map_err(get)?)?,
+                })
+            })
+            .collect()
     }
 
     fn record_from_row(row: &AnyRow) -> Result<ConnectionRecord, StoreError> {
@@ -780,23 +857,107 @@ impl TokenStore for SqlStore {
             .collect()
     }
 
-    async fn key_ids(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT DISTINCT key_id FROM connections ORDER BY key_id")
+    async fn key_ids(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let tokens = sqlx::query(TOKEN_KEY_IDS)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter()
+        // Pending states live minutes: the expiry index bounds this to the last few minutes' rows.
+        let states = sqlx::query(
+            "SELECT DISTINCT key_id FROM oauth_states \
+             WHERE expires_at > $1 AND used = 0 AND key_id IS NOT NULL",
+        )
+        .bind(millis(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let ids = tokens
+            .iter()
+            .chain(&states)
             .map(|r| {
                 r.try_get::<String, _>("key_id")
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
             })
-            .collect()
+            .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
+        Ok(ids.into_iter().collect())
+    }
+
+    async fn due_for_keep_alive(
+        &self,
+        provider: &str,
+        cutoff: DateTime<Utc>,
+        after: Option<&DueConnection>,
+        limit: u32,
+    ) -> Result<Vec<DueConnection>, StoreError> {
+        let query = match after {
+            None => sqlx::query(KEEP_ALIVE_FIRST),
+            Some(_) => sqlx::query(KEEP_ALIVE_NEXT),
+        };
+        self.due_batch(query, provider, cutoff, after, limit).await
+    }
+
+    async fn past_absolute_expiry(
+        &self,
+        provider: &str,
+        now: DateTime<Utc>,
+        after: Option<&DueConnection>,
+        limit: u32,
+    ) -> Result<Vec<DueConnection>, StoreError> {
+        let query = match after {
+            None => sqlx::query(EXPIRED_FIRST),
+            Some(_) => sqlx::query(EXPIRED_NEXT),
+        };
+        self.due_batch(query, provider, now, after, limit).await
+    }
+
+    async fn try_acquire_task_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        duration: Duration,
+    ) -> Result<bool, StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => concat!(
+                "INSERT INTO task_leases (name, owner, lease_until) VALUES ($1, $2, ",
+                sqlite_now_millis!(),
+                " + $3) ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+                 lease_until = excluded.lease_until \
+                 WHERE task_leases.owner = excluded.owner OR task_leases.lease_until < ",
+                sqlite_now_millis!()
+            ),
+            Backend::Postgres => concat!(
+                "INSERT INTO task_leases (name, owner, lease_until) VALUES ($1, $2, ",
+                postgres_now_millis!(),
+                " + $3) ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+                 lease_until = excluded.lease_until \
+                 WHERE task_leases.owner = excluded.owner OR task_leases.lease_until < ",
+                postgres_now_millis!()
+            ),
+        };
+        let done = sqlx::query(sql)
+            .bind(name.to_owned())
+            .bind(owner.to_owned())
+            .bind(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_task_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM task_leases WHERE name = $1 AND owner = $2")
+            .bind(name.to_owned())
+            .bind(owner.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     async fn put_state(&self, s: &StateRecord, max_pending: usize) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO oauth_states (state_hash, user_id, provider, expires_at, created_at, used, code_verifier) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6)",
+            "INSERT INTO oauth_states (state_hash, user_id, provider, expires_at, created_at, used, code_verifier, \
+             key_id) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
         )
         .bind(s.state_hash.clone())
         .bind(s.user_id.clone())
@@ -804,6 +965,12 @@ impl TokenStore for SqlStore {
         .bind(millis(s.expires_at))
         .bind(millis(s.created_at))
         .bind(s.code_verifier.as_ref().map(|v| v.as_bytes().to_vec()))
+        .bind(
+            s.code_verifier
+                .as_ref()
+                .and_then(SealedValue::key_id)
+                .map(|id| id.to_string()),
+        )
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
@@ -861,13 +1028,80 @@ impl TokenStore for SqlStore {
         }))
     }
 
-    async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM oauth_states WHERE expires_at <= $1")
-            .bind(millis(now))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+    async fn purge_expired_states(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM oauth_states WHERE state_hash IN \
+             (SELECT state_hash FROM oauth_states WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(done.rows_affected())
+    }
+
+    async fn record_token_handout(
+        &self,
+        provider: &str,
+        admin_id: &str,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TokenHandout, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO token_handouts (provider, admin_id, user_id, handed_out_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(provider.to_owned())
+        .bind(admin_id.to_owned())
+        .bind(user_id.to_owned())
+        .bind(millis(at))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(TokenHandout {
+            id: row
+                .try_get("id")
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            provider: provider.to_owned(),
+            admin_id: admin_id.to_owned(),
+            user_id: user_id.to_owned(),
+            handed_out_at: time(millis(at))?,
+        })
+    }
+
+    async fn token_handouts(
+        &self,
+        provider: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TokenHandout>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, provider, admin_id, user_id, handed_out_at FROM token_handouts \
+             WHERE provider = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(provider.to_owned())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        rows.iter()
+            .map(|row| {
+                Ok(TokenHandout {
+                    id: row.try_get("id").map_err(get)?,
+                    provider: row.try_get("provider").map_err(get)?,
+                    admin_id: row.try_get("admin_id").map_err(get)?,
+                    user_id: row.try_get("user_id").map_err(get)?,
+                    handed_out_at: time(row.try_get("handed_out_at").map_err(get)?)?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -973,5 +1207,48 @@ mod tests {
         assert!(Backend::from_url("mysql://x").is_err());
         assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
         assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+    }
+
+    /// The maintenance and start-up queries are served by their indexes, never a table scan.
+    #[tokio::test]
+    async fn due_and_key_queries_use_their_indexes_on_sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqlStore::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("plan.db").display()
+        ))
+        .await
+        .expect("connect");
+        store.migrate().await.expect("migrate");
+        for (sql, index, params) in [
+            (KEEP_ALIVE_FIRST, "connections_keep_alive", 3),
+            (KEEP_ALIVE_NEXT, "connections_keep_alive", 5),
+            (EXPIRED_FIRST, "connections_absolute_expiry", 3),
+            (EXPIRED_NEXT, "connections_absolute_expiry", 5),
+            (TOKEN_KEY_IDS, "connections_key_id", 0),
+        ] {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+            for i in 0..params {
+                query = query.bind(i64::from(i));
+            }
+            let plan: Vec<String> = query
+                .fetch_all(store.pool())
+                .await
+                .expect("explain")
+                .iter()
+                .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+                .collect();
+            assert!(
+                plan.iter().any(|line| line.contains(index)),
+                "{index} not used: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(
+                    |line| line.starts_with("SCAN connections") || line.contains("TEMP B-TREE")
+                ),
+                "a scan or a sort: {plan:?}"
+            );
+        }
+        store.close().await;
     }
 }

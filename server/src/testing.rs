@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, Resource, SealedValue, StateRecord,
-    StoreError, TokenField, TokenStore, TokenUpdate,
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, Resource, SealedValue,
+    StateRecord, StoreError, TokenField, TokenHandout, TokenStore, TokenUpdate,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -343,8 +343,47 @@ impl TokenStore for FaultyStore {
         self.inner.connection_counts().await
     }
 
-    async fn key_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.key_ids().await
+    async fn key_ids(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        self.inner.key_ids(now).await
+    }
+
+    async fn due_for_keep_alive(
+        &self,
+        provider: &str,
+        cutoff: DateTime<Utc>,
+        after: Option<&DueConnection>,
+        limit: u32,
+    ) -> Result<Vec<DueConnection>, StoreError> {
+        self.inner
+            .due_for_keep_alive(provider, cutoff, after, limit)
+            .await
+    }
+
+    async fn past_absolute_expiry(
+        &self,
+        provider: &str,
+        now: DateTime<Utc>,
+        after: Option<&DueConnection>,
+        limit: u32,
+    ) -> Result<Vec<DueConnection>, StoreError> {
+        self.inner
+            .past_absolute_expiry(provider, now, after, limit)
+            .await
+    }
+
+    async fn try_acquire_task_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        duration: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .try_acquire_task_lease(name, owner, duration)
+            .await
+    }
+
+    async fn release_task_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_task_lease(name, owner).await
     }
 
     async fn put_state(&self, state: &StateRecord, max_pending: usize) -> Result<(), StoreError> {
@@ -363,7 +402,32 @@ impl TokenStore for FaultyStore {
             .await
     }
 
-    async fn purge_expired_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.purge_expired_states(now).await
+    async fn purge_expired_states(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.inner.purge_expired_states(now, limit).await
+    }
+
+    async fn record_token_handout(
+        &self,
+        provider: &str,
+        admin_id: &str,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TokenHandout, StoreError> {
+        self.inner
+            .record_token_handout(provider, admin_id, user_id, at)
+            .await
+    }
+
+    async fn token_handouts(
+        &self,
+        provider: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TokenHandout>, StoreError> {
+        self.inner.token_handouts(provider, before, limit).await
     }
 }

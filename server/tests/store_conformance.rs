@@ -503,10 +503,10 @@ async fn states_are_single_use_bound_to_user_and_expire() {
             store.put_state(&state("h1", t), 10).await.is_err(),
             "a state hash is unique"
         );
-        assert_eq!(store.purge_expired_states(t).await.expect("purge"), 1);
+        assert_eq!(store.purge_expired_states(t, 100).await.expect("purge"), 1);
         assert_eq!(
             store
-                .purge_expired_states(t + Duration::minutes(11))
+                .purge_expired_states(t + Duration::minutes(11), 100)
                 .await
                 .expect("purge"),
             1
@@ -585,7 +585,7 @@ async fn pending_states_are_capped_per_user_and_provider() {
             assert_eq!(got.is_some(), kept, "{}: {hash}", db.kind);
         }
         assert_eq!(
-            store.purge_expired_states(t).await.expect("purge"),
+            store.purge_expired_states(t, 1000).await.expect("purge"),
             0,
             "{}: the expired state went on insert",
             db.kind
@@ -1010,6 +1010,430 @@ async fn reencrypt_moves_every_row_across_several_pages() {
             opened += 1;
         }
         assert_eq!(opened, n, "{}", db.kind);
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn token_handouts_are_recorded_and_paged_newest_first_per_provider() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let t = now();
+        assert!(
+            store
+                .token_handouts("p", None, 10)
+                .await
+                .expect("empty")
+                .is_empty()
+        );
+        let mut recorded = Vec::new();
+        for i in 0..5_i64 {
+            let row = store
+                .record_token_handout("p", &format!("admin-{i}"), "u-1", t + Duration::seconds(i))
+                .await
+                .expect("record");
+            assert_eq!(
+                (
+                    row.provider.as_str(),
+                    row.admin_id.as_str(),
+                    row.user_id.as_str()
+                ),
+                ("p", format!("admin-{i}").as_str(), "u-1")
+            );
+            assert_eq!(row.handed_out_at, t + Duration::seconds(i), "{}", db.kind);
+            recorded.push(row);
+        }
+        store
+            .record_token_handout("q", "admin-x", "u-2", t)
+            .await
+            .expect("another provider");
+        assert!(
+            recorded.windows(2).all(|w| w[0].id < w[1].id),
+            "{}: ids increase",
+            db.kind
+        );
+
+        let first = store.token_handouts("p", None, 2).await.expect("page 1");
+        let newest: Vec<_> = recorded.iter().rev().cloned().collect();
+        assert_eq!(first, newest[..2], "{}", db.kind);
+        let second = store
+            .token_handouts("p", Some(first[1].id), 2)
+            .await
+            .expect("page 2");
+        assert_eq!(second, newest[2..4]);
+        let third = store
+            .token_handouts("p", Some(second[1].id), 2)
+            .await
+            .expect("page 3");
+        assert_eq!(third, newest[4..]);
+        assert!(
+            store
+                .token_handouts("p", Some(third[0].id), 2)
+                .await
+                .expect("past the end")
+                .is_empty()
+        );
+        let other = store.token_handouts("q", None, 10).await.expect("q");
+        assert_eq!(
+            other.iter().map(|h| h.user_id.as_str()).collect::<Vec<_>>(),
+            ["u-2"]
+        );
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+/// A connection of `provider` with the given status, refresh token and expiries (`None`: unset).
+fn due_record(
+    id: &str,
+    provider: &str,
+    status: ConnectionStatus,
+    refresh: bool,
+    idle: Option<chrono::DateTime<Utc>>,
+    absolute: Option<chrono::DateTime<Utc>>,
+) -> ConnectionRecord {
+    ConnectionRecord {
+        status,
+        refresh_token: refresh.then(|| SealedValue::from_bytes(vec![4, 5, 6])),
+        refresh_idle_expires_at: idle,
+        refresh_expires_at: absolute,
+        resources: vec![],
+        ..record(id, &format!("user-{id}"), provider)
+    }
+}
+
+fn ids(rows: &[grantry_core::DueConnection]) -> Vec<&str> {
+    rows.iter().map(|r| r.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn due_queries_return_only_due_rows_in_keyset_batches() {
+    use ConnectionStatus::{Active, NeedsReauth};
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let t = now();
+        let day = Duration::days(1);
+        let cutoff = t + Duration::days(7);
+        let rows = [
+            // Due for keep-alive: active, a refresh token, inactivity expiry before the cutoff.
+            due_record("k-3", "p", Active, true, Some(t + day * 3), None),
+            due_record("k-1", "p", Active, true, Some(t + day), None),
+            due_record("k-2b", "p", Active, true, Some(t + day * 2), None),
+            due_record("k-2a", "p", Active, true, Some(t + day * 2), None),
+            // Not due: no refresh token, needs re-consent, far from expiry, unset, other provider.
+            due_record("n-norefresh", "p", Active, false, Some(t + day), None),
+            due_record("n-reauth", "p", NeedsReauth, true, Some(t + day), None),
+            due_record("n-far", "p", Active, true, Some(t + day * 30), None),
+            due_record("n-unset", "p", Active, true, None, None),
+            due_record("n-other", "q", Active, true, Some(t + day), None),
+            // Past the absolute expiry (at or before now), and not yet.
+            due_record("x-1", "p", Active, true, None, Some(t - day)),
+            due_record("x-2", "p", Active, false, None, Some(t)),
+            due_record(
+                "x-future",
+                "p",
+                Active,
+                true,
+                None,
+                Some(t + Duration::seconds(1)),
+            ),
+            due_record("x-reauth", "p", NeedsReauth, true, None, Some(t - day)),
+            due_record("x-other", "q", Active, true, None, Some(t - day)),
+        ];
+        for r in &rows {
+            store.put_connection(r).await.expect("put");
+        }
+
+        // Keep-alive: ordered by (expiry, id), two at a time, each batch after the last row.
+        let first = store
+            .due_for_keep_alive("p", cutoff, None, 2)
+            .await
+            .expect("first batch");
+        assert_eq!(ids(&first), ["k-1", "k-2a"], "{}", db.kind);
+        assert_eq!(first[0].due_at, t + day);
+        assert_eq!(first[0].version, 0);
+        let second = store
+            .due_for_keep_alive("p", cutoff, first.last(), 2)
+            .await
+            .expect("second batch");
+        assert_eq!(ids(&second), ["k-2b", "k-3"], "{}", db.kind);
+        let third = store
+            .due_for_keep_alive("p", cutoff, second.last(), 2)
+            .await
+            .expect("third batch");
+        assert!(third.is_empty(), "{}: {third:?}", db.kind);
+        assert_eq!(
+            ids(&store
+                .due_for_keep_alive("q", cutoff, None, 10)
+                .await
+                .expect("other provider")),
+            ["n-other"]
+        );
+
+        // Absolute expiry: at or before now, active only.
+        let expired = store
+            .past_absolute_expiry("p", t, None, 1)
+            .await
+            .expect("expired");
+        assert_eq!(ids(&expired), ["x-1"], "{}", db.kind);
+        let rest = store
+            .past_absolute_expiry("p", t, expired.last(), 10)
+            .await
+            .expect("expired rest");
+        assert_eq!(ids(&rest), ["x-2"], "{}", db.kind);
+
+        // Once handled, a row leaves its query.
+        assert!(
+            store
+                .set_status_at("x-1", 0, NeedsReauth, Some("expired"))
+                .await
+                .expect("mark")
+        );
+        assert_eq!(
+            ids(&store
+                .past_absolute_expiry("p", t, None, 10)
+                .await
+                .expect("after marking")),
+            ["x-2"]
+        );
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn one_task_lease_holder_at_a_time_across_stores() {
+    use std::time::Duration as StdDuration;
+    for db in TestDatabase::all().await {
+        // Two pools on one database: two replicas.
+        let a = db.store().await;
+        let b = db.store().await;
+        let long = StdDuration::from_secs(60);
+        assert!(
+            a.try_acquire_task_lease("pass", "a", long)
+                .await
+                .expect("a takes")
+        );
+        assert!(
+            !b.try_acquire_task_lease("pass", "b", long)
+                .await
+                .expect("b tries"),
+            "{}: held by a",
+            db.kind
+        );
+        assert!(
+            a.try_acquire_task_lease("pass", "a", long)
+                .await
+                .expect("a renews"),
+            "{}: the holder renews",
+            db.kind
+        );
+        assert!(
+            b.try_acquire_task_lease("other", "b", long)
+                .await
+                .expect("other task"),
+            "{}: leases are per task",
+            db.kind
+        );
+        b.release_task_lease("pass", "b").await.expect("not b's");
+        assert!(
+            !b.try_acquire_task_lease("pass", "b", long)
+                .await
+                .expect("still a's")
+        );
+        a.release_task_lease("pass", "a").await.expect("a releases");
+        assert!(
+            b.try_acquire_task_lease("pass", "b", long)
+                .await
+                .expect("b takes")
+        );
+        assert!(
+            !a.try_acquire_task_lease("pass", "a", long)
+                .await
+                .expect("now b's")
+        );
+
+        // A holder that stops renewing loses the lease when it runs out (database clock).
+        let short = StdDuration::from_millis(50);
+        assert!(
+            a.try_acquire_task_lease("crash", "a", short)
+                .await
+                .expect("a takes")
+        );
+        tokio::time::sleep(StdDuration::from_millis(150)).await;
+        assert!(
+            b.try_acquire_task_lease("crash", "b", long)
+                .await
+                .expect("b takes over"),
+            "{}: an expired lease is free",
+            db.kind
+        );
+
+        // Concurrent takers of a free lease: exactly one wins.
+        let stores: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+            .collect();
+        let wins = futures_wins(stores).await;
+        assert_eq!(wins, 1, "{}: one winner", db.kind);
+        a.close().await;
+        b.close().await;
+        db.cleanup().await;
+    }
+}
+
+async fn futures_wins(stores: Vec<(usize, grantry_server::SqlStore)>) -> usize {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, store) in stores {
+        tasks.spawn(async move {
+            store
+                .try_acquire_task_lease(
+                    "race",
+                    &format!("owner-{i}"),
+                    std::time::Duration::from_secs(60),
+                )
+                .await
+                .expect("race")
+        });
+    }
+    let mut wins = 0;
+    while let Some(won) = tasks.join_next().await {
+        wins += usize::from(won.expect("task"));
+    }
+    wins
+}
+
+#[tokio::test]
+async fn expired_states_are_purged_in_batches() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let t = now();
+        for (i, expires) in [-3, -2, -1, -1, 0, 5].into_iter().enumerate() {
+            store
+                .put_state(
+                    &StateRecord {
+                        state_hash: format!("h{i}"),
+                        // One user each: putting a state purges its own user's expired ones.
+                        user_id: format!("u{i}"),
+                        provider: "p".into(),
+                        expires_at: t + Duration::minutes(expires),
+                        created_at: t,
+                        code_verifier: None,
+                    },
+                    10,
+                )
+                .await
+                .expect("put");
+        }
+        let mut purged = Vec::new();
+        loop {
+            let n = store.purge_expired_states(t, 2).await.expect("purge");
+            purged.push(n);
+            if n < 2 {
+                break;
+            }
+        }
+        assert_eq!(purged, [2, 2, 1], "{}", db.kind);
+        assert!(
+            store
+                .consume_state("h5", "u5", "p", t)
+                .await
+                .expect("live")
+                .is_some(),
+            "{}: the live state stays",
+            db.kind
+        );
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn key_ids_cover_tokens_and_pending_state_verifiers() {
+    use grantry_core::{SealContext, TokenField};
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let (token_key, state_key, expired_key, used_key) = (
+            KeyRing::generate_key_base64(),
+            KeyRing::generate_key_base64(),
+            KeyRing::generate_key_base64(),
+            KeyRing::generate_key_base64(),
+        );
+        let vault = Vault::new(Arc::new(store.clone()), ring(&token_key, &[]));
+        for user in ["u-1", "u-2"] {
+            vault
+                .save_grant(
+                    user,
+                    "p",
+                    &tokens("a", Some("r")),
+                    &details(),
+                    &RefreshPolicy::default(),
+                    now(),
+                )
+                .await
+                .expect("save");
+        }
+        let t = now();
+        let ctx = SealContext {
+            connection_id: "state",
+            user_id: "u",
+            provider: "p",
+            field: TokenField::Access,
+        };
+        for (hash, key, expires, used) in [
+            ("pending", &state_key, t + Duration::minutes(10), false),
+            ("expired", &expired_key, t - Duration::minutes(1), false),
+            ("used", &used_key, t + Duration::minutes(10), true),
+        ] {
+            let verifier = ring(key, &[]).seal("verifier", ctx).expect("seal");
+            store
+                .put_state(
+                    &StateRecord {
+                        state_hash: hash.into(),
+                        user_id: "u".into(),
+                        provider: "p".into(),
+                        expires_at: expires,
+                        created_at: t,
+                        code_verifier: Some(verifier),
+                    },
+                    10,
+                )
+                .await
+                .expect("put state");
+            if used {
+                store
+                    .consume_state(hash, "u", "p", t)
+                    .await
+                    .expect("consume");
+            }
+        }
+        let id = |key: &str| ring(key, &[]).current_key_id().to_string();
+        let mut expected = vec![id(&token_key), id(&state_key)];
+        expected.sort();
+        assert_eq!(
+            store.key_ids(t).await.expect("key ids"),
+            expected,
+            "{}",
+            db.kind
+        );
+
+        // The start-up check names the key of a pending state's verifier when it is missing.
+        match vault.check_keys().await {
+            Err(Error::MissingKeys(missing)) => {
+                assert_eq!(
+                    missing,
+                    vec![ring(&state_key, &[]).current_key_id()],
+                    "{}",
+                    db.kind
+                );
+            }
+            other => panic!("{}: expected MissingKeys, got {other:?}", db.kind),
+        }
+        Vault::new(Arc::new(store.clone()), ring(&token_key, &[&state_key]))
+            .check_keys()
+            .await
+            .expect("both keys configured");
         store.close().await;
         db.cleanup().await;
     }

@@ -285,3 +285,64 @@ async fn key_rotation_end_to_end() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn serve_refuses_a_pending_state_sealed_by_an_unknown_key() {
+    use grantry::core::{SealContext, StateRecord, TokenField};
+    for db in TestDatabase::all().await {
+        let (old_key, new_key) = keys();
+        let old = KeyRing::from_base64(&SecretString::from(old_key.clone()), None).expect("key");
+        let store = SqlStore::connect(&db.url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let verifier = old
+            .seal(
+                "pkce-verifier-secret",
+                SealContext {
+                    connection_id: "state",
+                    user_id: "user-1",
+                    provider: "atlassian",
+                    field: TokenField::Access,
+                },
+            )
+            .expect("seal");
+        store
+            .put_state(
+                &StateRecord {
+                    state_hash: "pending-state".into(),
+                    user_id: "user-1".into(),
+                    provider: "atlassian".into(),
+                    expires_at: Utc::now() + chrono::Duration::minutes(10),
+                    created_at: Utc::now(),
+                    code_verifier: Some(verifier),
+                },
+                10,
+            )
+            .await
+            .expect("state");
+        store.close().await;
+
+        let scratch = Scratch::new()
+            .with("GRANTRY_ENCRYPTION_KEY", &new_key)
+            .with("GRANTRY_JWT_SECRET", "jwt")
+            .with("DATABASE_URL", &db.url);
+        let out = scratch.run(&["serve"]);
+        assert!(!out.status.success(), "{}: serve must refuse", db.kind);
+        let err = stderr(&out);
+        let old_id = old.current_key_id().to_string();
+        assert!(
+            err.contains(&old_id),
+            "{}: names key {old_id}: {err}",
+            db.kind
+        );
+        assert!(!err.contains("pkce-verifier-secret"), "{err}");
+
+        // With the old key configured as an old key, it starts.
+        let mut scratch = scratch.with("GRANTRY_ENCRYPTION_OLD_KEYS", &old_key);
+        {
+            let server = scratch.serve().await;
+            let ready = reqwest::get(server.url("/readyz")).await.expect("readyz");
+            assert_eq!(ready.status(), 200, "{}", db.kind);
+        }
+        db.cleanup().await;
+    }
+}

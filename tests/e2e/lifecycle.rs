@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use grantry::atlassian::fake::{Failure, FakeAtlassian};
-use grantry::core::{ConnectionStatus, KeyRing, RefreshSettings, TokenStore, maintenance};
+use grantry::core::{
+    ConnectionStatus, KeyRing, MaintenanceSettings, RefreshSettings, TokenStore, maintenance,
+};
 use grantry_server::JwtAuthenticator;
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;
@@ -279,7 +281,7 @@ async fn maintenance_keeps_idle_grants_alive_and_retires_expired_ones() {
         let report = maintenance::run_once(
             h.state.refresher(),
             h.state.providers(),
-            Duration::from_secs(7 * 24 * 3600),
+            &MaintenanceSettings::default(),
             Utc::now(),
         )
         .await
@@ -312,7 +314,7 @@ async fn maintenance_keeps_idle_grants_alive_and_retires_expired_ones() {
         let again = maintenance::run_once(
             h.state.refresher(),
             h.state.providers(),
-            Duration::from_secs(7 * 24 * 3600),
+            &MaintenanceSettings::default(),
             Utc::now(),
         )
         .await
@@ -322,6 +324,243 @@ async fn maintenance_keeps_idle_grants_alive_and_retires_expired_ones() {
             (0, 0),
             "nothing more to do"
         );
+        drop(h);
+        db.cleanup().await;
+    }
+}
+
+/// Sets `column` of each user's connection to `at`.
+async fn set_time(h: &Harness, column: &str, at: chrono::DateTime<Utc>, users: &[&str]) {
+    for user in users {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE connections SET {column} = $1 WHERE user_id = $2"
+        )))
+        .bind(at.timestamp_millis())
+        .bind(*user)
+        .execute(h.store.pool())
+        .await
+        .expect("update");
+    }
+}
+
+#[tokio::test]
+async fn a_pass_touches_only_due_rows_and_runs_on_one_replica_at_a_time() {
+    for db in TestDatabase::all().await {
+        let h = Harness::start(&db, fake_config(), true).await;
+        let users = ["u0", "u1", "u2", "u3", "u4", "u5"];
+        for user in users {
+            h.connect(user).await;
+        }
+        set_time(
+            &h,
+            "refresh_idle_expires_at",
+            Utc::now() + chrono::Duration::days(2),
+            &["u1", "u3"],
+        )
+        .await;
+        set_time(
+            &h,
+            "refresh_expires_at",
+            Utc::now() - chrono::Duration::seconds(1),
+            &["u4"],
+        )
+        .await;
+        let settings = MaintenanceSettings {
+            batch_size: 1,
+            concurrency: 2,
+            ..MaintenanceSettings::default()
+        };
+        let a = h.state.clone();
+        let b = h.replica_state(RefreshSettings::default());
+
+        // While replica b holds the pass lease, replica a skips its pass and touches nothing.
+        assert!(
+            h.store
+                .try_acquire_task_lease(
+                    maintenance::LEASE_NAME,
+                    b.refresher().owner(),
+                    Duration::from_secs(60)
+                )
+                .await
+                .expect("lease")
+        );
+        let skipped = maintenance::run_once(a.refresher(), a.providers(), &settings, Utc::now())
+            .await
+            .expect("pass");
+        assert!(skipped.skipped, "{}: {skipped:?}", db.kind);
+        assert_eq!((skipped.rows_read, skipped.kept_alive), (0, 0));
+        assert_eq!(h.fake.fake.counters().token_refresh, 0);
+        h.store
+            .release_task_lease(maintenance::LEASE_NAME, b.refresher().owner())
+            .await
+            .expect("release");
+
+        // Both replicas start a pass at once while token calls are slow: one runs, one skips.
+        h.fake
+            .fake
+            .fail_next_token_calls(2, Failure::Delay(Duration::from_millis(400)));
+        let (ra, rb) = tokio::join!(
+            maintenance::run_once(a.refresher(), a.providers(), &settings, Utc::now()),
+            maintenance::run_once(b.refresher(), b.providers(), &settings, Utc::now()),
+        );
+        let (ra, rb) = (ra.expect("pass a"), rb.expect("pass b"));
+        assert!(
+            ra.skipped != rb.skipped,
+            "{}: exactly one ran: {ra:?} {rb:?}",
+            db.kind
+        );
+        let ran = if ra.skipped { rb } else { ra };
+        assert_eq!(
+            (
+                ran.rows_read,
+                ran.kept_alive,
+                ran.expired,
+                ran.failures,
+                ran.lease_lost
+            ),
+            (3, 2, 1, 0, false),
+            "{}: only the due rows were read: {ran:?}",
+            db.kind
+        );
+        assert_eq!(
+            h.fake.fake.counters().token_refresh,
+            2,
+            "{}: one token call per connection due for keep-alive, none for the others",
+            db.kind
+        );
+        for user in users {
+            let row = h
+                .store
+                .connection(user, "atlassian")
+                .await
+                .expect("db")
+                .expect("row");
+            let (version, status) = match user {
+                "u1" | "u3" => (1, ConnectionStatus::Active),
+                "u4" => (0, ConnectionStatus::NeedsReauth),
+                _ => (0, ConnectionStatus::Active),
+            };
+            assert_eq!(
+                (row.version, row.status),
+                (version, status),
+                "{}: {user}",
+                db.kind
+            );
+        }
+
+        // Nothing is due any more: the next pass reads no row and calls no token endpoint.
+        let again = maintenance::run_once(b.refresher(), b.providers(), &settings, Utc::now())
+            .await
+            .expect("pass again");
+        assert_eq!(
+            (
+                again.skipped,
+                again.rows_read,
+                again.kept_alive,
+                again.expired
+            ),
+            (false, 0, 0, 0)
+        );
+        assert_eq!(h.fake.fake.counters().token_refresh, 2);
+        drop(h);
+        db.cleanup().await;
+    }
+}
+
+/// Scrapes `/metrics` until `line` shows, for at most ten seconds.
+async fn metrics_with(h: &Harness, base: &str, line: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = h
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        if text.contains(line) || tokio::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_maintenance_task_feeds_metrics_and_counts_are_cached() {
+    for db in TestDatabase::all().await {
+        let h = Harness::start(&db, fake_config(), true).await;
+        h.connect("alice").await;
+        h.connect("bob").await;
+        set_time(
+            &h,
+            "refresh_expires_at",
+            Utc::now() - chrono::Duration::seconds(1),
+            &["bob"],
+        )
+        .await;
+        let (_, _) = h.authorize("carol").await;
+        sqlx::query("UPDATE oauth_states SET expires_at = $1")
+            .bind((Utc::now() - chrono::Duration::seconds(1)).timestamp_millis())
+            .execute(h.store.pool())
+            .await
+            .expect("expire states");
+
+        // The first scrape counts the table; later scrapes reuse the count for its time to live.
+        let first = metrics_with(&h, &h.base, "grantry_connections{").await;
+        assert!(
+            first.contains("grantry_connections{provider=\"atlassian\",status=\"active\"} 2\n"),
+            "{}: {first}",
+            db.kind
+        );
+        assert!(
+            first.contains("grantry_maintenance_passes_total{result=\"completed\"} 0\n"),
+            "{first}"
+        );
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(grantry_server::maintain(
+            h.state.clone(),
+            Duration::from_secs(3600),
+            stop_rx,
+        ));
+        let text = metrics_with(
+            &h,
+            &h.base,
+            "grantry_maintenance_passes_total{result=\"completed\"} 1\n",
+        )
+        .await;
+        let _ = stop_tx.send(true);
+        task.await.expect("maintenance task");
+        for line in [
+            "grantry_maintenance_passes_total{result=\"completed\"} 1\n",
+            "grantry_maintenance_passes_total{result=\"skipped\"} 0\n",
+            "grantry_maintenance_expired_total 1\n",
+            "grantry_maintenance_states_purged_total 3\n",
+            "grantry_maintenance_keep_alive_failures_total 0\n",
+            "grantry_database_up 1\n",
+            // Cached from the first scrape although bob now needs re-consent.
+            "grantry_connections{provider=\"atlassian\",status=\"active\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{}: {line} in {text}", db.kind);
+        }
+        assert!(
+            !text.contains("grantry_maintenance_last_pass_timestamp_seconds 0\n"),
+            "{text}"
+        );
+
+        // Without caching, a scrape shows the change at once.
+        let (uncached, server) =
+            spawn_server(h.state.clone().with_counts_ttl(Duration::ZERO)).await;
+        let fresh = metrics_with(&h, &uncached, "status=\"needs_reauth\"} 1").await;
+        for line in [
+            "grantry_connections{provider=\"atlassian\",status=\"active\"} 1\n",
+            "grantry_connections{provider=\"atlassian\",status=\"needs_reauth\"} 1\n",
+        ] {
+            assert!(fresh.contains(line), "{}: {line} in {fresh}", db.kind);
+        }
+        server.abort();
         drop(h);
         db.cleanup().await;
     }

@@ -9,6 +9,7 @@ mod demo;
 mod faults;
 mod harness;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod openapi;
 mod process;

@@ -96,6 +96,12 @@ async fn run(command: Command) -> Result<(), ServerError> {
                 vault.keys().current_key_id(),
                 report.current
             );
+            if report.refused > 0 {
+                eprintln!(
+                    "warning: {} connection(s) hold tokens that do not open for their user (moved or tampered); marked needs_reauth",
+                    report.refused
+                );
+            }
             store.close().await;
             Ok(())
         }

@@ -10,6 +10,7 @@ fn keyring(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("key: {e}"));
     let context = SealContext {
         connection_id: "2f1c7d5e-9a44-4c1e-8d0e-3b7a1f2c9e10",
+        user_id: "u",
         provider: "atlassian",
         field: TokenField::Access,
     };

@@ -296,8 +296,8 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.inner.release_task_lease(name, owner).await
     }
 
-    async fn put_state(&self, state: &StateRecord) -> Result<(), StoreError> {
-        self.inner.put_state(state).await
+    async fn put_state(&self, state: &StateRecord, max_pending: usize) -> Result<(), StoreError> {
+        self.inner.put_state(state, max_pending).await
     }
 
     async fn consume_state(

@@ -131,6 +131,12 @@ pub enum Error {
     /// See [`ProviderError`].
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// A connection's sealed tokens do not open for its row and user (the row was moved to
+    /// another user or tampered with); the row is marked `needs_reauth` and kept.
+    #[error(
+        "the stored tokens of this connection do not open for its user (moved or tampered); connect again"
+    )]
+    Binding,
     /// Stored values are sealed with keys that are not configured; nothing was changed.
     #[error("stored tokens are sealed with key(s) {} which are not configured; add them to GRANTRY_ENCRYPTION_OLD_KEYS (nothing was deleted)", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     MissingKeys(Vec<KeyId>),

@@ -1,4 +1,4 @@
-//! The key ring: AES-256-GCM sealing of token values, bound to their row and field.
+//! The key ring: AES-256-GCM sealing of token values, bound to their row, owner and field.
 
 use std::fmt;
 
@@ -12,7 +12,10 @@ use zeroize::Zeroizing;
 
 use crate::error::CryptoError;
 
-const FORMAT_VERSION: u8 = 1;
+/// Format 1 (legacy): the associated data binds connection id, provider and field.
+const FORMAT_LEGACY: u8 = 1;
+/// Format 2: the associated data also binds the owning user's id.
+const FORMAT_CURRENT: u8 = 2;
 const KEY_ID_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
@@ -79,6 +82,8 @@ impl TokenField {
 pub struct SealContext<'a> {
     /// The connection's id.
     pub connection_id: &'a str,
+    /// The id of the user who owns the value.
+    pub user_id: &'a str,
     /// The provider's id.
     pub provider: &'a str,
     /// The token field.
@@ -86,10 +91,19 @@ pub struct SealContext<'a> {
 }
 
 impl SealContext<'_> {
-    fn associated_data(&self) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(64);
-        aad.extend_from_slice(b"grantry v1\0");
-        for part in [self.connection_id, self.provider, self.field.as_str()] {
+    fn associated_data(&self, format: u8) -> Vec<u8> {
+        let field = self.field.as_str();
+        let legacy = [self.connection_id, self.provider, field];
+        let current = [self.connection_id, self.user_id, self.provider, field];
+        // Legacy values open only under the legacy binding, which lacks the user.
+        let (label, parts): (&[u8], &[&str]) = if format == FORMAT_LEGACY {
+            (b"grantry v1\0", &legacy)
+        } else {
+            (b"grantry v2\0", &current)
+        };
+        let mut aad = Vec::with_capacity(96);
+        aad.extend_from_slice(label);
+        for part in parts {
             aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
             aad.extend_from_slice(part.as_bytes());
         }
@@ -112,11 +126,21 @@ impl SealedValue {
         &self.0
     }
 
+    fn format(&self) -> Option<u8> {
+        match self.0.first() {
+            Some(&f @ (FORMAT_LEGACY | FORMAT_CURRENT)) if self.0.len() >= HEADER_LEN => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Whether the value uses the legacy binding (without the user id) and should be re-sealed.
+    pub fn is_legacy(&self) -> bool {
+        self.format() == Some(FORMAT_LEGACY)
+    }
+
     /// The id of the key that sealed this value, if the value is well formed.
     pub fn key_id(&self) -> Option<KeyId> {
-        if self.0.len() < HEADER_LEN || self.0[0] != FORMAT_VERSION {
-            return None;
-        }
+        self.format()?;
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(&self.0[1..=KEY_ID_LEN]);
         Some(KeyId(id))
@@ -226,7 +250,7 @@ impl KeyRing {
         context: SealContext<'_>,
     ) -> Result<SealedValue, CryptoError> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = context.associated_data();
+        let aad = context.associated_data(FORMAT_CURRENT);
         let ciphertext = self
             .current
             .cipher
@@ -239,7 +263,7 @@ impl KeyRing {
             )
             .map_err(|_| CryptoError::SealFailed)?;
         let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
-        out.push(FORMAT_VERSION);
+        out.push(FORMAT_CURRENT);
         out.extend_from_slice(&self.current.id.0);
         out.extend_from_slice(nonce.as_slice());
         out.extend_from_slice(&ciphertext);
@@ -247,16 +271,20 @@ impl KeyRing {
     }
 
     /// Opens a sealed value for `context`; fails if the key is unknown or the context differs.
+    ///
+    /// A legacy value (format 1) opens under the legacy binding, which ignores `user_id`;
+    /// a current value opens only for the same user.
     pub fn open(
         &self,
         sealed: &SealedValue,
         context: SealContext<'_>,
     ) -> Result<SecretString, CryptoError> {
+        let format = sealed.format().ok_or(CryptoError::Malformed)?;
         let key_id = sealed.key_id().ok_or(CryptoError::Malformed)?;
         let key = self.key(key_id).ok_or(CryptoError::UnknownKey(key_id))?;
         let bytes = sealed.as_bytes();
         let nonce = Nonce::from_slice(&bytes[1 + KEY_ID_LEN..HEADER_LEN]);
-        let aad = context.associated_data();
+        let aad = context.associated_data(format);
         let plaintext = Zeroizing::new(
             key.cipher
                 .decrypt(
@@ -272,13 +300,18 @@ impl KeyRing {
         Ok(SecretString::from(text.to_owned()))
     }
 
-    /// Re-seals `sealed` under the current key; `None` when it already uses the current key.
+    /// Whether `sealed` uses the current key and the current binding.
+    pub fn is_current(&self, sealed: &SealedValue) -> bool {
+        sealed.format() == Some(FORMAT_CURRENT) && sealed.key_id() == Some(self.current.id)
+    }
+
+    /// Re-seals `sealed` under the current key and binding; `None` when it already uses both.
     pub fn reseal(
         &self,
         sealed: &SealedValue,
         context: SealContext<'_>,
     ) -> Result<Option<SealedValue>, CryptoError> {
-        if sealed.key_id() == Some(self.current.id) {
+        if self.is_current(sealed) {
             return Ok(None);
         }
         use secrecy::ExposeSecret;
@@ -304,6 +337,7 @@ mod tests {
     fn ctx(id: &str, field: TokenField) -> SealContext<'_> {
         SealContext {
             connection_id: id,
+            user_id: "u1",
             provider: "atlassian",
             field,
         }
@@ -340,10 +374,39 @@ mod tests {
         ));
         let other_provider = SealContext {
             connection_id: "c1",
+            user_id: "u1",
             provider: "other",
             field: TokenField::Access,
         };
         assert!(ring.open(&sealed, other_provider).is_err());
+    }
+
+    #[test]
+    fn value_does_not_open_for_another_user() {
+        let ring = ring(&KeyRing::generate_key_base64(), &[]);
+        let sealed = ring
+            .seal("secret", ctx("c1", TokenField::Access))
+            .expect("seal");
+        assert!(!sealed.is_legacy());
+        let other_user = SealContext {
+            user_id: "u2",
+            ..ctx("c1", TokenField::Access)
+        };
+        assert!(matches!(
+            ring.open(&sealed, other_user),
+            Err(CryptoError::OpenFailed { .. })
+        ));
+        let mut downgraded = sealed.as_bytes().to_vec();
+        downgraded[0] = FORMAT_LEGACY;
+        let downgraded = SealedValue::from_bytes(downgraded);
+        assert!(downgraded.is_legacy());
+        assert!(
+            ring.open(&downgraded, other_user).is_err()
+                && ring
+                    .open(&downgraded, ctx("c1", TokenField::Access))
+                    .is_err(),
+            "a current value relabelled legacy opens for nobody"
+        );
     }
 
     #[test]

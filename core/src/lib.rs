@@ -41,7 +41,7 @@ pub use store::{
     DueConnection, StateRecord, TokenHandout, TokenStore, TokenUpdate,
 };
 pub use token::{Account, AccountDetails, Resource, TokenSet};
-pub use vault::{ReencryptReport, Vault};
+pub use vault::{BINDING_FAILURE, ReencryptReport, Vault};
 
 #[doc(hidden)]
 pub mod __private {

@@ -99,6 +99,11 @@ impl AccessError {
         match self {
             Self::NotConnected => ApiError::not_connected(provider),
             Self::NeedsReauth => ApiError::needs_reauth(provider),
+            Self::Core(e @ Error::Binding) => ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "needs_reauth",
+                format!("{provider}: {e}"),
+            ),
             Self::Upstream(e) => ApiError::upstream(format!("{provider}: {e}")),
             Self::Core(Error::Store(e)) => ApiError::database(&e),
             Self::Core(e) => ApiError::internal(&e),
@@ -340,6 +345,7 @@ impl Refresher {
         if record.status == ConnectionStatus::NeedsReauth {
             return Err(AccessError::NeedsReauth);
         }
+        let record = self.vault.verify_binding(record).await?;
         let policy = provider.refresh_policy();
         if !self.is_due(&record, &policy, Utc::now(), Due::AccessExpiry) {
             return self.open(&record, false);

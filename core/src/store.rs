@@ -387,8 +387,9 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Ends the lease of task `name` if `owner` still holds it.
     async fn release_task_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 
-    /// Stores a new state.
-    async fn put_state(&self, state: &StateRecord) -> Result<(), StoreError>;
+    /// Stores a new state, then deletes the other states of its user and provider that are
+    /// expired or used, and the oldest beyond `max_pending` (the new state always stays).
+    async fn put_state(&self, state: &StateRecord, max_pending: usize) -> Result<(), StoreError>;
 
     /// Marks the state used and returns it, only if it exists, is unused, unexpired at `now`,
     /// and belongs to this user and provider. A state of another user is left untouched.

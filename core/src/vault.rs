@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
-use crate::error::{Error, StoreError};
+use crate::error::{CryptoError, Error, StoreError};
 use crate::keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
 use crate::provider::RefreshPolicy;
 use crate::secret::{AccessToken, RefreshToken};
@@ -20,11 +20,18 @@ const REENCRYPT_BATCH: u32 = 500;
 /// What `reencrypt` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReencryptReport {
-    /// Rows moved to the current key.
+    /// Rows moved to the current key and binding.
     pub moved: usize,
-    /// Rows already on the current key.
+    /// Rows already on the current key and binding.
     pub current: usize,
+    /// Rows whose tokens do not open for their row (moved to another user, or tampered); marked
+    /// `needs_reauth`, kept.
+    pub refused: usize,
 }
+
+/// The failure recorded on a row whose sealed tokens do not open for it.
+pub const BINDING_FAILURE: &str =
+    "the stored tokens do not open for this connection's user (moved or tampered); connect again";
 
 /// Connections with their tokens sealed at rest.
 #[derive(Clone)]
@@ -41,10 +48,11 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-fn context<'a>(record_id: &'a str, provider: &'a str, field: TokenField) -> SealContext<'a> {
+fn context(record: &ConnectionRecord, field: TokenField) -> SealContext<'_> {
     SealContext {
-        connection_id: record_id,
-        provider,
+        connection_id: &record.id,
+        user_id: &record.user_id,
+        provider: &record.provider,
         field,
     }
 }
@@ -99,14 +107,20 @@ impl Vault {
                 .as_ref()
                 .map(|r| r.id.clone())
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let seal_context = |field| SealContext {
+                connection_id: &id,
+                user_id,
+                provider,
+                field,
+            };
             let access = self.keys.seal(
                 tokens.access_token.secret(),
-                context(&id, provider, TokenField::Access),
+                seal_context(TokenField::Access),
             )?;
             let refresh = match &tokens.refresh_token {
                 Some(t) => Some(
                     self.keys
-                        .seal(t.secret(), context(&id, provider, TokenField::Refresh))?,
+                        .seal(t.secret(), seal_context(TokenField::Refresh))?,
                 ),
                 None => None,
             };
@@ -152,17 +166,13 @@ impl Vault {
 
     /// Opens the tokens of a stored connection.
     pub fn open_tokens(&self, record: &ConnectionRecord) -> Result<TokenSet, Error> {
-        let access = self.keys.open(
-            &record.access_token,
-            context(&record.id, &record.provider, TokenField::Access),
-        )?;
+        let access = self
+            .keys
+            .open(&record.access_token, context(record, TokenField::Access))?;
         let refresh = match &record.refresh_token {
             Some(sealed) => Some(RefreshToken::new(
                 self.keys
-                    .open(
-                        sealed,
-                        context(&record.id, &record.provider, TokenField::Refresh),
-                    )?
+                    .open(sealed, context(record, TokenField::Refresh))?
                     .expose_secret(),
             )),
             None => None,
@@ -178,10 +188,9 @@ impl Vault {
 
     /// Opens only the access token of a stored connection (handing it out needs no refresh token).
     pub fn open_access(&self, record: &ConnectionRecord) -> Result<AccessToken, Error> {
-        let access = self.keys.open(
-            &record.access_token,
-            context(&record.id, &record.provider, TokenField::Access),
-        )?;
+        let access = self
+            .keys
+            .open(&record.access_token, context(record, TokenField::Access))?;
         Ok(AccessToken::new(access.expose_secret()))
     }
 
@@ -195,16 +204,14 @@ impl Vault {
     ) -> Result<TokenUpdate, Error> {
         let access = self.keys.seal(
             tokens.access_token.secret(),
-            context(&record.id, &record.provider, TokenField::Access),
+            context(record, TokenField::Access),
         )?;
         let refresh = match (&tokens.refresh_token, &record.refresh_token) {
-            (Some(new), _) => Some(self.keys.seal(
-                new.secret(),
-                context(&record.id, &record.provider, TokenField::Refresh),
-            )?),
-            (None, Some(old)) => {
-                self.reseal(old, &record.id, &record.provider, TokenField::Refresh)?
-            }
+            (Some(new), _) => Some(
+                self.keys
+                    .seal(new.secret(), context(record, TokenField::Refresh))?,
+            ),
+            (None, Some(old)) => Some(self.reseal(old, record, TokenField::Refresh)?),
             (None, None) => None,
         };
         Ok(TokenUpdate {
@@ -224,66 +231,151 @@ impl Vault {
     fn reseal(
         &self,
         sealed: &SealedValue,
-        id: &str,
-        provider: &str,
+        record: &ConnectionRecord,
         field: TokenField,
-    ) -> Result<Option<SealedValue>, Error> {
-        let ctx = context(id, provider, field);
-        Ok(Some(
-            self.keys
-                .reseal(sealed, ctx)?
-                .unwrap_or_else(|| sealed.clone()),
-        ))
+    ) -> Result<SealedValue, Error> {
+        Ok(self
+            .keys
+            .reseal(sealed, context(record, field))?
+            .unwrap_or_else(|| sealed.clone()))
     }
 
-    /// Moves every stored value to the current key; values already on it are left alone.
-    pub async fn reencrypt(&self) -> Result<ReencryptReport, Error> {
-        self.check_keys().await?;
-        let current = self.keys.current_key_id();
-        let mut report = ReencryptReport::default();
-        let mut all = ConnectionWalk::new(&*self.store, None, None, REENCRYPT_BATCH);
-        while let Some(mut record) = all.next().await? {
-            loop {
-                let on_current = record.access_token.key_id() == Some(current)
-                    && record
-                        .refresh_token
-                        .as_ref()
-                        .is_none_or(|r| r.key_id() == Some(current));
-                if on_current {
-                    report.current += 1;
-                    break;
-                }
-                let access = self.reseal(
-                    &record.access_token,
-                    &record.id,
-                    &record.provider,
-                    TokenField::Access,
-                )?;
+    /// Whether both tokens of `record` use the current key and binding.
+    fn is_current(&self, record: &ConnectionRecord) -> bool {
+        self.keys.is_current(&record.access_token)
+            && record
+                .refresh_token
+                .as_ref()
+                .is_none_or(|r| self.keys.is_current(r))
+    }
+
+    /// Re-seals the tokens of `record` under the current key and binding, at its version.
+    ///
+    /// `Ok(None)` when the tokens do not open for the row: the row is marked `needs_reauth`
+    /// (kept, never deleted). `Ok(Some(written))` otherwise; `written` is false when a
+    /// concurrent writer changed the row first.
+    async fn rewrap(&self, record: &ConnectionRecord) -> Result<Option<bool>, Error> {
+        let resealed = self
+            .reseal(&record.access_token, record, TokenField::Access)
+            .and_then(|access| {
                 let refresh = match &record.refresh_token {
-                    Some(r) => self.reseal(r, &record.id, &record.provider, TokenField::Refresh)?,
+                    Some(r) => Some(self.reseal(r, record, TokenField::Refresh)?),
                     None => None,
                 };
-                let Some(access) = access else { break };
-                let written = self
-                    .store
-                    .rewrap_tokens(
-                        &record.id,
-                        record.version,
-                        &access,
-                        refresh.as_ref(),
-                        &current.to_string(),
-                    )
-                    .await?;
-                if written {
-                    report.moved += 1;
-                    break;
-                }
-                match self.store.connection_by_id(&record.id).await? {
-                    Some(fresh) => record = fresh,
-                    None => break,
-                }
+                Ok((access, refresh))
+            });
+        let (access, refresh) = match resealed {
+            Ok(pair) => pair,
+            Err(Error::Crypto(CryptoError::OpenFailed { .. })) => {
+                self.refuse(record).await?;
+                return Ok(None);
             }
+            Err(e) => return Err(e),
+        };
+        let written = self
+            .store
+            .rewrap_tokens(
+                &record.id,
+                record.version,
+                &access,
+                refresh.as_ref(),
+                &self.keys.current_key_id().to_string(),
+            )
+            .await?;
+        Ok(Some(written))
+    }
+
+    async fn refuse(&self, record: &ConnectionRecord) -> Result<(), Error> {
+        tracing::warn!(
+            connection = %record.id,
+            provider = %record.provider,
+            "stored tokens do not open for this row; marked needs_reauth"
+        );
+        self.store
+            .set_status_at(
+                &record.id,
+                record.version,
+                ConnectionStatus::NeedsReauth,
+                Some(BINDING_FAILURE),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Checks that the tokens of `record` open for its row and user, upgrading values sealed
+    /// under the legacy binding (without the user id) in place.
+    ///
+    /// Returns the record to use; [`Error::Binding`] when the tokens do not open for this row
+    /// (the row is then marked `needs_reauth`).
+    pub async fn verify_binding(
+        &self,
+        record: ConnectionRecord,
+    ) -> Result<ConnectionRecord, Error> {
+        let legacy = record.access_token.is_legacy()
+            || record
+                .refresh_token
+                .as_ref()
+                .is_some_and(SealedValue::is_legacy);
+        if !legacy {
+            return match self.open_tokens(&record) {
+                Err(Error::Crypto(CryptoError::OpenFailed { .. })) => {
+                    self.refuse(&record).await?;
+                    Err(Error::Binding)
+                }
+                Err(e) => Err(e),
+                Ok(_) => Ok(record),
+            };
+        }
+        match self.rewrap(&record).await? {
+            None => Err(Error::Binding),
+            Some(true) => Ok(self
+                .store
+                .connection_by_id(&record.id)
+                .await?
+                .unwrap_or(record)),
+            Some(false) => Ok(record),
+        }
+    }
+
+    /// Moves every stored value to the current key and binding (the user id in the associated
+    /// data); values already on both are left alone.
+    pub async fn reencrypt(&self) -> Result<ReencryptReport, Error> {
+        self.check_keys().await?;
+        let mut report = ReencryptReport::default();
+        let mut all = ConnectionWalk::new(&*self.store, None, None, REENCRYPT_BATCH);
+        while let Some(record) = all.next().await? {
+            self.reencrypt_row(record, &mut report).await?;
         }
         Ok(report)
+    }
+
+    /// Re-seals one row under the current key and binding (re-reading it when a concurrent
+    /// writer changed it first) and counts the outcome in `report`.
+    async fn reencrypt_row(
+        &self,
+        mut record: ConnectionRecord,
+        report: &mut ReencryptReport,
+    ) -> Result<(), Error> {
+        loop {
+            if self.is_current(&record) {
+                report.current += 1;
+                return Ok(());
+            }
+            match self.rewrap(&record).await? {
+                None => {
+                    report.refused += 1;
+                    return Ok(());
+                }
+                Some(true) => {
+                    report.moved += 1;
+                    return Ok(());
+                }
+                Some(false) => {}
+            }
+            match self.store.connection_by_id(&record.id).await? {
+                Some(fresh) => record = fresh,
+                None => return Ok(()),
+            }
+        }
     }
 }

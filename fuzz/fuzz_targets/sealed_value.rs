@@ -21,6 +21,7 @@ fn ring() -> &'static KeyRing {
 fuzz_target!(|data: &[u8]| {
     let context = SealContext {
         connection_id: "c",
+        user_id: "u",
         provider: "p",
         field: TokenField::Access,
     };

@@ -57,6 +57,7 @@ struct Inner {
     maintenance: MaintenanceSettings,
     maintenance_metrics: Arc<MaintenanceMetrics>,
     counts: Arc<CountsCache>,
+    max_pending_states: usize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -92,6 +93,7 @@ impl AppState {
                 counts: Arc::new(CountsCache::new(Duration::from_secs(
                     crate::config::DEFAULT_METRICS_COUNTS_TTL_SECS,
                 ))),
+                max_pending_states: crate::config::DEFAULT_MAX_PENDING_STATES,
             }),
         }
     }
@@ -114,6 +116,21 @@ impl AppState {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// This state keeping at most `max` pending authorizations per user and provider.
+    #[must_use]
+    pub fn with_max_pending_states(self, max: usize) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.max_pending_states = max.max(1);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// How many pending authorizations are kept per user and provider.
+    pub fn max_pending_states(&self) -> usize {
+        self.inner.max_pending_states
     }
 
     /// The settings of the HTTP API.

@@ -64,16 +64,33 @@ impl std::fmt::Debug for JwtAuthenticator {
 }
 
 impl JwtAuthenticator {
-    /// An authenticator for tokens signed with `secret`.
+    /// An authenticator for tokens signed with `secret`; `nbf`, when present, is honoured.
     pub fn new(secret: &SecretString) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         Self {
             key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,
             verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also requires the `iss` claim to equal `issuer` and the `aud` claim to name `audience`,
+    /// each when given (`GRANTRY_JWT_ISSUER`, `GRANTRY_JWT_AUDIENCE`).
+    pub fn expecting(mut self, issuer: Option<&str>, audience: Option<&str>) -> Self {
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = issuer {
+            self.validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if let Some(audience) = audience {
+            self.validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        self.validation.set_required_spec_claims(&required);
+        self
     }
 
     /// Signs a token for `user_id` with `role`, valid for `ttl` (used by the demo and by tests).
@@ -288,6 +305,23 @@ mod tests {
             .expect("ok");
         assert_eq!((p.user_id.as_str(), p.is_admin()), ("u-2", false));
         assert_eq!(p.credential, Credential::Cookie);
+
+        // `nbf` in the future: not yet valid.
+        let now = chrono::Utc::now().timestamp();
+        let sign = |claims: serde_json::Value| {
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"s3cret"),
+            )
+            .expect("sign")
+        };
+        let early = sign(serde_json::json!({"sub": "u", "exp": now + 600, "nbf": now + 300}));
+        let err = auth
+            .authenticate(&parts(Some(("authorization", &format!("Bearer {early}")))))
+            .await
+            .expect_err("not yet valid");
+        assert_eq!(err.status, 401);
 
         let other = JwtAuthenticator::issue(
             &SecretString::from("other".to_owned()),

@@ -48,7 +48,13 @@ const VARIABLES: &[(&str, &str)] = &[
     ("maintenance_concurrency", "GRANTRY_MAINTENANCE_CONCURRENCY"),
     ("maintenance_batch", "GRANTRY_MAINTENANCE_BATCH"),
     ("metrics_counts_ttl", "GRANTRY_METRICS_COUNTS_TTL"),
+    ("jwt_issuer", "GRANTRY_JWT_ISSUER"),
+    ("jwt_audience", "GRANTRY_JWT_AUDIENCE"),
+    ("max_pending_states", "GRANTRY_MAX_PENDING_STATES"),
 ];
+
+/// Default number of pending authorizations kept per user and provider.
+pub const DEFAULT_MAX_PENDING_STATES: usize = 10;
 
 /// Fewest characters of `GRANTRY_METRICS_TOKEN`.
 pub const MIN_METRICS_TOKEN_LEN: usize = 16;
@@ -151,6 +157,9 @@ struct Raw {
     maintenance_concurrency: Option<Value>,
     maintenance_batch: Option<Value>,
     metrics_counts_ttl: Option<Value>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    max_pending_states: Option<Value>,
     #[serde(default)]
     providers: BTreeMap<String, Map<String, Value>>,
 }
@@ -331,6 +340,14 @@ pub struct Config {
     pub maintenance_batch: u32,
     /// How long `/metrics` reuses its connection counts (`GRANTRY_METRICS_COUNTS_TTL`, 0 = every scrape).
     pub metrics_counts_ttl: std::time::Duration,
+    /// The `iss` every user token must carry (`GRANTRY_JWT_ISSUER`); not checked when unset.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` every user token must name (`GRANTRY_JWT_AUDIENCE`); when unset, tokens with
+    /// an `aud` claim are refused.
+    pub jwt_audience: Option<String>,
+    /// Pending authorizations kept per user and provider (`GRANTRY_MAX_PENDING_STATES`); a new
+    /// one drops the oldest beyond this.
+    pub max_pending_states: usize,
     /// Per-provider sections.
     pub providers: ProvidersConfig,
     /// The TOML file that was read, if any.
@@ -463,6 +480,14 @@ impl Config {
         .unwrap_or(std::time::Duration::from_secs(
             DEFAULT_METRICS_COUNTS_TTL_SECS,
         ));
+        let max_pending_states = whole_number(
+            "max_pending_states",
+            raw.max_pending_states.as_ref(),
+            1..=1000,
+        )?
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(DEFAULT_MAX_PENDING_STATES);
+        let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
         Ok(Self {
             http,
             csrf_allowed_origins,
@@ -483,6 +508,9 @@ impl Config {
             encryption_key: secret(raw.encryption_key),
             encryption_old_keys: secret(raw.encryption_old_keys),
             jwt_secret: secret(raw.jwt_secret),
+            jwt_issuer: text(raw.jwt_issuer),
+            jwt_audience: text(raw.jwt_audience),
+            max_pending_states,
             log_level,
             providers: ProvidersConfig::new(providers),
             file,
@@ -890,6 +918,36 @@ mod tests {
             let e = Config::load_from(env(&[(variable, value)]), &[]).expect_err(value);
             assert!(
                 e.to_string().starts_with(&format!("{variable} is invalid")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_claims_and_the_pending_state_cap_are_read() {
+        let c = Config::load_from(env(&[("GRANTRY_CONFIG", "")]), &[]).expect("config");
+        assert_eq!(
+            (c.jwt_issuer, c.jwt_audience, c.max_pending_states),
+            (None, None, DEFAULT_MAX_PENDING_STATES)
+        );
+        let c = Config::load_from(
+            env(&[
+                ("GRANTRY_JWT_ISSUER", " https://chat.example "),
+                ("GRANTRY_JWT_AUDIENCE", "grantry"),
+                ("GRANTRY_MAX_PENDING_STATES", "3"),
+            ]),
+            &[],
+        )
+        .expect("config");
+        assert_eq!(c.jwt_issuer.as_deref(), Some("https://chat.example"));
+        assert_eq!(c.jwt_audience.as_deref(), Some("grantry"));
+        assert_eq!(c.max_pending_states, 3);
+        for bad in ["0", "1001", "ten", "-1"] {
+            let e = Config::load_from(env(&[("GRANTRY_MAX_PENDING_STATES", bad)]), &[])
+                .expect_err("refused");
+            assert!(
+                e.to_string()
+                    .starts_with("GRANTRY_MAX_PENDING_STATES is invalid"),
                 "{e}"
             );
         }

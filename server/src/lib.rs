@@ -62,15 +62,18 @@ pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
     let jwt = config.require_jwt_secret()?;
     let providers: Vec<Arc<dyn Provider>> = build_providers(&config.providers)?;
     let (_store, vault) = open_vault_with(config, keys).await?;
+    let authenticator = auth::JwtAuthenticator::new(jwt)
+        .expecting(config.jwt_issuer.as_deref(), config.jwt_audience.as_deref());
     Ok(AppState::new(
         vault,
         providers,
-        Arc::new(auth::JwtAuthenticator::new(jwt)),
+        Arc::new(authenticator),
         config.refresh_settings(),
     )
     .with_settings(config.api_settings())
     .with_maintenance(config.maintenance_settings())
-    .with_counts_ttl(config.metrics_counts_ttl))
+    .with_counts_ttl(config.metrics_counts_ttl)
+    .with_max_pending_states(config.max_pending_states))
 }
 
 /// Serves `state` on the configured address until `shutdown` completes.

@@ -139,7 +139,7 @@ async fn authorize(
                 .keys()
                 .seal(
                     verifier.secret(),
-                    pkce_context(&state_hash, s.provider.id()),
+                    pkce_context(&state_hash, &principal.user_id, s.provider.id()),
                 )
                 .map_err(|e| ApiError::internal(&e))?,
         ),
@@ -147,14 +147,17 @@ async fn authorize(
     };
     s.app
         .store()
-        .put_state(&StateRecord {
-            state_hash: state_hash.clone(),
-            user_id: principal.user_id.clone(),
-            provider: s.provider.id().to_owned(),
-            expires_at: now + chrono::Duration::seconds(STATE_TTL_SECS),
-            created_at: now,
-            code_verifier,
-        })
+        .put_state(
+            &StateRecord {
+                state_hash: state_hash.clone(),
+                user_id: principal.user_id.clone(),
+                provider: s.provider.id().to_owned(),
+                expires_at: now + chrono::Duration::seconds(STATE_TTL_SECS),
+                created_at: now,
+                code_verifier,
+            },
+            s.app.max_pending_states(),
+        )
         .await
         .map_err(|e| ApiError::database(&e))?;
     let url = s
@@ -237,7 +240,10 @@ async fn callback(
             s.app
                 .vault()
                 .keys()
-                .open(sealed, pkce_context(&consumed.state_hash, provider.id()))
+                .open(
+                    sealed,
+                    pkce_context(&consumed.state_hash, &consumed.user_id, provider.id()),
+                )
                 .map_err(|e| ApiError::internal(&e))?
                 .expose_secret(),
         )),
@@ -275,9 +281,10 @@ async fn callback(
     Ok(Json(view(&record, false)).into_response())
 }
 
-fn pkce_context<'a>(state_hash: &'a str, provider: &'a str) -> SealContext<'a> {
+fn pkce_context<'a>(state_hash: &'a str, user_id: &'a str, provider: &'a str) -> SealContext<'a> {
     SealContext {
         connection_id: state_hash,
+        user_id,
         provider,
         field: TokenField::PkceVerifier,
     }

@@ -83,6 +83,40 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// Creates a missing SQLite database file readable by its owner only (0600); SQLite gives its
+/// `-wal` and `-shm` files the mode of the database file.
+fn create_private_file(url: &str) -> Result<(), StoreError> {
+    if !url.contains("mode=rwc") || url.contains(":memory:") {
+        return Ok(());
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(db_err)?;
+    let path = options.get_filename();
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the SQLite database is readable by other users; chmod 600 it"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Database(format!(
+            "cannot create the SQLite database {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 macro_rules! select_connections {
     ($tail:literal) => {
         concat!(
@@ -224,6 +258,9 @@ impl SqlStore {
             Backend::Sqlite => sqlite_url(url),
             Backend::Postgres => url.to_owned(),
         };
+        if backend == Backend::Sqlite {
+            create_private_file(&url)?;
+        }
         let options = AnyConnectOptions::from_str(&url).map_err(db_err)?;
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
@@ -919,7 +956,7 @@ impl TokenStore for SqlStore {
         Ok(())
     }
 
-    async fn put_state(&self, s: &StateRecord) -> Result<(), StoreError> {
+    async fn put_state(&self, s: &StateRecord, max_pending: usize) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO oauth_states (state_hash, user_id, provider, expires_at, created_at, used, code_verifier, \
              key_id) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
@@ -936,6 +973,23 @@ impl TokenStore for SqlStore {
                 .and_then(SealedValue::key_id)
                 .map(|id| id.to_string()),
         )
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        // A separate statement after the insert: the last of concurrent inserts sees them all,
+        // so at most `max_pending` remain. Reads the (user_id, provider, created_at) index.
+        let keep_others = i64::try_from(max_pending.saturating_sub(1)).unwrap_or(i64::MAX);
+        sqlx::query(
+            "DELETE FROM oauth_states WHERE user_id = $1 AND provider = $2 AND state_hash <> $3 \
+             AND (used = 1 OR expires_at <= $4 OR state_hash NOT IN (\
+             SELECT state_hash FROM oauth_states WHERE user_id = $1 AND provider = $2 \
+             AND state_hash <> $3 ORDER BY created_at DESC, state_hash DESC LIMIT $5))",
+        )
+        .bind(s.user_id.clone())
+        .bind(s.provider.clone())
+        .bind(s.state_hash.clone())
+        .bind(millis(s.created_at))
+        .bind(keep_others)
         .execute(&self.pool)
         .await
         .map_err(db_err)?;

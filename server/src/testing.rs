@@ -10,9 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, Resource, SealedValue,
-    StateRecord, StoreError, TokenHandout, TokenStore, TokenUpdate,
+    StateRecord, StoreError, TokenField, TokenHandout, TokenStore, TokenUpdate,
 };
-
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
@@ -113,6 +112,50 @@ impl TestDatabase {
             let _ = conn.close().await;
         }
     }
+}
+
+/// Seals `plaintext` the way grantry did before the user id joined the associated data
+/// (format 1: connection id, provider and field only), to test upgrades of old rows.
+pub fn seal_legacy(
+    key_base64: &str,
+    plaintext: &str,
+    connection_id: &str,
+    provider: &str,
+    field: TokenField,
+) -> SealedValue {
+    use aes_gcm::Aes256Gcm;
+    use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key_base64)
+        .unwrap_or_else(|e| panic!("key is not base64: {e}"));
+    let cipher = Aes256Gcm::new_from_slice(&key).unwrap_or_else(|e| panic!("key: {e}"));
+    let key_id = Sha256::new()
+        .chain_update(b"grantry key id v1\0")
+        .chain_update(&key)
+        .finalize();
+    let mut aad = b"grantry v1\0".to_vec();
+    for part in [connection_id, provider, field.as_str()] {
+        aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let ciphertext = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext.as_bytes(),
+                aad: &aad,
+            },
+        )
+        .unwrap_or_else(|e| panic!("seal: {e}"));
+    let mut out = vec![1u8];
+    out.extend_from_slice(&key_id[..8]);
+    out.extend_from_slice(nonce.as_slice());
+    out.extend_from_slice(&ciphertext);
+    SealedValue::from_bytes(out)
 }
 
 /// How [`FaultyStore`] breaks the next writes of refreshed tokens.
@@ -343,8 +386,8 @@ impl TokenStore for FaultyStore {
         self.inner.release_task_lease(name, owner).await
     }
 
-    async fn put_state(&self, state: &StateRecord) -> Result<(), StoreError> {
-        self.inner.put_state(state).await
+    async fn put_state(&self, state: &StateRecord, max_pending: usize) -> Result<(), StoreError> {
+        self.inner.put_state(state, max_pending).await
     }
 
     async fn consume_state(

@@ -451,11 +451,11 @@ async fn states_are_single_use_bound_to_user_and_expire() {
             code_verifier: (hash == "h1").then(|| SealedValue::from_bytes(vec![7; 40])),
         };
         store
-            .put_state(&state("h1", t + Duration::minutes(10)))
+            .put_state(&state("h1", t + Duration::minutes(10)), 10)
             .await
             .expect("put");
         store
-            .put_state(&state("h2", t - Duration::seconds(1)))
+            .put_state(&state("h2", t - Duration::seconds(1)), 10)
             .await
             .expect("put expired");
         assert_eq!(
@@ -504,7 +504,7 @@ async fn states_are_single_use_bound_to_user_and_expire() {
             None
         );
         assert!(
-            store.put_state(&state("h1", t)).await.is_err(),
+            store.put_state(&state("h1", t), 10).await.is_err(),
             "a state hash is unique"
         );
         assert_eq!(store.purge_expired_states(t, 100).await.expect("purge"), 1);
@@ -514,6 +514,85 @@ async fn states_are_single_use_bound_to_user_and_expire() {
                 .await
                 .expect("purge"),
             1
+        );
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn pending_states_are_capped_per_user_and_provider() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let t = now();
+        let state = |hash: String, user: &str, provider: &str, created, expires| StateRecord {
+            state_hash: hash,
+            user_id: user.into(),
+            provider: provider.into(),
+            expires_at: expires,
+            created_at: created,
+            code_verifier: None,
+        };
+        let later = t + Duration::minutes(10);
+        // Another user's and another provider's states, and an expired one of u-1.
+        for (hash, user, provider) in [("o1", "u-2", "p"), ("o2", "u-2", "p"), ("q1", "u-1", "q")] {
+            store
+                .put_state(&state(hash.into(), user, provider, t, later), 3)
+                .await
+                .expect("put");
+        }
+        store
+            .put_state(
+                &state("old".into(), "u-1", "p", t - Duration::minutes(20), t),
+                3,
+            )
+            .await
+            .expect("put");
+        for i in 0..25 {
+            let created = t + Duration::milliseconds(i);
+            store
+                .put_state(&state(format!("s{i:02}"), "u-1", "p", created, later), 3)
+                .await
+                .expect("put");
+        }
+        let count = |user: &'static str, provider: &'static str| {
+            let store = store.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM oauth_states WHERE user_id = $1 AND provider = $2",
+                )
+                .bind(user)
+                .bind(provider)
+                .fetch_one(store.pool())
+                .await
+                .expect("count")
+            }
+        };
+        assert_eq!(count("u-1", "p").await, 3, "{}: capped", db.kind);
+        assert_eq!(
+            count("u-2", "p").await,
+            2,
+            "{}: other user untouched",
+            db.kind
+        );
+        assert_eq!(
+            count("u-1", "q").await,
+            1,
+            "{}: other provider untouched",
+            db.kind
+        );
+        for (hash, kept) in [("s24", true), ("s22", true), ("s21", false), ("s00", false)] {
+            let got = store
+                .consume_state(hash, "u-1", "p", t)
+                .await
+                .expect("consume");
+            assert_eq!(got.is_some(), kept, "{}: {hash}", db.kind);
+        }
+        assert_eq!(
+            store.purge_expired_states(t, 1000).await.expect("purge"),
+            0,
+            "{}: the expired state went on insert",
+            db.kind
         );
         store.close().await;
         db.cleanup().await;
@@ -1241,14 +1320,18 @@ async fn expired_states_are_purged_in_batches() {
         let t = now();
         for (i, expires) in [-3, -2, -1, -1, 0, 5].into_iter().enumerate() {
             store
-                .put_state(&StateRecord {
-                    state_hash: format!("h{i}"),
-                    user_id: "u".into(),
-                    provider: "p".into(),
-                    expires_at: t + Duration::minutes(expires),
-                    created_at: t,
-                    code_verifier: None,
-                })
+                .put_state(
+                    &StateRecord {
+                        state_hash: format!("h{i}"),
+                        // One user each: putting a state purges its own user's expired ones.
+                        user_id: format!("u{i}"),
+                        provider: "p".into(),
+                        expires_at: t + Duration::minutes(expires),
+                        created_at: t,
+                        code_verifier: None,
+                    },
+                    10,
+                )
                 .await
                 .expect("put");
         }
@@ -1263,7 +1346,7 @@ async fn expired_states_are_purged_in_batches() {
         assert_eq!(purged, [2, 2, 1], "{}", db.kind);
         assert!(
             store
-                .consume_state("h5", "u", "p", t)
+                .consume_state("h5", "u5", "p", t)
                 .await
                 .expect("live")
                 .is_some(),
@@ -1303,6 +1386,7 @@ async fn key_ids_cover_tokens_and_pending_state_verifiers() {
         let t = now();
         let ctx = SealContext {
             connection_id: "state",
+            user_id: "u",
             provider: "p",
             field: TokenField::Access,
         };
@@ -1313,14 +1397,17 @@ async fn key_ids_cover_tokens_and_pending_state_verifiers() {
         ] {
             let verifier = ring(key, &[]).seal("verifier", ctx).expect("seal");
             store
-                .put_state(&StateRecord {
-                    state_hash: hash.into(),
-                    user_id: "u".into(),
-                    provider: "p".into(),
-                    expires_at: expires,
-                    created_at: t,
-                    code_verifier: Some(verifier),
-                })
+                .put_state(
+                    &StateRecord {
+                        state_hash: hash.into(),
+                        user_id: "u".into(),
+                        provider: "p".into(),
+                        expires_at: expires,
+                        created_at: t,
+                        code_verifier: Some(verifier),
+                    },
+                    10,
+                )
                 .await
                 .expect("put state");
             if used {

@@ -299,20 +299,24 @@ async fn serve_refuses_a_pending_state_sealed_by_an_unknown_key() {
                 "pkce-verifier-secret",
                 SealContext {
                     connection_id: "state",
+                    user_id: "user-1",
                     provider: "atlassian",
                     field: TokenField::Access,
                 },
             )
             .expect("seal");
         store
-            .put_state(&StateRecord {
-                state_hash: "pending-state".into(),
-                user_id: "user-1".into(),
-                provider: "atlassian".into(),
-                expires_at: Utc::now() + chrono::Duration::minutes(10),
-                created_at: Utc::now(),
-                code_verifier: Some(verifier),
-            })
+            .put_state(
+                &StateRecord {
+                    state_hash: "pending-state".into(),
+                    user_id: "user-1".into(),
+                    provider: "atlassian".into(),
+                    expires_at: Utc::now() + chrono::Duration::minutes(10),
+                    created_at: Utc::now(),
+                    code_verifier: Some(verifier),
+                },
+                10,
+            )
             .await
             .expect("state");
         store.close().await;

@@ -22,6 +22,8 @@ pub(crate) struct Harness {
     pub(crate) vault: Vault,
     pub(crate) state: AppState,
     pub(crate) http: reqwest::Client,
+    /// The encryption key (base64) the vault seals with.
+    pub(crate) key: String,
     jwt: SecretString,
     server: tokio::task::JoinHandle<()>,
 }
@@ -83,8 +85,8 @@ impl Harness {
         let config = Config::load_from(env, &["atlassian"]).expect("config");
         let providers = build_providers(&config.providers).expect("providers");
         let store = db.store().await;
-        let keys = KeyRing::from_base64(&SecretString::from(KeyRing::generate_key_base64()), None)
-            .expect("key");
+        let key = KeyRing::generate_key_base64();
+        let keys = KeyRing::from_base64(&SecretString::from(key.clone()), None).expect("key");
         let vault = Vault::new(Arc::new(store.clone()), Arc::new(keys));
         let jwt = SecretString::from("e2e-jwt-secret".to_owned());
         let state = AppState::new(
@@ -105,6 +107,7 @@ impl Harness {
             vault,
             state,
             http,
+            key,
             jwt,
             server,
         }

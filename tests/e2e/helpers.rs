@@ -144,6 +144,11 @@ pub(crate) fn db_file(dir: &Path) -> PathBuf {
 }
 
 impl Server {
+    /// The process id of the running server.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Stops the server and waits for it to exit.
     pub(crate) fn stop(mut self) {
         if let Some(mut child) = self.child.take() {

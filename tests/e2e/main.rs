@@ -15,3 +15,4 @@ mod openapi;
 mod process;
 mod secrets;
 mod storm;
+mod tampering;

@@ -95,7 +95,8 @@ pub struct OAuth2Config {
     /// The issuer identifier the `iss` of authorization responses must equal (RFC 9207).
     pub issuer: Option<String>,
     /// Refuse authorization responses without `iss` (`require_iss`, off by default: the callback
-    /// body's `iss` is optional).
+    /// body's `iss` is optional); always on when the discovered metadata advertises
+    /// `authorization_response_iss_parameter_supported` (RFC 9207).
     pub require_iss: bool,
     /// Authorization endpoint (`authorization_url`).
     pub authorization_url: Url,
@@ -333,7 +334,10 @@ impl OAuth2Config {
             auth_method,
             redirect_uri: s.url("redirect_uri", None)?,
             scopes: ScopeSet::parse(s.get("oauth_scope").unwrap_or(DEFAULT_SCOPES)),
-            require_iss: s.flag("require_iss", false)?,
+            // RFC 9207: a server that advertises `iss` in its metadata always sends it, so a
+            // response without one is refused whatever `require_iss` says.
+            require_iss: s.flag("require_iss", false)?
+                || s.flag(discovery::ISS_ADVERTISED, false)?,
             issuer,
             authorization_url: url("authorization_url")?,
             token_url: url("token_url")?,

@@ -19,7 +19,14 @@ struct Metadata {
     token_endpoint: Option<String>,
     revocation_endpoint: Option<String>,
     userinfo_endpoint: Option<String>,
+    /// RFC 9207: the server sends `iss` with every authorization response.
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
+
+/// The setting discovery adds when the metadata advertises
+/// `authorization_response_iss_parameter_supported`: callbacks must then carry `iss`.
+pub(crate) const ISS_ADVERTISED: &str = "authorization_response_iss_parameter_supported";
 
 /// The metadata URL of `issuer` (OpenID Connect Discovery 1.0 section 4).
 fn metadata_url(issuer: &Url) -> Result<Url, String> {
@@ -73,6 +80,9 @@ pub(crate) fn discover(
     }
     tracing::debug!(issuer = %meta.issuer, "OpenID discovery done");
     let mut settings = vec![("issuer", meta.issuer)];
+    if meta.authorization_response_iss_parameter_supported {
+        settings.push((ISS_ADVERTISED, "true".to_owned()));
+    }
     for (key, value) in [
         ("authorization_url", meta.authorization_endpoint),
         ("token_url", meta.token_endpoint),

@@ -4,7 +4,8 @@
 //! segment on the raw request (no `.`/`..`, no encoded slash, backslash or dot, no control
 //! characters), re-encoded, and must land under `/ex/{product}/{cloudid}/`. A short list of
 //! request headers passes (never the caller's `Authorization` or `Cookie`, never hop-by-hop
-//! headers); the upstream answer comes back with a short list of headers and a capped body.
+//! headers); the upstream answer comes back with a short list of headers and a capped body,
+//! streamed chunk by chunk (never held whole in memory).
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
@@ -13,7 +14,6 @@ use grantry_core::Resource;
 use percent_encoding::percent_decode_str;
 
 use super::gateway::{ContentError, Gateway, Product, retry_after};
-use crate::client::read_capped_to;
 
 /// Largest upstream body passed back.
 pub(crate) const MAX_PROXY_BODY: usize = 8 * 1024 * 1024;
@@ -231,12 +231,44 @@ pub(crate) async fn forward(
             HeaderValue::from_static("attachment"),
         );
     }
-    let bytes = read_capped_to(response, &what, MAX_PROXY_BODY)
-        .await
-        .map_err(|e| ContentError::Upstream(e.to_string()))?;
-    let mut answer = (status, Body::from(bytes)).into_response();
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_PROXY_BODY as u64)
+    {
+        return Err(ContentError::Upstream(format!(
+            "{what}: response larger than {MAX_PROXY_BODY} bytes"
+        )));
+    }
+    let mut answer = (status, capped_stream(response, what, MAX_PROXY_BODY)).into_response();
     answer.headers_mut().extend(back);
     Ok(answer)
+}
+
+/// The upstream body as a stream that fails once more than `max` bytes came through: the
+/// transfer to the caller is then aborted (never a silently shortened body).
+fn capped_stream(response: reqwest::Response, what: String, max: usize) -> Body {
+    let chunks =
+        futures_util::stream::try_unfold((response, 0usize), move |(mut response, seen)| {
+            let what = what.clone();
+            async move {
+                let Some(chunk) = response.chunk().await.map_err(|e| {
+                    tracing::warn!(error = %e, "{what}: the upstream body failed");
+                    std::io::Error::other(format!("{what}: the upstream body failed"))
+                })?
+                else {
+                    return Ok(None);
+                };
+                let seen = seen + chunk.len();
+                if seen > max {
+                    tracing::warn!("{what}: response larger than {max} bytes; transfer aborted");
+                    return Err(std::io::Error::other(format!(
+                        "{what}: response larger than {max} bytes"
+                    )));
+                }
+                Ok(Some((chunk, (response, seen))))
+            }
+        });
+    Body::from_stream(chunks)
 }
 
 #[cfg(test)]

@@ -23,6 +23,25 @@ use super::{FakeAtlassian, bearer};
 pub(crate) const PAGE_CAP: usize = 2;
 /// The size of `big.bin`, an attachment larger than the proxy passes back.
 pub(crate) const BIG_ATTACHMENT: usize = 9 * 1024 * 1024;
+/// The size of `large.bin`, a streamed attachment (no length announced) the proxy passes back.
+pub const LARGE_STREAMED_ATTACHMENT: usize = 7 * 1024 * 1024;
+/// The size of `huge.bin`, a streamed attachment (no length announced) over the proxy's cap.
+pub const HUGE_STREAMED_ATTACHMENT: usize = 9 * 1024 * 1024;
+/// The chunk the streamed attachments are made of.
+static STREAM_CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+/// `size` bytes of `x` sent chunk by chunk, without a `Content-Length`.
+fn streamed(size: usize) -> Response {
+    let chunks = (0..size.div_ceil(STREAM_CHUNK.len())).map(move |i| {
+        let end = (size - i * STREAM_CHUNK.len()).min(STREAM_CHUNK.len());
+        Ok::<_, std::io::Error>(Bytes::from_static(&STREAM_CHUNK[..end]))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response()
+}
 /// Requests kept for [`FakeAtlassian::content_requests`].
 const KEPT_REQUESTS: usize = 200;
 
@@ -785,6 +804,8 @@ async fn attachment(Path((_cloud, _page, file)): Path<(String, String, String)>)
             vec![b'x'; BIG_ATTACHMENT],
         )
             .into_response(),
+        "large.bin" => streamed(LARGE_STREAMED_ATTACHMENT),
+        "huge.bin" => streamed(HUGE_STREAMED_ATTACHMENT),
         _ => atlassian_error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }

@@ -51,7 +51,7 @@ use url::Url;
 mod content;
 mod data;
 
-pub use content::RecordedRequest;
+pub use content::{HUGE_STREAMED_ATTACHMENT, LARGE_STREAMED_ATTACHMENT, RecordedRequest};
 
 /// How long an authorization code stays valid.
 const CODE_TTL: Duration = Duration::from_secs(10 * 60);

@@ -315,11 +315,25 @@ async fn instances_mount_side_by_side() {
         );
         assert!(gitlab_url.contains("client_id=gitlab-app"));
 
-        let (status, body) = connect(&g, "corp-basic", "alice", true).await;
+        // Without discovery nothing advertises `iss`: it is optional unless `require_iss` is set.
+        let (status, body) = connect(&g, "corp-basic", "alice", false).await;
         assert_eq!(status, 200, "{body}\n{}", idp.log());
         assert_eq!(body["account"]["email"], "alice@example.test");
-        // `iss` is optional in the callback body unless `require_iss` is set.
+        // corp-sso's metadata advertises `authorization_response_iss_parameter_supported`
+        // (RFC 9207): a callback without `iss` is refused before the code is redeemed.
+        let redeemed = idp.token_log().await.len();
         let (status, body) = connect(&g, "corp-sso", "bob", false).await;
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some("authorization_failed")),
+            "{body}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| m.contains("iss")),
+            "{body}"
+        );
+        assert_eq!(idp.token_log().await.len(), redeemed, "the code never left");
+        let (status, body) = connect(&g, "corp-sso", "bob", true).await;
         assert_eq!(status, 200, "{body}");
         for (path, connected) in [
             ("/api/v1/corp-basic/connection/status", true),

@@ -164,11 +164,13 @@ struct Raw {
     providers: BTreeMap<String, Map<String, Value>>,
 }
 
-/// A whole number from a TOML number or an environment string, within `range`.
-fn whole_number(
+/// A whole number from a TOML number or an environment string, within `range`; `what` names
+/// the expected value in the error.
+fn bounded(
     key: &str,
     value: Option<&Value>,
     range: std::ops::RangeInclusive<u64>,
+    what: &str,
 ) -> Result<Option<u64>, ConfigError> {
     let Some(value) = value else { return Ok(None) };
     let parsed = match value {
@@ -182,12 +184,21 @@ fn whole_number(
         None => Err(ConfigError::Invalid {
             variable: variable_of(key).into(),
             reason: format!(
-                "expected a whole number from {} to {}, got {value}",
+                "expected {what} from {} to {}, got {value}",
                 range.start(),
                 range.end()
             ),
         }),
     }
+}
+
+/// A whole number from a TOML number or an environment string, within `range`.
+fn whole_number(
+    key: &str,
+    value: Option<&Value>,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    bounded(key, value, range, "a whole number")
 }
 
 /// Whole seconds from a TOML number or an environment string, within `range`.
@@ -196,50 +207,7 @@ fn seconds(
     value: Option<&Value>,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<Option<std::time::Duration>, ConfigError> {
-    let Some(value) = value else { return Ok(None) };
-    let parsed = match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) if s.trim().is_empty() => return Ok(None),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    match parsed.filter(|n| range.contains(n)) {
-        Some(n) => Ok(Some(std::time::Duration::from_secs(n))),
-        None => Err(ConfigError::Invalid {
-            variable: variable_of(key).into(),
-            reason: format!(
-                "expected whole seconds from {} to {}, got {value}",
-                range.start(),
-                range.end()
-            ),
-        }),
-    }
-}
-
-/// A whole number from a TOML number or an environment string, within `range`.
-fn count(
-    key: &str,
-    value: Option<&Value>,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Option<u64>, ConfigError> {
-    let Some(value) = value else { return Ok(None) };
-    let parsed = match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) if s.trim().is_empty() => return Ok(None),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    match parsed.filter(|n| range.contains(n)) {
-        Some(n) => Ok(Some(n)),
-        None => Err(ConfigError::Invalid {
-            variable: variable_of(key).into(),
-            reason: format!(
-                "expected a whole number from {} to {}, got {value}",
-                range.start(),
-                range.end()
-            ),
-        }),
-    }
+    Ok(bounded(key, value, range, "whole seconds")?.map(std::time::Duration::from_secs))
 }
 
 /// A boolean from a TOML boolean or an environment string (`true`/`false`, `1`/`0`, …).
@@ -438,7 +406,7 @@ impl Config {
                 0..=3600,
             )?
             .unwrap_or(defaults.keep_alive_timeout),
-            max_connections: count(
+            max_connections: whole_number(
                 "max_connections",
                 raw.max_connections.as_ref(),
                 1..=1_000_000,

@@ -702,16 +702,20 @@ impl TokenStore for SqlStore {
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let sql = match self.backend {
-            Backend::Sqlite => {
-                "UPDATE connections SET lease_until = CAST((julianday('now') - 2440587.5) * 86400000 AS BIGINT) + $1, \
-                 lease_owner = $2 WHERE id = $3 AND (lease_until IS NULL OR \
-                 lease_until < CAST((julianday('now') - 2440587.5) * 86400000 AS BIGINT))"
-            }
-            Backend::Postgres => {
-                "UPDATE connections SET lease_until = CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) + $1, \
-                 lease_owner = $2 WHERE id = $3 AND (lease_until IS NULL OR \
-                 lease_until < CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT))"
-            }
+            Backend::Sqlite => concat!(
+                "UPDATE connections SET lease_until = ",
+                sqlite_now_millis!(),
+                " + $1, lease_owner = $2 WHERE id = $3 AND (lease_until IS NULL OR lease_until < ",
+                sqlite_now_millis!(),
+                ")"
+            ),
+            Backend::Postgres => concat!(
+                "UPDATE connections SET lease_until = ",
+                postgres_now_millis!(),
+                " + $1, lease_owner = $2 WHERE id = $3 AND (lease_until IS NULL OR lease_until < ",
+                postgres_now_millis!(),
+                ")"
+            ),
         };
         let done = sqlx::query(sql)
             .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))

@@ -68,18 +68,7 @@ impl Page {
         query: Result<Query<PageParams>, QueryRejection>,
     ) -> Result<Self, ApiError> {
         let Query(params) = query.map_err(|r| invalid(r.body_text()))?;
-        let limit = match params.limit.as_deref() {
-            None => DEFAULT_LIMIT,
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "limit must be a whole number from 1 to {MAX_LIMIT}"
-                    ))
-                })?,
-        };
+        let limit = parse_limit(params.limit.as_deref())?;
         let status = params.status.map(|s| match s {
             StatusFilter::Active => ConnectionStatus::Active,
             StatusFilter::NeedsReauth => ConnectionStatus::NeedsReauth,
@@ -99,20 +88,42 @@ impl Page {
         path: &str,
         last_user_id: &str,
     ) -> Result<HeaderValue, ApiError> {
-        let mut url = url::Url::parse("http://localhost/").map_err(|e| ApiError::internal(&e))?;
-        url.set_path(path);
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("limit", &self.limit.to_string());
-            if let Some(status) = self.status {
-                query.append_pair("status", status.as_str());
-            }
-            query.append_pair("cursor", &encode_cursor(last_user_id));
+        let limit = self.limit.to_string();
+        let cursor = encode_cursor(last_user_id);
+        let mut pairs = vec![("limit", limit.as_str())];
+        if let Some(status) = self.status {
+            pairs.push(("status", status.as_str()));
         }
-        let target = &url[url::Position::BeforePath..];
-        HeaderValue::from_str(&format!("<{target}>; rel=\"next\""))
-            .map_err(|e| ApiError::internal(&e))
+        pairs.push(("cursor", &cursor));
+        next_link(path, &pairs)
     }
+}
+
+/// The page size asked for by a `limit` parameter: [`DEFAULT_LIMIT`] when absent, 400
+/// `invalid_request` unless a whole number from 1 to [`MAX_LIMIT`].
+pub(crate) fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "limit must be a whole number from 1 to {MAX_LIMIT}"
+                ))
+            }),
+    }
+}
+
+/// The RFC 8288 `Link: <…>; rel="next"` header of the next page: `path` (the absolute path the
+/// request came in on) with the query `pairs`.
+pub(crate) fn next_link(path: &str, pairs: &[(&str, &str)]) -> Result<HeaderValue, ApiError> {
+    let mut url = url::Url::parse("http://localhost/").map_err(|e| ApiError::internal(&e))?;
+    url.set_path(path);
+    url.query_pairs_mut().extend_pairs(pairs);
+    let target = &url[url::Position::BeforePath..];
+    HeaderValue::from_str(&format!("<{target}>; rel=\"next\"")).map_err(|e| ApiError::internal(&e))
 }
 
 /// The opaque cursor of a page that starts after `user_id`: base64url of a small JSON object.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
-use crate::paging::{Page, PageParams};
+use crate::paging::{self, Page, PageParams};
 use grantry_core::callback::{Callback, CallbackBody, Outcome};
 
 /// The header of a disconnect's answer that tells whether the provider revoked the grant:
@@ -504,17 +504,13 @@ async fn admin_access_token(
         .into_response())
 }
 
-/// Default page size of listings.
-const DEFAULT_PAGE: u32 = 100;
-/// Largest page size of listings.
-const MAX_PAGE: u32 = 1000;
-
-/// The query of a keyset-paged listing.
+/// The query of the hand-out audit's pages.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct PageQuery {
     /// At most this many rows (1 to 1000, default 100).
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
     /// Where the previous page ended: the `cursor` of its `Link: rel="next"`.
     cursor: Option<String>,
 }
@@ -538,13 +534,7 @@ async fn admin_token_handouts(
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
     let Query(query) = query.map_err(|r| bad_request("invalid_request", r.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(bad_request(
-            "invalid_request",
-            format!("limit must be from 1 to {MAX_PAGE}"),
-        ));
-    }
+    let limit = paging::parse_limit(query.limit.as_deref())?;
     let before = match query.cursor.as_deref() {
         None | Some("") => None,
         Some(text) => Some(
@@ -576,14 +566,9 @@ async fn admin_token_handouts(
         .collect();
     let mut response = Json(&views).into_response();
     if more && let Some(last) = rows.last() {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("limit", &limit.to_string())
-            .append_pair("cursor", &last.id.to_string())
-            .finish();
-        if let Ok(value) = HeaderValue::from_str(&format!("<{}?{query}>; rel=\"next\"", uri.path()))
-        {
-            response.headers_mut().insert(LINK, value);
-        }
+        let (limit, cursor) = (limit.to_string(), last.id.to_string());
+        let link = paging::next_link(uri.path(), &[("limit", &limit), ("cursor", &cursor)])?;
+        response.headers_mut().insert(LINK, link);
     }
     Ok(response)
 }

@@ -158,6 +158,29 @@ pub fn seal_legacy(
     SealedValue::from_bytes(out)
 }
 
+/// Moves the stored access token of (`user_id`, `provider`) to just past half its lifetime, so
+/// it is due for refresh without waiting: issued 55 s ago, expiring in 5 s. Panics unless
+/// exactly one row changed.
+pub async fn make_access_token_due(store: &SqlStore, user_id: &str, provider: &str) {
+    let now = Utc::now().timestamp_millis();
+    let done = sqlx::query(
+        "UPDATE connections SET access_issued_at = $1, access_expires_at = $2 \
+         WHERE user_id = $3 AND provider = $4",
+    )
+    .bind(now - 55_000)
+    .bind(now + 5_000)
+    .bind(user_id.to_owned())
+    .bind(provider.to_owned())
+    .execute(store.pool())
+    .await
+    .unwrap_or_else(|e| panic!("cannot move the token's expiry: {e}"));
+    assert_eq!(
+        done.rows_affected(),
+        1,
+        "one connection of {user_id} for {provider}"
+    );
+}
+
 /// How [`FaultyStore`] breaks the next writes of refreshed tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefreshWriteFault {

@@ -60,7 +60,8 @@ async fn distinct_tokens(
     tokens
 }
 
-async fn get_token(http: &reqwest::Client, url: String, admin: &str) -> (u16, Value) {
+/// Asks `url` for a token as `admin`: status and JSON body.
+pub(crate) async fn get_token(http: &reqwest::Client, url: String, admin: &str) -> (u16, Value) {
     let resp = http
         .get(url)
         .bearer_auth(admin)

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use grantry::atlassian::fake::FakeAtlassian;
 use grantry::core::{KeyRing, RefreshSettings, TokenStore};
-use grantry_server::SqlStore;
-use grantry_server::testing::TestDatabase;
+use grantry_server::testing::{TestDatabase, make_access_token_due};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::harness::{Harness, fake_config, spawn_server};
 use crate::helpers::Scratch;
+use crate::lifecycle::get_token;
 use crate::process::{alice_and_admin, atlassian_env, connect_alice};
 
 const TOKEN_ROUTE: &str = "/api/v1/atlassian/admin/connections/alice/access-token";
@@ -28,33 +28,8 @@ fn short_lived_fake() -> grantry::atlassian::fake::FakeConfig {
     config
 }
 
-/// Moves alice's stored token to just past half its lifetime, so it is due without waiting 30 s:
-/// issued 55 s ago, expiring in 5 s.
-async fn make_due(store: &SqlStore) {
-    let now = chrono::Utc::now().timestamp_millis();
-    let done = sqlx::query(
-        "UPDATE connections SET access_issued_at = $1, access_expires_at = $2 WHERE user_id = $3",
-    )
-    .bind(now - 55_000)
-    .bind(now + 5_000)
-    .bind("alice")
-    .execute(store.pool())
-    .await
-    .expect("update");
-    assert_eq!(done.rows_affected(), 1);
-}
-
-async fn get_token(http: reqwest::Client, url: String, admin: String) -> (u16, String) {
-    let resp = http
-        .get(url)
-        .bearer_auth(admin)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    let token = body["access_token"].as_str().unwrap_or_default().to_owned();
-    (status, token)
+fn access_token(body: &Value) -> String {
+    body["access_token"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Sends 100 concurrent token requests spread over `bases`, then 20 sequential ones within
@@ -69,20 +44,21 @@ async fn burst_then_sequence(
     let mut calls = JoinSet::new();
     for i in 0..100 {
         let url = format!("{}{TOKEN_ROUTE}", bases[i % bases.len()]);
-        calls.spawn(get_token(http.clone(), url, admin.to_owned()));
+        let (http, admin) = (http.clone(), admin.to_owned());
+        calls.spawn(async move { get_token(&http, url, &admin).await });
     }
     let mut burst = Vec::new();
     while let Some(done) = calls.join_next().await {
-        let (status, token) = done.expect("join");
-        assert_eq!(status, 200, "{kind}: a concurrent caller failed");
-        burst.push(token);
+        let (status, body) = done.expect("join");
+        assert_eq!(status, 200, "{kind}: a concurrent caller failed: {body}");
+        burst.push(access_token(&body));
     }
     let mut sequence = Vec::new();
     for i in 0..20 {
         let url = format!("{}{TOKEN_ROUTE}", bases[i % bases.len()]);
-        let (status, token) = get_token(http.clone(), url, admin.to_owned()).await;
-        assert_eq!(status, 200, "{kind}: sequential call {i} failed");
-        sequence.push(token);
+        let (status, body) = get_token(http, url, admin).await;
+        assert_eq!(status, 200, "{kind}: sequential call {i} failed: {body}");
+        sequence.push(access_token(&body));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
@@ -112,7 +88,7 @@ async fn short_lived_tokens_refresh_once_in_one_process_and_across_replicas() {
                 bases.push(base);
                 servers.push(server);
             }
-            make_due(&h.store).await;
+            make_access_token_due(&h.store, "alice", "atlassian").await;
             let before = h.fake.fake.counters().token_refresh;
             let version = h
                 .store
@@ -173,7 +149,7 @@ async fn short_lived_tokens_refresh_once_across_two_processes() {
         let http = reqwest::Client::new();
         connect_alice(&http, &server_a, &server_a, &fake, &user).await;
         let store = db.store().await;
-        make_due(&store).await;
+        make_access_token_due(&store, "alice", "atlassian").await;
         // Past the servers' read cache (one second by default): they read the due row.
         tokio::time::sleep(Duration::from_millis(1100)).await;
 

@@ -1,6 +1,6 @@
 //! The whole flow through grantry's routes against a real OpenID provider, on every database.
 
-use grantry_server::testing::TestDatabase;
+use grantry_server::testing::{TestDatabase, make_access_token_due};
 use serde_json::{Value, json};
 
 use grantry_core::RefreshSettings;
@@ -387,26 +387,6 @@ async fn instances_mount_side_by_side() {
     }
 }
 
-/// Moves the stored token of (`user`, `provider`) to just past half its lifetime, so it is due
-/// without waiting: issued 55 s ago, expiring in 5 s.
-async fn make_due(db: &TestDatabase, user: &str, provider: &str) {
-    let store = db.store().await;
-    let now = chrono::Utc::now().timestamp_millis();
-    let done = sqlx::query(
-        "UPDATE connections SET access_issued_at = $1, access_expires_at = $2 \
-         WHERE user_id = $3 AND provider = $4",
-    )
-    .bind(now - 55_000)
-    .bind(now + 5_000)
-    .bind(user.to_owned())
-    .bind(provider.to_owned())
-    .execute(store.pool())
-    .await
-    .expect("update");
-    assert_eq!(done.rows_affected(), 1);
-    store.close().await;
-}
-
 #[tokio::test]
 async fn short_lived_tokens_refresh_once_for_a_crowd_in_one_replica_and_two() {
     const ROUTE: &str = "/api/v1/corp-sso/admin/connections/alice/access-token";
@@ -426,7 +406,9 @@ async fn short_lived_tokens_refresh_once_for_a_crowd_in_one_replica_and_two() {
                 bases.push(base);
                 servers.push(server);
             }
-            make_due(&db, "alice", "corp-sso").await;
+            let store = db.store().await;
+            make_access_token_due(&store, "alice", "corp-sso").await;
+            store.close().await;
             let refreshes = |log: &[Value]| {
                 log.iter()
                     .filter(|e| e["grant_type"] == "refresh_token")

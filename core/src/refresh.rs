@@ -318,7 +318,12 @@ impl Refresher {
 
     fn open(&self, record: &ConnectionRecord, refreshed: bool) -> Result<FreshAccess, AccessError> {
         let access_token = self.vault.open_access(record)?;
-        Ok(FreshAccess {
+        Ok(Self::fresh(record, access_token, refreshed))
+    }
+
+    /// The answer for `record` whose access token is already open.
+    fn fresh(record: &ConnectionRecord, access_token: AccessToken, refreshed: bool) -> FreshAccess {
+        FreshAccess {
             access_token,
             token_type: "Bearer".into(),
             expires_at: record.access_expires_at,
@@ -327,7 +332,7 @@ impl Refresher {
             refreshed,
             resources: record.resources.clone(),
             scopes: record.scopes.clone(),
-        })
+        }
     }
 
     /// A fresh access token of `user_id` for `provider`, refreshed first when it is due.
@@ -345,10 +350,13 @@ impl Refresher {
         if record.status == ConnectionStatus::NeedsReauth {
             return Err(AccessError::NeedsReauth);
         }
-        let record = self.vault.verify_binding(record).await?;
+        let (record, opened) = self.vault.verify_binding(record).await?;
         let policy = provider.refresh_policy();
         if !self.is_due(&record, &policy, Utc::now(), Due::AccessExpiry) {
-            return self.open(&record, false);
+            return match opened {
+                Some(tokens) => Ok(Self::fresh(&record, tokens.access_token, false)),
+                None => self.open(&record, false),
+            };
         }
         let access = self
             .single_flight(

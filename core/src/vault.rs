@@ -305,12 +305,14 @@ impl Vault {
     /// Checks that the tokens of `record` open for its row and user, upgrading values sealed
     /// under the legacy binding (without the user id) in place.
     ///
-    /// Returns the record to use; [`Error::Binding`] when the tokens do not open for this row
-    /// (the row is then marked `needs_reauth`).
+    /// Returns the record to use, with its tokens when they were opened on the way (values
+    /// already on the current binding), so the caller need not open them again;
+    /// [`Error::Binding`] when the tokens do not open for this row (the row is then marked
+    /// `needs_reauth`).
     pub async fn verify_binding(
         &self,
         record: ConnectionRecord,
-    ) -> Result<ConnectionRecord, Error> {
+    ) -> Result<(ConnectionRecord, Option<TokenSet>), Error> {
         let legacy = record.access_token.is_legacy()
             || record
                 .refresh_token
@@ -323,17 +325,19 @@ impl Vault {
                     Err(Error::Binding)
                 }
                 Err(e) => Err(e),
-                Ok(_) => Ok(record),
+                Ok(tokens) => Ok((record, Some(tokens))),
             };
         }
         match self.rewrap(&record).await? {
             None => Err(Error::Binding),
-            Some(true) => Ok(self
-                .store
-                .connection_by_id(&record.id)
-                .await?
-                .unwrap_or(record)),
-            Some(false) => Ok(record),
+            Some(true) => Ok((
+                self.store
+                    .connection_by_id(&record.id)
+                    .await?
+                    .unwrap_or(record),
+                None,
+            )),
+            Some(false) => Ok((record, None)),
         }
     }
 

@@ -1,6 +1,10 @@
 //! grantry: an OAuth 2.0 connection framework. This facade re-exports the core, the server and
 //! the provider crates enabled by features, so that linking `grantry` links (and registers) them.
 
+pub mod cli;
+#[cfg(feature = "demo")]
+mod demo;
+
 pub use grantry_core as core;
 pub use grantry_server as server;
 

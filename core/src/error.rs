@@ -70,6 +70,20 @@ pub enum ConfigError {
     /// Two registered providers claim the same id.
     #[error("two providers are registered with the id `{0}`")]
     DuplicateProvider(String),
+    /// A provider section is enabled but no provider crate linked into the binary serves it.
+    #[error(
+        "{variable}=true but no provider linked into this binary serves `{section}`{kind}; this binary knows: {known}"
+    )]
+    Unserved {
+        /// The variable that enables the section, e.g. `ENABLE_JIRA_DC_INTEGRATION`.
+        variable: String,
+        /// The section's id.
+        section: String,
+        /// ` (kind `…`)` when the section names a kind, else empty.
+        kind: String,
+        /// The factory ids linked into the binary, comma-separated.
+        known: String,
+    },
 }
 
 /// Failures of a provider's calls to its upstream.

@@ -337,17 +337,54 @@ pub fn factories() -> Result<Vec<&'static ProviderFactory>, ConfigError> {
     Ok(list)
 }
 
-/// Builds every enabled provider of every linked factory, sorted by id; duplicate ids are an error.
+/// Builds every enabled provider of every linked factory, sorted by id; duplicate ids are an
+/// error, and so is an enabled section that no linked factory serves.
 pub fn build_providers(config: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError> {
+    let factories = factories()?;
     let mut all = Vec::new();
-    for factory in factories()? {
+    for factory in &factories {
         all.extend((factory.build)(config)?);
     }
     all.sort_by(|a, b| a.id().cmp(b.id()));
     if let Some(pair) = all.windows(2).find(|w| w[0].id() == w[1].id()) {
         return Err(ConfigError::DuplicateProvider(pair[0].id().to_owned()));
     }
+    let served: Vec<&str> = all.iter().map(|p| p.id()).collect();
+    let known: Vec<&str> = factories.iter().map(|f| f.id).collect();
+    check_served(config, &served, &known)?;
     Ok(all)
+}
+
+/// Whether a section asks for a provider: `enabled = true`, or a `kind` without `enabled = false`.
+pub fn section_enabled(section: &ProviderSettings) -> Result<bool, ConfigError> {
+    section.flag("enabled", section.get("kind").is_some())
+}
+
+/// Fails on the first enabled section whose id is not among `served` (the built providers),
+/// naming it and the `known` factory ids.
+pub fn check_served(
+    config: &ProvidersConfig,
+    served: &[&str],
+    known: &[&str],
+) -> Result<(), ConfigError> {
+    for section in config.sections() {
+        if section_enabled(section)? && !served.contains(&section.id()) {
+            return Err(ConfigError::Unserved {
+                variable: section.variable("enabled"),
+                section: section.id().to_owned(),
+                kind: section
+                    .get("kind")
+                    .map(|k| format!(" (kind `{k}`)"))
+                    .unwrap_or_default(),
+                known: if known.is_empty() {
+                    "no provider".to_owned()
+                } else {
+                    known.join(", ")
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -394,6 +431,40 @@ mod tests {
             Ok("https://a.example/".into())
         );
         assert_eq!(s.get("blank"), None);
+    }
+
+    #[test]
+    fn an_enabled_section_nothing_serves_is_named_with_the_known_kinds() {
+        let config = ProvidersConfig::new([
+            ProviderSettings::new(
+                "jira-dc",
+                [("kind", "atlassian-dc"), ("enabled", "true")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+            settings(&[("client_id", "only-configured")]),
+        ]);
+        let err = check_served(&config, &[], &["atlassian", "oauth2"]).expect_err("unserved");
+        assert_eq!(
+            err.to_string(),
+            "ENABLE_JIRA_DC_INTEGRATION=true but no provider linked into this binary serves \
+             `jira-dc` (kind `atlassian-dc`); this binary knows: atlassian, oauth2"
+        );
+        assert_eq!(
+            check_served(&config, &["jira-dc"], &["atlassian-dc"]),
+            Ok(())
+        );
+        let off = ProvidersConfig::new([ProviderSettings::new(
+            "jira-dc",
+            [("kind", "atlassian-dc"), ("enabled", "false")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )]);
+        assert_eq!(check_served(&off, &[], &[]), Ok(()));
+        let bad = ProvidersConfig::new([settings(&[("enabled", "maybe")])]);
+        assert!(check_served(&bad, &[], &[]).is_err());
     }
 
     #[test]

@@ -75,6 +75,46 @@ fn enabled_atlassian_without_client_id_exits_naming_it() {
 }
 
 #[test]
+fn an_enabled_section_that_no_linked_provider_serves_stops_start_up() {
+    let scratch = || {
+        Scratch::new()
+            .with("GRANTRY_ENCRYPTION_KEY", &KeyRing::generate_key_base64())
+            .with("GRANTRY_JWT_SECRET", "jwt")
+            .with("ENABLE_JIRA_DC_INTEGRATION", "true")
+            .with("JIRA_DC_KIND", "atlassian-dc")
+            .with("JIRA_DC_CLIENT_SECRET", "shh-dc-secret")
+    };
+    let scratch_serve = scratch();
+    let out = scratch_serve.run(&["serve"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("ENABLE_JIRA_DC_INTEGRATION=true"), "{err}");
+    assert!(err.contains("`jira-dc` (kind `atlassian-dc`)"), "{err}");
+    assert!(err.contains("this binary knows: atlassian"), "{err}");
+    assert!(err.contains("oauth2"), "{err}");
+    assert!(!err.contains("shh-dc-secret"), "{err}");
+    assert!(
+        !db_file(scratch_serve.path()).exists(),
+        "nothing is created before the configuration is valid"
+    );
+
+    let out = scratch().run(&["providers"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("`jira-dc`"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with("atlassian")),
+        "the linked providers are still listed: {}",
+        stdout(&out)
+    );
+
+    let out = scratch()
+        .with("ENABLE_JIRA_DC_INTEGRATION", "false")
+        .run(&["providers"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn providers_lists_atlassian_and_whether_it_is_enabled() {
     let out = Scratch::new().run(&["providers"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -59,3 +59,29 @@ fn the_example_provider_appears_beside_grantrys_own() {
     );
     assert!(stderr.contains("EXAMPLE_CLIENT_ID"), "{stderr}");
 }
+
+#[test]
+fn the_binary_is_grantrys_whole_command_line() {
+    let out = Command::new(BIN)
+        .arg("keygen")
+        .env_clear()
+        .output()
+        .expect("run grantry-example");
+    assert!(out.status.success());
+    let key = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(key.trim().len(), 44, "base64 of 32 bytes: {key}");
+
+    let (ok, stdout, stderr) = providers(&[
+        ("ENABLE_JIRA_DC_INTEGRATION", "true"),
+        ("JIRA_DC_KIND", "atlassian-dc"),
+    ]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("`jira-dc` (kind `atlassian-dc`)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("example"),
+        "the example is a known kind: {stderr}"
+    );
+}

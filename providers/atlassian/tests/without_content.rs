@@ -63,8 +63,8 @@ async fn sites_work_and_content_routes_are_absent() {
     });
 
     let http = reqwest::Client::new();
-    let bearer = JwtAuthenticator::issue(&jwt, "alice", "user", Duration::from_secs(600))
-        .expect("sign");
+    let bearer =
+        JwtAuthenticator::issue(&jwt, "alice", "user", Duration::from_secs(600)).expect("sign");
     let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
         let mut request = http
             .request(method, format!("{base}{path}"))

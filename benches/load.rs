@@ -7,8 +7,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use grantry::atlassian::fake::FakeAtlassian;
 use grantry::core::KeyRing;
+use grantry_atlassian_fake::FakeAtlassian;
 use grantry_server::JwtAuthenticator;
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;
@@ -120,7 +120,7 @@ async fn backend(
     label: &str,
     url: &str,
     hello_url: &str,
-    fake: &grantry::atlassian::fake::RunningFake,
+    fake: &grantry_atlassian_fake::RunningFake,
 ) {
     let port = free_port();
     let jwt = KeyRing::generate_key_base64();
@@ -238,7 +238,7 @@ fn main() {
         println!("| database | route | requests/s | p50 ms | p99 ms | of ceiling |");
         println!("| --- | --- | ---: | ---: | ---: | ---: |");
 
-        let fake = FakeAtlassian::start(grantry::atlassian::fake::FakeConfig::default())
+        let fake = FakeAtlassian::start(grantry_atlassian_fake::FakeConfig::default())
             .await
             .expect("fake");
         let sqlite = TestDatabase::sqlite();

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use grantry::atlassian::fake::{Failure, FakeAtlassian, FakeConfig};
 use grantry::core::{
     AccessToken, KeyRing, Provider, ProviderSettings, ProvidersConfig, RefreshSettings, Refresher,
     Vault, build_providers,
 };
+use grantry_atlassian_fake::{Failure, FakeAtlassian, FakeConfig};
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;
 

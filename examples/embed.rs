@@ -26,7 +26,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use grantry::atlassian::fake::{FakeAtlassian, FakeConfig};
+use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
 use grantry_core::{
     ApiError, Authenticator, Credential, KeyRing, Principal, RefreshSettings, Role, StateToken,
     Vault, build_providers,

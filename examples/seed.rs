@@ -27,13 +27,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use grantry::atlassian::fake::{FakeAtlassian, FakeConfig, RunningFake};
 use grantry::atlassian::{Atlassian, AtlassianConfig, DEFAULT_SCOPES};
 use grantry::core::{
     AccessToken, Account, AccountDetails, AuthorizationCode, CallbackContext, ClientSecret,
     ConnectionStatus, KeyRing, Provider, RefreshPolicy, RefreshToken, ScopeSet, TokenSet, Vault,
 };
 use grantry::server::{JwtAuthenticator, SqlStore};
+use grantry_atlassian_fake::{FakeAtlassian, FakeConfig, RunningFake};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use secrecy::SecretString;

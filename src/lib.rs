@@ -12,6 +12,10 @@ pub use grantry_server as server;
 #[cfg(feature = "atlassian")]
 pub use grantry_atlassian as atlassian;
 
+/// The Jira and Confluence content routes of the Atlassian provider (feature `atlassian-content`).
+#[cfg(feature = "atlassian-content")]
+pub use grantry_atlassian_content as atlassian_content;
+
 /// The generic OAuth 2.0 / OpenID Connect provider (feature `oauth2`).
 #[cfg(feature = "oauth2")]
 pub use grantry_oauth2 as oauth2;
@@ -20,6 +24,8 @@ pub use grantry_oauth2 as oauth2;
 pub fn link_providers() {
     #[cfg(feature = "atlassian")]
     let _ = grantry_atlassian::ID;
+    #[cfg(feature = "atlassian-content")]
+    let _ = grantry_atlassian_content::ID;
     #[cfg(feature = "oauth2")]
     let _ = grantry_oauth2::FACTORY_ID;
 }

@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(data) {
-        let _ = grantry_atlassian::markdown::adf_to_markdown(&doc);
-        let _ = grantry_atlassian::markdown::adf_to_plain_text(&doc, 200);
+        let _ = grantry_atlassian_markdown::adf_to_markdown(&doc);
+        let _ = grantry_atlassian_markdown::adf_to_plain_text(&doc, 200);
     }
 });

@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = grantry_atlassian::markdown::storage_to_markdown(text, None);
+        let _ = grantry_atlassian_markdown::storage_to_markdown(text, None);
     }
 });

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
-use grantry::atlassian::fake::{FakeConfig, FakeSite, FakeUser};
+use grantry_atlassian_fake::{FakeConfig, FakeSite, FakeUser};
 use grantry_server::testing::TestDatabase;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};

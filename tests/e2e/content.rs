@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use grantry::atlassian::fake::{ACME_SITE_ID, BETA_SITE_ID};
+use grantry_atlassian_fake::{ACME_SITE_ID, BETA_SITE_ID};
 use grantry_server::testing::TestDatabase;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ const API: &str = "/api/v1/atlassian";
 
 fn golden(name: &str) -> String {
     let path = format!(
-        "{}/providers/atlassian/tests/golden/{name}",
+        "{}/providers/atlassian-markdown/tests/golden/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -705,7 +705,7 @@ async fn the_proxy_refuses_foreign_sites_missing_products_and_escapes() {
 #[tokio::test]
 async fn content_routes_log_no_token() {
     use crate::helpers::Scratch;
-    use grantry::atlassian::fake::FakeAtlassian;
+    use grantry_atlassian_fake::FakeAtlassian;
 
     let fake = FakeAtlassian::start(fake_config()).await.expect("fake");
     let cfg = fake.fake.config().clone();

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use grantry::atlassian::fake::{Failure, FakeAtlassian};
 use grantry::core::{KeyRing, TokenStore};
+use grantry_atlassian_fake::{Failure, FakeAtlassian};
 use grantry_server::testing::TestDatabase;
 use serde_json::json;
 

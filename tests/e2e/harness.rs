@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grantry::atlassian::fake::{FakeAtlassian, FakeConfig, RunningFake};
 use grantry::core::{KeyRing, RefreshSettings, Vault, build_providers};
+use grantry_atlassian_fake::{FakeAtlassian, FakeConfig, RunningFake};
 use grantry_server::testing::TestDatabase;
 use grantry_server::{AppState, Config, JwtAuthenticator, SqlStore, router};
 use reqwest::StatusCode;

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use grantry::atlassian::fake::{BETA_SITE_ID, FakeAtlassian};
 use grantry::core::{KeyRing, TokenStore};
+use grantry_atlassian_fake::{BETA_SITE_ID, FakeAtlassian};
 use grantry_server::testing::TestDatabase;
 use grantry_server::{ApiSettings, CrossSitePolicy, MetricsToken};
 use reqwest::StatusCode;

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use grantry::atlassian::fake::{Failure, FakeAtlassian};
 use grantry::core::{
     ConnectionStatus, KeyRing, MaintenanceSettings, RefreshSettings, TokenStore, maintenance,
 };
+use grantry_atlassian_fake::{Failure, FakeAtlassian};
 use grantry_server::JwtAuthenticator;
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;
@@ -28,7 +28,7 @@ fn short_settings() -> RefreshSettings {
     }
 }
 
-fn short_fake() -> grantry::atlassian::fake::FakeConfig {
+fn short_fake() -> grantry_atlassian_fake::FakeConfig {
     let mut config = fake_config();
     config.access_ttl = Duration::from_secs(2);
     config

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use grantry::atlassian::fake::RunningFake;
+use grantry_atlassian_fake::RunningFake;
 use grantry_server::JwtAuthenticator;
 use secrecy::SecretString;
 use serde_json::{Value, json};

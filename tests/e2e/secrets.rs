@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use grantry::atlassian::fake::FakeAtlassian;
 use grantry::core::{KeyRing, TokenStore, Vault};
+use grantry_atlassian_fake::FakeAtlassian;
 use grantry_server::SqlStore;
 use secrecy::SecretString;
 use serde_json::Value;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use grantry::atlassian::fake::FakeAtlassian;
 use grantry::core::{KeyRing, RefreshSettings, TokenStore};
+use grantry_atlassian_fake::FakeAtlassian;
 use grantry_server::testing::{TestDatabase, make_access_token_due};
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -22,7 +22,7 @@ const TOKEN_ROUTE: &str = "/api/v1/atlassian/admin/connections/alice/access-toke
 /// (half its lifetime) through both phases even on a loaded machine.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
-fn short_lived_fake() -> grantry::atlassian::fake::FakeConfig {
+fn short_lived_fake() -> grantry_atlassian_fake::FakeConfig {
     let mut config = fake_config();
     config.access_ttl = TOKEN_LIFETIME;
     config

@@ -364,7 +364,7 @@ const ATTACHMENTS: &str =
 fn attachment_url(base: &str, file: &str) -> String {
     format!(
         "{base}{}/{file}",
-        ATTACHMENTS.replace("{site}", grantry::atlassian::fake::ACME_SITE_ID)
+        ATTACHMENTS.replace("{site}", grantry_atlassian_fake::ACME_SITE_ID)
     )
 }
 
@@ -382,7 +382,7 @@ async fn drain(mut resp: reqwest::Response) -> (usize, bool) {
 
 #[tokio::test]
 async fn the_proxy_streams_bodies_and_still_caps_them() {
-    use grantry::atlassian::fake::{HUGE_STREAMED_ATTACHMENT, LARGE_STREAMED_ATTACHMENT};
+    use grantry_atlassian_fake::{HUGE_STREAMED_ATTACHMENT, LARGE_STREAMED_ATTACHMENT};
     const CAP: usize = 8 * 1024 * 1024;
     let db = TestDatabase::sqlite();
     let h = Harness::start(&db, fake_config(), true).await;
@@ -433,7 +433,7 @@ fn peak_rss(pid: u32) -> usize {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn concurrent_proxied_downloads_do_not_hold_whole_bodies_in_memory() {
-    use grantry::atlassian::fake::{FakeAtlassian, LARGE_STREAMED_ATTACHMENT};
+    use grantry_atlassian_fake::{FakeAtlassian, LARGE_STREAMED_ATTACHMENT};
     const DOWNLOADS: usize = 16;
     let db = TestDatabase::sqlite();
     let fake = FakeAtlassian::start(fake_config()).await.expect("fake");

@@ -90,7 +90,7 @@ pub(crate) async fn read_capped(response: Response, what: &str) -> Result<Vec<u8
 }
 
 /// Reads at most `max` bytes of a response.
-pub(crate) async fn read_capped_to(
+pub async fn read_capped_to(
     mut response: Response,
     what: &str,
     max: usize,

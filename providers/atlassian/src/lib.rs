@@ -6,10 +6,6 @@
 
 mod client;
 mod config;
-mod content;
-#[cfg(feature = "fake")]
-pub mod fake;
-pub mod markdown;
 mod routes;
 mod scopes;
 
@@ -27,7 +23,14 @@ pub use client::parse_token_response;
 pub use config::{
     AtlassianConfig, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES,
 };
+pub use routes::RouteExtension;
 pub use scopes::SCOPES;
+
+/// Upstream helpers the content crate shares with the provider; not a stable API.
+#[doc(hidden)]
+pub mod upstream {
+    pub use crate::client::read_capped_to;
+}
 
 /// The provider id, also the route prefix `/api/v1/atlassian`.
 pub const ID: &str = "atlassian";
@@ -60,6 +63,11 @@ impl Atlassian {
     /// The configuration in use.
     pub fn config(&self) -> &AtlassianConfig {
         &self.config
+    }
+
+    /// The HTTP client upstream calls go through (timeouts, no redirects).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 }
 

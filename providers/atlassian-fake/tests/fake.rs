@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use grantry_atlassian::fake::{
+use grantry_atlassian_fake::{
     ACME_SITE_ID, BETA_SITE_ID, Counters, Failure, FakeAtlassian, FakeConfig, RunningFake,
 };
 use reqwest::StatusCode;

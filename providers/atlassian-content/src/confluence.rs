@@ -8,7 +8,7 @@ use url::Url;
 use super::gateway::{ContentError, Gateway, Product, id_string, off_thread, timestamp, web_url};
 use super::jira::site_label;
 use super::search::{Hit, text_query};
-use crate::markdown::storage_to_markdown;
+use grantry_atlassian_markdown::storage_to_markdown;
 
 /// Spaces fetched per page while following pagination.
 const SPACE_PAGE: usize = 50;

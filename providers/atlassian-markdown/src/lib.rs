@@ -1,5 +1,5 @@
-//! Atlassian content as Markdown: Jira's Atlassian Document Format (ADF) and Confluence's
-//! storage format, for people and language models.
+//! grantry-atlassian-markdown: Atlassian content as Markdown, Jira's Atlassian Document Format
+//! (ADF) and Confluence's storage format, for people and language models. No HTTP: pure functions.
 //!
 //! Both converters accept any input without panicking: unknown nodes and macros keep their
 //! text, malformed markup is read leniently, and very deep nesting is flattened. The output is
@@ -7,7 +7,7 @@
 //! turn into markup, and links keep only `http`, `https` and `mailto` targets.
 //!
 //! ```
-//! use grantry_atlassian::markdown::{adf_to_markdown, storage_to_markdown};
+//! use grantry_atlassian_markdown::{adf_to_markdown, storage_to_markdown};
 //! let adf = serde_json::json!({"type": "doc", "version": 1, "content": [
 //!     {"type": "heading", "attrs": {"level": 2}, "content": [{"type": "text", "text": "Steps"}]}
 //! ]});

@@ -1,5 +1,9 @@
-//! Jira and Confluence content for the user: search across sites, projects, issues, spaces,
-//! pages (as Markdown), and an authenticated proxy. Every route takes a fresh token.
+//! grantry-atlassian-content: Jira and Confluence content for the user under
+//! `/api/v1/atlassian`: search across sites, projects, issues, spaces, pages (as Markdown), and
+//! an authenticated proxy. Every route takes a fresh token.
+//!
+//! Linking this crate mounts the routes on the `atlassian` provider (a
+//! [`grantry_atlassian::RouteExtension`]); a deployment that leaves it out keeps `/sites` only.
 
 mod confluence;
 mod gateway;
@@ -19,8 +23,18 @@ use axum::{Json, Router};
 use grantry_core::{ApiError, ErrorBody, FreshToken, Resource};
 use serde::Deserialize;
 
-use crate::Atlassian;
 use gateway::{ContentError, Gateway, Product};
+use grantry_atlassian::{Atlassian, RouteExtension};
+
+/// Names this crate for the linker: a binary that mentions it keeps the routes' registration.
+pub const ID: &str = "atlassian-content";
+
+inventory::submit! {
+    RouteExtension {
+        routes: |provider| router(Arc::new(provider.clone())),
+        openapi: <ContentApi as utoipa::OpenApi>::openapi,
+    }
+}
 
 /// Largest `limit` of a page listing.
 const MAX_PAGE_LIMIT: usize = 100;
@@ -59,10 +73,10 @@ const MAX_START: usize = 1_000_000;
         confluence::SpaceSummary
     ))
 )]
-pub(crate) struct ContentApi;
+struct ContentApi;
 
 /// The content routes, merged into the provider's router.
-pub(crate) fn router(provider: Arc<Atlassian>) -> Router {
+fn router(provider: Arc<Atlassian>) -> Router {
     Router::new()
         .route("/search", get(search))
         .route("/jira/{site_id}/projects", get(jira_projects))
@@ -79,8 +93,8 @@ pub(crate) fn router(provider: Arc<Atlassian>) -> Router {
 
 fn gateway<'a>(provider: &'a Atlassian, token: &'a FreshToken) -> Gateway<'a> {
     Gateway {
-        http: &provider.http,
-        api: &provider.config.api_url,
+        http: provider.http(),
+        api: &provider.config().api_url,
         token: &token.access.access_token,
     }
 }
@@ -428,7 +442,94 @@ async fn proxy(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use grantry_core::{Provider, ProviderSettings, ProvidersConfig, build_providers};
+    use tower::ServiceExt;
+
     use super::*;
+
+    /// The Atlassian provider as a deployment that links this crate builds it.
+    fn provider() -> Arc<dyn Provider> {
+        let values: BTreeMap<String, String> = [
+            ("enabled", "true"),
+            ("client_id", "cid"),
+            ("client_secret", "csecret"),
+            ("redirect_uri", "http://localhost:3000/settings/connections"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let config = ProvidersConfig::new([ProviderSettings::new(grantry_atlassian::ID, values)]);
+        build_providers(&config).expect("providers").remove(0)
+    }
+
+    #[test]
+    fn the_document_lists_every_route() {
+        let doc = serde_json::to_value(provider().openapi().expect("openapi")).expect("json");
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, methods) in [
+            ("/sites", &["get"][..]),
+            ("/search", &["get"]),
+            ("/jira/{site_id}/projects", &["get"]),
+            ("/jira/{site_id}/issues/{key}", &["get"]),
+            ("/confluence/{site_id}/spaces", &["get"]),
+            ("/confluence/{site_id}/spaces/{key}/pages", &["get"]),
+            ("/confluence/{site_id}/pages/{id}", &["get"]),
+            (
+                "/proxy/{product}/{site_id}/{path}",
+                &["get", "post", "put", "delete", "patch"],
+            ),
+        ] {
+            for method in methods {
+                assert!(
+                    paths.get(path).and_then(|p| p.get(*method)).is_some(),
+                    "{method} {path}"
+                );
+            }
+        }
+        assert_eq!(paths.len(), 8);
+        let hit = &doc["components"]["schemas"]["Hit"]["properties"];
+        for field in [
+            "kind",
+            "site_id",
+            "id",
+            "title",
+            "url",
+            "excerpt",
+            "updated_at",
+        ] {
+            assert!(hit.get(field).is_some(), "Hit.{field}: {hit}");
+        }
+        let page = &doc["components"]["schemas"]["PageView"]["properties"];
+        assert!(page.get("type").is_some() && page.get("kind").is_none());
+    }
+
+    #[tokio::test]
+    async fn linking_the_crate_mounts_the_routes_on_the_provider() {
+        let router = provider().routes().expect("routes");
+        for path in [
+            "/sites",
+            "/search?q=x",
+            "/jira/c1/projects",
+            "/jira/c1/issues/ACME-1",
+            "/confluence/c1/spaces",
+            "/confluence/c1/spaces/ENG/pages",
+            "/confluence/c1/pages/1",
+            "/proxy/jira/c1/rest/api/3/myself",
+        ] {
+            let request = Request::get(path).body(Body::empty()).expect("request");
+            let response = router.clone().oneshot(request).await.expect("response");
+            assert_ne!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+        let request = Request::get("/nowhere")
+            .body(Body::empty())
+            .expect("request");
+        let response = router.oneshot(request).await.expect("response");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn keys_and_ids_are_checked() {

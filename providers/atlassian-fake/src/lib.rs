@@ -1,4 +1,4 @@
-//! An in-process fake of Atlassian Cloud (feature `fake`): the auth host and the API gateway
+//! grantry-atlassian-fake: an in-process fake of Atlassian Cloud, the auth host and the API gateway
 //! behind one base URL, for end-to-end tests and the `grantry demo` command.
 //!
 //! It follows the 3LO facts the provider must honour: JSON-only token endpoint, single-use
@@ -20,7 +20,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use grantry_atlassian::fake::{FakeAtlassian, FakeConfig};
+//! use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
 //! let running = FakeAtlassian::start(FakeConfig::default()).await?;
 //! // point ATLASSIAN_AUTH_URL and ATLASSIAN_API_URL at running.base_url
 //! let code = running.fake.issue_code("read:me offline_access");
@@ -921,7 +921,7 @@ fn consent_page(config: &FakeConfig, scope: &str, state: &str) -> String {
     let scopes: String = scope
         .split_whitespace()
         .map(|name| {
-            let description = crate::SCOPES
+            let description = grantry_atlassian::SCOPES
                 .iter()
                 .find(|info| info.name == name)
                 .map(|info| format!(": {}", escape(info.description)))

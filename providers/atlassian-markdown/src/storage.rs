@@ -639,7 +639,7 @@ fn text_of(e: &Element) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::markdown::writer::render;
+    use crate::writer::render;
 
     fn md(input: &str) -> String {
         render(&blocks(input), None)

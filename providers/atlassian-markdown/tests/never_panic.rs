@@ -2,7 +2,7 @@
 //! (arbitrary JSON values, ADF-shaped trees with odd attributes, arbitrary strings, and
 //! generated tag soup), and what they produce is well-formed Markdown text.
 
-use grantry_atlassian::markdown::{adf_to_markdown, adf_to_plain_text, storage_to_markdown};
+use grantry_atlassian_markdown::{adf_to_markdown, adf_to_plain_text, storage_to_markdown};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

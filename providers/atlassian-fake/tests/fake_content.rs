@@ -1,7 +1,7 @@
 //! The fake Atlassian's content endpoints driven over real HTTP: bearer checks, sites and
 //! products, Atlassian's shapes and pagination, rate limiting and injected failures.
 
-use grantry_atlassian::fake::{ACME_SITE_ID, BETA_SITE_ID, FakeAtlassian, FakeConfig, RunningFake};
+use grantry_atlassian_fake::{ACME_SITE_ID, BETA_SITE_ID, FakeAtlassian, FakeConfig, RunningFake};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use grantry_atlassian::markdown::{adf_to_markdown, storage_to_markdown};
+use grantry_atlassian_markdown::{adf_to_markdown, storage_to_markdown};
 
 fn path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -40,7 +40,7 @@ fn storage(input: &str) -> String {
 /// The description of ACME-1 as the fake serves it: nested lists, a table, a code block.
 #[test]
 fn jira_description_with_nested_lists_table_and_code() {
-    let out = adf("src/fake/data/acme-1-description.json");
+    let out = adf("../atlassian-fake/src/data/acme-1-description.json");
     for needle in [
         "1. Deploy to staging\n   - Run the smoke tests\n   - Check the dashboards\n     - Latency",
         "| **Region** | **Max RPS** | **Owner** |\n| --- | --- | --- |",
@@ -54,7 +54,7 @@ fn jira_description_with_nested_lists_table_and_code() {
 /// The runbook page as the fake serves it: the same structures in storage format.
 #[test]
 fn confluence_page_with_nested_lists_table_and_code() {
-    let out = storage("src/fake/data/eng-runbook.storage.xml");
+    let out = storage("../atlassian-fake/src/data/eng-runbook.storage.xml");
     for needle in [
         "1. Build the image\n   - Tag it with the commit SHA\n   - Push to the registry\n     - Staging first",
         "| **Region** | **Max RPS** | **Owner** |\n| --- | --- | --- |",
@@ -86,8 +86,8 @@ fn storage_edge_cases() {
 /// The same Jira and Confluence content reads the same in both formats where they overlap.
 #[test]
 fn both_formats_agree_on_the_shared_structures() {
-    let jira = adf("src/fake/data/acme-1-description.json");
-    let page = storage("src/fake/data/eng-runbook.storage.xml");
+    let jira = adf("../atlassian-fake/src/data/acme-1-description.json");
+    let page = storage("../atlassian-fake/src/data/eng-runbook.storage.xml");
     let table = |md: &str| -> Vec<String> {
         md.lines()
             .filter(|l| l.starts_with('|'))

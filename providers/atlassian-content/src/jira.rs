@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::gateway::{ContentError, Gateway, Product, id_string, off_thread, timestamp, web_url};
 use super::search::{Hit, text_query};
-use crate::markdown::{adf_to_markdown, adf_to_plain_text};
+use grantry_atlassian_markdown::{adf_to_markdown, adf_to_plain_text};
 
 /// Projects fetched per page while following pagination.
 const PROJECT_PAGE: usize = 50;
@@ -435,7 +435,10 @@ mod tests {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let http = crate::client::http_client(Duration::from_secs(5)).expect("client");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
         let token = AccessToken::new("t");
         let g = Gateway {
             http: &http,

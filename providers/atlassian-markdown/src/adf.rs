@@ -490,7 +490,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::markdown::writer::render;
+    use crate::writer::render;
 
     fn md(doc: Value) -> String {
         render(&blocks(&doc), None)

@@ -435,7 +435,7 @@ mod tests {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let http = crate::client::http_client(Duration::from_secs(5)).expect("client");
+        let http = grantry_protocol::http::client(Duration::from_secs(5)).expect("client");
         let token = AccessToken::new("t");
         let g = Gateway {
             http: &http,

@@ -24,5 +24,5 @@ pub use account::AccountFields;
 pub use client::{BodyEncoding, Client, TokenAuthMethod};
 pub use hooks::{AccountCall, Hooks, NoHooks};
 pub use provider::OAuthProvider;
-pub use spec::{DEFAULT_HTTP_TIMEOUT, Endpoints, OAuthSpec};
+pub use spec::{DEFAULT_HTTP_TIMEOUT, Endpoints, OAuthSpec, refresh_scope, scope};
 pub use token::parse_token_response;

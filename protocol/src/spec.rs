@@ -8,6 +8,23 @@ use url::Url;
 use crate::account::AccountFields;
 use crate::client::{BodyEncoding, Client, TokenAuthMethod};
 
+/// A scope of a catalogue.
+pub const fn scope(name: &'static str, description: &'static str) -> ScopeInfo {
+    ScopeInfo {
+        name,
+        description,
+        refresh_token: false,
+    }
+}
+
+/// A scope of a catalogue whose grant yields a refresh token (`offline_access`).
+pub const fn refresh_scope(name: &'static str, description: &'static str) -> ScopeInfo {
+    ScopeInfo {
+        refresh_token: true,
+        ..scope(name, description)
+    }
+}
+
 /// Default timeout of one upstream call.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 

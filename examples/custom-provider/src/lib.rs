@@ -27,8 +27,9 @@ use axum::extract::State;
 use axum::{Json, routing::get};
 use grantry_core::{ApiError, ConfigError, FreshToken, Provider, ProviderError, ProviderFactory};
 use grantry_core::{ProvidersConfig, Resource, ScopeInfo, ScopeSet};
+use grantry_protocol::http::{get_json, transient};
 use grantry_protocol::{AccountCall, AccountFields, Client, Endpoints, Hooks, OAuthProvider};
-use grantry_protocol::{OAuthSpec, http::get_json};
+use grantry_protocol::{OAuthSpec, refresh_scope, scope};
 use serde::Deserialize;
 use url::Url;
 
@@ -37,18 +38,13 @@ pub const ID: &str = "example";
 
 /// The scopes the service knows.
 pub const SCOPES: &[ScopeInfo] = &[
-    scope("profile", "Read your name and e-mail address", false),
-    scope("tasks:read", "Read your task lists", false),
-    scope("offline", "Stay connected while you are away", true),
+    scope("profile", "Read your name and e-mail address"),
+    scope("tasks:read", "Read your task lists"),
+    refresh_scope(
+        "offline",
+        "Stay connected while you are away (issues a refresh token)",
+    ),
 ];
-
-const fn scope(name: &'static str, description: &'static str, refresh: bool) -> ScopeInfo {
-    ScopeInfo {
-        name,
-        description,
-        refresh_token: refresh,
-    }
-}
 
 /// The scopes asked for when `EXAMPLE_OAUTH_SCOPE` is unset.
 pub const DEFAULT_SCOPES: &str = "profile tasks:read offline";
@@ -58,11 +54,9 @@ pub fn link() {
     let _ = ID;
 }
 
-/// Example's hooks: where its task list is.
+/// Example's hooks; they know where the task list is.
 #[derive(Debug, Clone)]
-pub struct Workspaces {
-    tasks: Url,
-}
+pub struct Workspaces(Url);
 
 /// A workspace in the `/api/me` document.
 #[derive(Deserialize)]
@@ -77,8 +71,9 @@ struct Workspace {
 impl Hooks for Workspaces {
     /// The workspaces of the profile document, each with the requested scopes.
     async fn resources(&self, call: AccountCall<'_>) -> Result<Vec<Resource>, ProviderError> {
-        let list = call.document.get("workspaces").cloned().unwrap_or_default();
-        let list: Vec<Workspace> = serde_json::from_value(list).unwrap_or_default();
+        let workspaces = call.document.get("workspaces").cloned().unwrap_or_default();
+        let list: Option<Vec<Workspace>> = serde_json::from_value(workspaces)
+            .map_err(|_| transient("the profile's workspaces are malformed", None))?;
         let scopes = call.spec.scopes.to_vec();
         let resource = |w: Workspace| Resource {
             id: w.id,
@@ -87,17 +82,13 @@ impl Hooks for Workspaces {
             scopes: scopes.clone(),
             avatar_url: w.avatar_url,
         };
-        Ok(list.into_iter().map(resource).collect())
+        Ok(list.unwrap_or_default().into_iter().map(resource).collect())
     }
 
     /// `GET /api/v1/example/tasks`: the user's tasks, with a token refreshed on the way in.
     fn routes(&self, http: &reqwest::Client) -> Option<axum::Router> {
-        let state = (http.clone(), self.tasks.clone());
-        Some(
-            axum::Router::new()
-                .route("/tasks", get(tasks))
-                .with_state(state),
-        )
+        let router = axum::Router::new().route("/tasks", get(tasks));
+        Some(router.with_state((http.clone(), self.0.clone())))
     }
 }
 
@@ -141,9 +132,7 @@ fn build(config: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError
     spec.account_fields = AccountFields::new("id", "name", "email");
     // Revoking the refresh token ends the whole grant: one call is enough.
     spec.revoke_access_token = false;
-    let hooks = Workspaces {
-        tasks: at("api/tasks")?,
-    };
+    let hooks = Workspaces(at("api/tasks")?);
     Ok(vec![Arc::new(OAuthProvider::with_hooks(spec, hooks)?)])
 }
 

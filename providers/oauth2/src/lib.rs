@@ -5,7 +5,9 @@
 //! [preset](presets) (`github`, `gitlab`, `google`, `microsoft`). Each instance speaks RFC 6749
 //! with form-encoded token requests, PKCE S256 (RFC 7636), the `iss` check of RFC 9207, RFC 7009
 //! revocation on disconnect, and reads the account from the userinfo endpoint. With `issuer`
-//! set, OpenID discovery fills in the endpoints at start-up. See `docs/oauth2-provider.md`.
+//! set, OpenID discovery fills in the endpoints at start-up. Each instance is a
+//! [`grantry_protocol::OAuthSpec`] without hooks: this crate reads configuration, presets and
+//! discovery; the protocol is grantry-protocol's. See `docs/oauth2-provider.md`.
 
 pub mod config;
 mod discovery;
@@ -14,7 +16,7 @@ pub mod presets;
 use std::sync::Arc;
 
 use grantry_core::{ConfigError, Provider, ProviderFactory, ProvidersConfig, ScopeInfo};
-use grantry_protocol::OAuthProvider;
+use grantry_protocol::{OAuthProvider, refresh_scope, scope};
 
 pub use config::{DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES, KIND};
 pub use grantry_protocol::{AccountFields, OAuthSpec, TokenAuthMethod};
@@ -24,26 +26,13 @@ pub const FACTORY_ID: &str = "oauth2";
 
 /// The OpenID Connect scopes every instance knows about.
 pub const SCOPES: &[ScopeInfo] = &[
-    ScopeInfo {
-        name: "openid",
-        description: "sign in with OpenID Connect",
-        refresh_token: false,
-    },
-    ScopeInfo {
-        name: "profile",
-        description: "name and profile",
-        refresh_token: false,
-    },
-    ScopeInfo {
-        name: "email",
-        description: "email address",
-        refresh_token: false,
-    },
-    ScopeInfo {
-        name: "offline_access",
-        description: "a refresh token, to act while the user is away",
-        refresh_token: true,
-    },
+    scope("openid", "sign in with OpenID Connect"),
+    scope("profile", "name and profile"),
+    scope("email", "email address"),
+    refresh_scope(
+        "offline_access",
+        "a refresh token, to act while the user is away",
+    ),
 ];
 
 /// One configured OAuth 2.0 / OpenID Connect provider: its spec, no hooks.

@@ -123,6 +123,11 @@ impl Atlassian {
     pub fn config(&self) -> &AtlassianConfig {
         &self.config
     }
+
+    /// The upstream HTTP client (timeouts, no redirects), shared with the provider.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
 }
 
 #[async_trait]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use grantry::atlassian::{Atlassian, AtlassianConfig, DEFAULT_SCOPES};
+use grantry::atlassian::{Atlassian, AtlassianConfig, AtlassianProvider, DEFAULT_SCOPES};
 use grantry::core::{
     AccessToken, Account, AccountDetails, AuthorizationCode, CallbackContext, ClientSecret,
     ConnectionStatus, KeyRing, Provider, RefreshPolicy, RefreshToken, ScopeSet, TokenSet, Vault,
@@ -153,7 +153,7 @@ struct Seeder {
     sites: AccountDetails,
     mix: Mix,
     args: Args,
-    fake: Option<(RunningFake, Atlassian)>,
+    fake: Option<(RunningFake, AtlassianProvider)>,
     now: DateTime<Utc>,
 }
 
@@ -243,7 +243,7 @@ fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| format!("{name} must be set"))
 }
 
-async fn provider_for(running: &RunningFake) -> Result<Atlassian> {
+async fn provider_for(running: &RunningFake) -> Result<AtlassianProvider> {
     let config = running.fake.config();
     let base = url::Url::parse(&running.base_url)?;
     Ok(Atlassian::new(AtlassianConfig {
@@ -254,7 +254,8 @@ async fn provider_for(running: &RunningFake) -> Result<Atlassian> {
         auth_url: base.clone(),
         api_url: base,
         http_timeout: Duration::from_secs(15),
-    })?)
+    })?
+    .provider())
 }
 
 /// Writes the bearer tokens (and the fake's settings) for the benchmark into `out`.

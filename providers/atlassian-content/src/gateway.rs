@@ -11,7 +11,7 @@ use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use grantry_atlassian::upstream::read_capped_to;
+use grantry_protocol::http::read_capped_to;
 
 /// Retries after a 429 before giving up and answering 429 ourselves.
 pub(crate) const MAX_RETRIES: u32 = 2;
@@ -437,10 +437,7 @@ mod tests {
 
         async fn fetch(api: &Url) -> Result<serde_json::Value, ContentError> {
             let token = AccessToken::new(TOKEN);
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("client");
+            let http = grantry_protocol::http::client(Duration::from_secs(5)).expect("client");
             let g = Gateway {
                 http: &http,
                 api,

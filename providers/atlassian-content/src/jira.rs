@@ -435,10 +435,7 @@ mod tests {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("client");
+        let http = grantry_protocol::http::client(Duration::from_secs(5)).expect("client");
         let token = AccessToken::new("t");
         let g = Gateway {
             http: &http,

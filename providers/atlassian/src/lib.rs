@@ -4,7 +4,6 @@
 //! enables it. It speaks Atlassian's 3LO: the authorize URL (audience, `prompt=consent`, state),
 //! the JSON code exchange, rotating refresh, `/me` and the user's sites (accessible-resources).
 
-mod client;
 mod config;
 mod routes;
 mod scopes;
@@ -13,51 +12,108 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use grantry_core::{
-    AccessToken, AccountDetails, AuthorizationCode, AuthorizeRequest, CallbackContext, ConfigError,
-    Provider, ProviderError, ProviderFactory, ProvidersConfig, RefreshPolicy, RefreshToken,
-    ScopeInfo, ScopeSet, TokenSet,
+    AccessToken, ConfigError, Provider, ProviderError, ProviderFactory, ProvidersConfig,
+    RefreshPolicy, Resource,
 };
-use url::Url;
+use grantry_protocol::{
+    AccountCall, AccountFields, BodyEncoding, Client, Endpoints, Hooks, OAuthProvider, OAuthSpec,
+};
+use serde::Deserialize;
 
-pub use client::parse_token_response;
 pub use config::{
     AtlassianConfig, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES,
 };
 pub use routes::RouteExtension;
 pub use scopes::SCOPES;
 
-/// Upstream helpers the content crate shares with the provider; not a stable API.
-#[doc(hidden)]
-pub mod upstream {
-    pub use crate::client::read_capped_to;
-}
-
 /// The provider id, also the route prefix `/api/v1/atlassian`.
 pub const ID: &str = "atlassian";
 
-/// The Atlassian Cloud provider.
+/// The Atlassian Cloud provider: Atlassian's spec with [`Atlassian`] as its hooks.
+pub type AtlassianProvider = OAuthProvider<Atlassian>;
+
+/// Atlassian's hooks and the state of its own routes: the configuration and the HTTP client.
 #[derive(Debug, Clone)]
 pub struct Atlassian {
     config: AtlassianConfig,
     http: reqwest::Client,
 }
 
+/// One entry of accessible-resources.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Site {
+    id: String,
+    name: Option<String>,
+    url: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    avatar_url: Option<String>,
+}
+
 impl Atlassian {
-    /// A provider from validated configuration.
+    /// The hooks from validated configuration.
     pub fn new(config: AtlassianConfig) -> Result<Self, ConfigError> {
-        let http = client::http_client(config.http_timeout).map_err(|e| ConfigError::Invalid {
-            variable: "ATLASSIAN_API_URL".into(),
-            reason: format!("cannot build the HTTP client: {e}"),
+        let http = grantry_protocol::http::client(config.http_timeout).map_err(|e| {
+            ConfigError::Invalid {
+                variable: "ATLASSIAN_API_URL".into(),
+                reason: format!("cannot build the HTTP client: {e}"),
+            }
         })?;
         Ok(Self { config, http })
     }
 
+    /// The provider: Atlassian's 3LO as data (JSON token bodies, the client secret in the body,
+    /// `audience` and `prompt=consent`, rotating refresh tokens, `/me`) plus these hooks.
+    pub fn provider(self) -> AtlassianProvider {
+        const DAY: u64 = 24 * 60 * 60;
+        let c = &self.config;
+        let at = |base: &url::Url, path: &str| {
+            let mut url = base.clone();
+            url.set_path(path);
+            url
+        };
+        let client = Client {
+            id: c.client_id.clone(),
+            secret: Some(c.client_secret.clone()),
+            redirect_uri: c.redirect_uri.clone(),
+        };
+        let endpoints = Endpoints {
+            authorization: at(&c.auth_url, "/authorize"),
+            token: at(&c.auth_url, "/oauth/token"),
+            revocation: None,
+            account: at(&c.api_url, "/me"),
+        };
+        let mut spec = OAuthSpec::new(ID, "Atlassian", client, endpoints);
+        spec.scope_catalogue = SCOPES;
+        spec.scopes = c.scopes.clone();
+        spec.body = BodyEncoding::Json;
+        spec.pkce = false;
+        spec.authorize_params = vec![
+            ("audience".into(), "api.atlassian.com".into()),
+            ("prompt".into(), "consent".into()),
+        ];
+        spec.refresh_policy = RefreshPolicy {
+            rotates: true,
+            reuse_leeway: std::time::Duration::ZERO,
+            idle_expiry: Some(std::time::Duration::from_secs(90 * DAY)),
+            absolute_expiry: Some(std::time::Duration::from_secs(365 * DAY)),
+            refresh_margin: std::time::Duration::from_secs(300),
+        };
+        spec.account_fields = AccountFields::new("account_id", "name", "email");
+        spec.http_timeout = c.http_timeout;
+        let http = self.http.clone();
+        OAuthProvider::with_http(spec, self, http)
+    }
+
     /// The live list of sites a token reaches, duplicate cloud ids merged.
-    pub async fn sites(
-        &self,
-        token: &AccessToken,
-    ) -> Result<Vec<grantry_core::Resource>, ProviderError> {
-        client::sites(&self.http, &self.config.api_url, token).await
+    pub async fn sites(&self, token: &AccessToken) -> Result<Vec<Resource>, ProviderError> {
+        let mut url = self.config.api_url.clone();
+        url.set_path("/oauth/token/accessible-resources");
+        let what = "accessible-resources";
+        let list: Vec<Site> =
+            grantry_protocol::http::get_json(&self.http, url, token, what).await?;
+        Ok(merge_sites(list))
     }
 
     /// The configuration in use.
@@ -65,10 +121,59 @@ impl Atlassian {
         &self.config
     }
 
-    /// The HTTP client upstream calls go through (timeouts, no redirects).
+    /// The upstream HTTP client (timeouts, no redirects), shared with the provider.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
+}
+
+#[async_trait]
+impl Hooks for Atlassian {
+    /// The grant's sites: accessible-resources, duplicate cloud ids merged.
+    async fn resources(&self, call: AccountCall<'_>) -> Result<Vec<Resource>, ProviderError> {
+        self.sites(call.token).await
+    }
+
+    fn routes(&self, _http: &reqwest::Client) -> Option<axum::Router> {
+        Some(routes::router(Arc::new(self.clone())))
+    }
+
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        Some(routes::openapi())
+    }
+}
+
+/// Merges entries that share a cloud id (Jira and Confluence of one site), keeping every site.
+fn merge_sites(list: Vec<Site>) -> Vec<Resource> {
+    let mut merged: Vec<Resource> = Vec::new();
+    for site in list {
+        if let Some(existing) = merged.iter_mut().find(|r| r.id == site.id) {
+            for scope in site.scopes {
+                if !existing.scopes.contains(&scope) {
+                    existing.scopes.push(scope);
+                }
+            }
+            if existing.url.is_none() {
+                existing.url = site.url;
+            }
+            if existing.avatar_url.is_none() {
+                existing.avatar_url = site.avatar_url;
+            }
+            if existing.name.is_empty() {
+                existing.name = site.name.unwrap_or_default();
+            }
+        } else {
+            merged.push(Resource {
+                name: site.name.unwrap_or_default(),
+                id: site.id,
+                url: site.url,
+                scopes: site.scopes,
+                avatar_url: site.avatar_url,
+            });
+        }
+    }
+    merged.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    merged
 }
 
 fn build(config: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError> {
@@ -82,7 +187,7 @@ fn build(config: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError
             "ATLASSIAN_OAUTH_SCOPE lacks offline_access: Atlassian will issue no refresh token and connections will need re-consent every hour"
         );
     }
-    Ok(vec![Arc::new(Atlassian::new(config)?)])
+    Ok(vec![Arc::new(Atlassian::new(config)?.provider())])
 }
 
 grantry_core::register_provider!(ProviderFactory {
@@ -91,102 +196,32 @@ grantry_core::register_provider!(ProviderFactory {
     build,
 });
 
-#[async_trait]
-impl Provider for Atlassian {
-    fn id(&self) -> &str {
-        ID
-    }
-
-    fn display_name(&self) -> &str {
-        "Atlassian"
-    }
-
-    fn scope_catalogue(&self) -> &[ScopeInfo] {
-        SCOPES
-    }
-
-    fn requested_scopes(&self) -> &ScopeSet {
-        &self.config.scopes
-    }
-
-    fn authorize_url(&self, request: &AuthorizeRequest<'_>) -> Result<Url, ProviderError> {
-        let mut url = self.config.auth_url.clone();
-        url.set_path("/authorize");
-        url.query_pairs_mut()
-            .append_pair("audience", "api.atlassian.com")
-            .append_pair("client_id", &self.config.client_id)
-            .append_pair("scope", &request.scopes.to_string())
-            .append_pair("redirect_uri", self.config.redirect_uri.as_str())
-            .append_pair("state", request.state.secret())
-            .append_pair("response_type", "code")
-            .append_pair("prompt", "consent");
-        Ok(url)
-    }
-
-    async fn exchange_code(
-        &self,
-        code: &AuthorizationCode,
-        _callback: &CallbackContext<'_>,
-    ) -> Result<TokenSet, ProviderError> {
-        let body = serde_json::json!({
-            "grant_type": "authorization_code",
-            "client_id": self.config.client_id,
-            "client_secret": self.config.client_secret.secret(),
-            "code": code.secret(),
-            "redirect_uri": self.config.redirect_uri.as_str(),
-        });
-        client::post_token(&self.http, &self.config.auth_url, &body, None).await
-    }
-
-    async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenSet, ProviderError> {
-        let body = serde_json::json!({
-            "grant_type": "refresh_token",
-            "client_id": self.config.client_id,
-            "client_secret": self.config.client_secret.secret(),
-            "refresh_token": refresh_token.secret(),
-        });
-        client::post_token(
-            &self.http,
-            &self.config.auth_url,
-            &body,
-            Some(refresh_token),
-        )
-        .await
-    }
-
-    async fn account(&self, access_token: &AccessToken) -> Result<AccountDetails, ProviderError> {
-        let account = client::me(&self.http, &self.config.api_url, access_token).await?;
-        let resources = self.sites(access_token).await?;
-        Ok(AccountDetails { account, resources })
-    }
-
-    fn routes(&self) -> Option<axum::Router> {
-        Some(routes::router(Arc::new(self.clone())))
-    }
-
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
-        Some(routes::openapi())
-    }
-
-    fn refresh_policy(&self) -> RefreshPolicy {
-        const DAY: u64 = 24 * 60 * 60;
-        RefreshPolicy {
-            rotates: true,
-            reuse_leeway: std::time::Duration::ZERO,
-            idle_expiry: Some(std::time::Duration::from_secs(90 * DAY)),
-            absolute_expiry: Some(std::time::Duration::from_secs(365 * DAY)),
-            refresh_margin: std::time::Duration::from_secs(300),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use grantry_core::{ProviderSettings, StateToken};
+    use grantry_core::{AuthorizeRequest, ProviderSettings, ScopeSet, StateToken};
 
     use super::*;
+
+    #[test]
+    fn duplicate_cloud_ids_merge_and_every_site_is_kept() {
+        let list: Vec<Site> = serde_json::from_str(
+            r#"[{"id":"a","name":"Acme","url":"https://acme.atlassian.net","scopes":["read:jira-work"],"avatarUrl":"https://x/1.png"},
+                {"id":"b","name":"Beta","url":"https://beta.atlassian.net","scopes":["read:jira-work"]},
+                {"id":"a","name":"Acme","url":"https://acme.atlassian.net","scopes":["read:confluence-content.all","read:jira-work"]}]"#,
+        )
+        .expect("json");
+        let merged = merge_sites(list);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].id, "a");
+        assert_eq!(
+            merged[0].scopes,
+            ["read:jira-work", "read:confluence-content.all"]
+        );
+        assert_eq!(merged[0].avatar_url.as_deref(), Some("https://x/1.png"));
+        assert_eq!(merged[1].id, "b");
+    }
 
     fn providers(pairs: &[(&str, &str)]) -> ProvidersConfig {
         let values: BTreeMap<String, String> = pairs

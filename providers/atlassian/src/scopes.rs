@@ -1,23 +1,15 @@
 //! The Atlassian scope catalogue: classic scopes and the granular ones Confluence v2 needs.
 
 use grantry_core::ScopeInfo;
-
-const fn scope(name: &'static str, description: &'static str) -> ScopeInfo {
-    ScopeInfo {
-        name,
-        description,
-        refresh_token: false,
-    }
-}
+use grantry_protocol::{refresh_scope, scope};
 
 /// Every scope grantry knows for Atlassian.
 pub static SCOPES: &[ScopeInfo] = &[
     scope("read:me", "Read the user's profile (User Identity API)"),
-    ScopeInfo {
-        name: "offline_access",
-        description: "Receive a refresh token, so the connection outlives the one-hour access token",
-        refresh_token: true,
-    },
+    refresh_scope(
+        "offline_access",
+        "Receive a refresh token, so the connection outlives the one-hour access token",
+    ),
     scope("read:jira-user", "Read Jira user information"),
     scope("read:jira-work", "Read Jira projects and issues"),
     scope(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::client;
+use grantry_protocol::http;
 
 /// The members of the metadata document grantry uses.
 #[derive(Deserialize)]
@@ -58,9 +58,9 @@ pub(crate) fn discover(
                 .build()
                 .map_err(|e| format!("cannot start a runtime for discovery: {e}"))?;
             runtime.block_on(async move {
-                let http = client::http_client(timeout)
+                let http = http::client(timeout)
                     .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-                client::get_document(&http, url, "discovery")
+                http::get_document(&http, url, "discovery")
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -75,7 +75,7 @@ pub(crate) fn discover(
     if meta.issuer.trim_end_matches('/') != issuer.as_str().trim_end_matches('/') {
         return Err(format!(
             "{shown} names the issuer `{}`, not this one",
-            client::short(&meta.issuer)
+            http::short(&meta.issuer)
         ));
     }
     tracing::debug!(issuer = %meta.issuer, "OpenID discovery done");

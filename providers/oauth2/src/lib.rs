@@ -5,133 +5,46 @@
 //! [preset](presets) (`github`, `gitlab`, `google`, `microsoft`). Each instance speaks RFC 6749
 //! with form-encoded token requests, PKCE S256 (RFC 7636), the `iss` check of RFC 9207, RFC 7009
 //! revocation on disconnect, and reads the account from the userinfo endpoint. With `issuer`
-//! set, OpenID discovery fills in the endpoints at start-up. See `docs/oauth2-provider.md`.
+//! set, OpenID discovery fills in the endpoints at start-up. Each instance is a
+//! [`grantry_protocol::OAuthSpec`] without hooks: this crate reads configuration, presets and
+//! discovery; the protocol is grantry-protocol's. See `docs/oauth2-provider.md`.
 
-mod client;
-mod config;
+pub mod config;
 mod discovery;
 pub mod presets;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use grantry_core::{
-    AccessToken, AccountDetails, AuthorizationCode, AuthorizeRequest, CallbackContext, ConfigError,
-    Provider, ProviderError, ProviderFactory, ProvidersConfig, RefreshPolicy, RefreshToken,
-    RevokeOutcome, ScopeInfo, ScopeSet, TokenErrorKind, TokenSet, classify_token_error,
-};
-use reqwest::RequestBuilder;
-use url::Url;
+use grantry_core::{ConfigError, Provider, ProviderFactory, ProvidersConfig, ScopeInfo};
+use grantry_protocol::{OAuthProvider, refresh_scope, scope};
 
-pub use config::{
-    AccountFields, DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES, KIND, OAuth2Config, TokenAuthMethod,
-};
+pub use config::{DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES, KIND};
+pub use grantry_protocol::{AccountFields, OAuthSpec, TokenAuthMethod};
 
 /// The factory id; instances take the ids of their configuration sections.
 pub const FACTORY_ID: &str = "oauth2";
 
 /// The OpenID Connect scopes every instance knows about.
 pub const SCOPES: &[ScopeInfo] = &[
-    ScopeInfo {
-        name: "openid",
-        description: "sign in with OpenID Connect",
-        refresh_token: false,
-    },
-    ScopeInfo {
-        name: "profile",
-        description: "name and profile",
-        refresh_token: false,
-    },
-    ScopeInfo {
-        name: "email",
-        description: "email address",
-        refresh_token: false,
-    },
-    ScopeInfo {
-        name: "offline_access",
-        description: "a refresh token, to act while the user is away",
-        refresh_token: true,
-    },
+    scope("openid", "sign in with OpenID Connect"),
+    scope("profile", "name and profile"),
+    scope("email", "email address"),
+    refresh_scope(
+        "offline_access",
+        "a refresh token, to act while the user is away",
+    ),
 ];
 
-/// One configured OAuth 2.0 / OpenID Connect provider.
-#[derive(Debug, Clone)]
-pub struct OAuth2Provider {
-    config: Arc<OAuth2Config>,
-    http: reqwest::Client,
-}
-
-impl OAuth2Provider {
-    /// A provider from validated configuration.
-    pub fn new(config: OAuth2Config) -> Result<Self, ConfigError> {
-        let http = client::http_client(config.http_timeout).map_err(|e| ConfigError::Invalid {
-            variable: format!("{}_HTTP_TIMEOUT", grantry_core::env_prefix(&config.id)),
-            reason: format!("cannot build the HTTP client: {e}"),
-        })?;
-        Ok(Self {
-            config: Arc::new(config),
-            http,
-        })
-    }
-
-    /// The configuration in use.
-    pub fn config(&self) -> &OAuth2Config {
-        &self.config
-    }
-
-    /// A POST to `url` with `form`, authenticated as the client by the configured method.
-    fn client_call<'a>(&'a self, url: &Url, mut form: Vec<(&'a str, &'a str)>) -> RequestBuilder {
-        let c = &self.config;
-        let secret = c.client_secret.as_ref().map(|s| s.secret());
-        let mut request = self.http.post(url.clone());
-        match c.auth_method {
-            TokenAuthMethod::ClientSecretBasic => {
-                // RFC 6749 section 2.3.1: both parts form-encoded before Basic encoding.
-                let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
-                request =
-                    request.basic_auth::<String, String>(encode(&c.client_id), secret.map(encode));
-            }
-            TokenAuthMethod::ClientSecretPost => {
-                form.push(("client_id", &c.client_id));
-                form.extend(secret.map(|s| ("client_secret", s)));
-            }
-            TokenAuthMethod::None => form.push(("client_id", &c.client_id)),
-        }
-        request.form(&form)
-    }
-
-    /// RFC 9207: an `iss` that is not the configured issuer is refused before the code leaves.
-    fn check_issuer(&self, received: Option<&str>) -> Result<(), ProviderError> {
-        let refused = |code: &str, description: String| ProviderError::Rejected {
-            status: 400,
-            code: code.into(),
-            description,
-        };
-        match (received, self.config.issuer.as_deref()) {
-            (Some(got), Some(expected)) if got != expected => Err(refused(
-                "invalid_issuer",
-                format!(
-                    "the authorization response comes from issuer `{}`, expected `{expected}`",
-                    client::short(got)
-                ),
-            )),
-            (None, Some(expected)) if self.config.require_iss => Err(refused(
-                "missing_issuer",
-                format!(
-                    "{expected} sends `iss` with every authorization response; this one has none"
-                ),
-            )),
-            _ => Ok(()),
-        }
-    }
-}
+/// One configured OAuth 2.0 / OpenID Connect provider: its spec, no hooks.
+pub type OAuth2Provider = OAuthProvider;
 
 fn build(config: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError> {
     let mut built: Vec<Arc<dyn Provider>> = Vec::new();
     for section in config.sections() {
-        if OAuth2Config::selects(section)? {
-            let provider = OAuth2Provider::new(OAuth2Config::from_settings(section)?)?;
-            built.push(Arc::new(provider));
+        if config::selects(section)? {
+            built.push(Arc::new(OAuth2Provider::new(config::from_settings(
+                section,
+            )?)?));
         }
     }
     Ok(built)
@@ -143,145 +56,16 @@ grantry_core::register_provider!(ProviderFactory {
     build,
 });
 
-#[async_trait]
-impl Provider for OAuth2Provider {
-    fn id(&self) -> &str {
-        &self.config.id
-    }
-
-    fn display_name(&self) -> &str {
-        &self.config.name
-    }
-
-    fn scope_catalogue(&self) -> &[ScopeInfo] {
-        SCOPES
-    }
-
-    fn requested_scopes(&self) -> &ScopeSet {
-        &self.config.scopes
-    }
-
-    fn authorize_url(&self, request: &AuthorizeRequest<'_>) -> Result<Url, ProviderError> {
-        let c = &self.config;
-        let mut url = c.authorization_url.clone();
-        {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("response_type", "code")
-                .append_pair("client_id", &c.client_id)
-                .append_pair("redirect_uri", c.redirect_uri.as_str())
-                .append_pair("scope", &request.scopes.to_string())
-                .append_pair("state", request.state.secret());
-            if let Some(verifier) = request.pkce.filter(|_| c.pkce) {
-                query
-                    .append_pair("code_challenge", &verifier.challenge_s256())
-                    .append_pair("code_challenge_method", "S256");
-            }
-            for (name, value) in &c.authorize_params {
-                query.append_pair(name, value);
-            }
-        }
-        Ok(url)
-    }
-
-    fn uses_pkce(&self) -> bool {
-        self.config.pkce
-    }
-
-    async fn exchange_code(
-        &self,
-        code: &AuthorizationCode,
-        callback: &CallbackContext<'_>,
-    ) -> Result<TokenSet, ProviderError> {
-        self.check_issuer(callback.issuer)?;
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code.secret()),
-            ("redirect_uri", self.config.redirect_uri.as_str()),
-        ];
-        if let Some(verifier) = callback.pkce.filter(|_| self.config.pkce) {
-            form.push(("code_verifier", verifier.secret()));
-        }
-        let request = self.client_call(&self.config.token_url, form);
-        let mut tokens = client::token(request, |s, e| self.classify_token_error(s, e)).await?;
-        // RFC 6749 section 5.1: no `scope` means the requested scopes were granted.
-        tokens
-            .scopes
-            .get_or_insert_with(|| self.config.scopes.clone());
-        Ok(tokens)
-    }
-
-    async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenSet, ProviderError> {
-        let form = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.secret()),
-        ];
-        let request = self.client_call(&self.config.token_url, form);
-        client::token(request, |s, e| self.classify_token_error(s, e)).await
-    }
-
-    async fn account(&self, access_token: &AccessToken) -> Result<AccountDetails, ProviderError> {
-        let c = &self.config;
-        let account =
-            client::userinfo(&self.http, &c.userinfo_url, access_token, &c.account_fields).await?;
-        Ok(AccountDetails {
-            account,
-            resources: Vec::new(),
-        })
-    }
-
-    async fn revoke(&self, tokens: &TokenSet) -> Result<RevokeOutcome, ProviderError> {
-        let Some(url) = &self.config.revocation_url else {
-            return Ok(RevokeOutcome::Unsupported);
-        };
-        // The refresh token first: revoking it ends the grant (RFC 7009 section 2.1).
-        if let Some(refresh) = &tokens.refresh_token {
-            let form = vec![
-                ("token", refresh.secret()),
-                ("token_type_hint", "refresh_token"),
-            ];
-            client::revoke(self.client_call(url, form)).await?;
-        }
-        let form = vec![
-            ("token", tokens.access_token.secret()),
-            ("token_type_hint", "access_token"),
-        ];
-        match client::revoke(self.client_call(url, form)).await {
-            // A server may revoke only refresh tokens; the grant is gone with the one above.
-            Err(ProviderError::Rejected { code, .. })
-                if code == "unsupported_token_type" && tokens.refresh_token.is_some() =>
-            {
-                Ok(RevokeOutcome::Revoked)
-            }
-            Err(e) => Err(e),
-            Ok(()) => Ok(RevokeOutcome::Revoked),
-        }
-    }
-
-    fn refresh_policy(&self) -> RefreshPolicy {
-        RefreshPolicy {
-            rotates: self.config.rotates_refresh_tokens,
-            idle_expiry: self.config.refresh_idle_expiry,
-            absolute_expiry: self.config.refresh_absolute_expiry,
-            ..RefreshPolicy::default()
-        }
-    }
-
-    fn classify_token_error(&self, status: u16, error_code: Option<&str>) -> TokenErrorKind {
-        match error_code {
-            Some(code) if self.config.terminal_errors.iter().any(|t| t == code) => {
-                TokenErrorKind::Terminal
-            }
-            _ => classify_token_error(status, error_code),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use grantry_core::{PkceVerifier, ProviderSettings, StateToken};
+    use grantry_core::{
+        AccessToken, AuthorizationCode, AuthorizeRequest, CallbackContext, PkceVerifier,
+        ProviderError, ProviderSettings, RevokeOutcome, ScopeSet, StateToken, TokenErrorKind,
+        TokenSet,
+    };
+    use url::Url;
 
     use super::*;
 
@@ -508,7 +292,7 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("port");
         let token_url = format!("http://{closed}/token");
-        let config = OAuth2Config::from_settings(&section(
+        let config = config::from_settings(&section(
             "gitlab",
             &with(&[
                 ("enabled", "true"),
@@ -554,7 +338,7 @@ mod tests {
         let list = built(vec![section("github", &with(&[("enabled", "true")]))]).expect("built");
         let shown = format!(
             "{:?}",
-            OAuth2Config::from_settings(&section("github", &with(&[])))
+            config::from_settings(&section("github", &with(&[])))
         );
         assert!(!shown.contains("very-secret"), "{shown}");
         let tokens = TokenSet {

@@ -14,7 +14,7 @@ use grantry_core::{
     AccessToken, AuthorizationCode, CallbackContext, Provider, ProviderError, ProviderSettings,
     RefreshToken,
 };
-use grantry_oauth2::{OAuth2Config, OAuth2Provider};
+use grantry_oauth2::{OAuth2Provider, config};
 use serde_json::json;
 
 type Seen = Arc<Mutex<Vec<BTreeMap<String, String>>>>;
@@ -75,8 +75,7 @@ async fn github_fake() -> (OAuth2Provider, Seen) {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let config =
-        OAuth2Config::from_settings(&ProviderSettings::new("github", values)).expect("config");
+    let config = config::from_settings(&ProviderSettings::new("github", values)).expect("config");
     (OAuth2Provider::new(config).expect("provider"), seen)
 }
 

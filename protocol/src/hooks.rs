@@ -1,0 +1,46 @@
+//! What data cannot say: code a provider adds to its spec.
+
+use async_trait::async_trait;
+use grantry_core::{AccessToken, ProviderError, Resource};
+use serde_json::{Map, Value};
+
+use crate::OAuthSpec;
+
+/// What [`Hooks::resources`] is given: the upstream client, the grant's token, the account
+/// document and the spec.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountCall<'a> {
+    /// The provider's upstream HTTP client.
+    pub http: &'a reqwest::Client,
+    /// The grant's access token.
+    pub token: &'a AccessToken,
+    /// The account document the account was read from.
+    pub document: &'a Map<String, Value>,
+    /// The provider's spec.
+    pub spec: &'a OAuthSpec,
+}
+
+/// The code of a provider beyond its [`OAuthSpec`]; every hook has a default.
+#[async_trait]
+pub trait Hooks: Send + Sync + 'static {
+    /// The resources (sites, workspaces…) the grant reaches; none by default.
+    async fn resources(&self, _call: AccountCall<'_>) -> Result<Vec<Resource>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    /// Extra routes under `/api/v1/{id}`, given the upstream client; none by default.
+    fn routes(&self, _http: &reqwest::Client) -> Option<axum::Router> {
+        None
+    }
+
+    /// The OpenAPI description of [`routes`](Hooks::routes); none by default.
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        None
+    }
+}
+
+/// No hooks: the provider is its spec alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}

@@ -33,9 +33,9 @@ use axum::routing::get;
 use chrono::Utc;
 use grantry_core::{
     AccessToken, Account, AccountDetails, ApiError, AuthorizationCode, AuthorizeRequest,
-    CallbackContext, ClientSecret, ConfigError, FreshToken, Provider, ProviderError,
-    ProviderFactory, ProvidersConfig, RefreshPolicy, RefreshToken, Resource, RevokeOutcome,
-    ScopeInfo, ScopeSet, TokenErrorKind, TokenSet,
+    CallbackContext, ClientSecret, ConfigError, FreshToken, Provider, ProviderContext,
+    ProviderError, ProviderFactory, ProvidersConfig, RefreshPolicy, RefreshToken, Resource,
+    RevokeOutcome, ScopeInfo, ScopeSet, TokenErrorKind, TokenSet,
 };
 use serde::Deserialize;
 use url::Url;
@@ -384,10 +384,11 @@ impl Provider for ExampleProvider {
     }
 
     /// `GET /api/v1/example/tasks`: the user's tasks, with a token refreshed on the way in.
-    fn routes(&self) -> Option<axum::Router> {
+    fn routes(&self, context: &ProviderContext) -> Option<axum::Router> {
         let upstream = TasksUpstream {
             http: self.http.clone(),
             url: self.endpoint("api/tasks").ok()?,
+            context: context.clone(),
         };
         Some(
             axum::Router::new()
@@ -397,11 +398,18 @@ impl Provider for ExampleProvider {
     }
 }
 
-/// What the tasks route needs from the provider.
+/// What the tasks route needs from the provider, and the context [`FreshToken`] reads.
 #[derive(Clone)]
 struct TasksUpstream {
     http: reqwest::Client,
     url: Url,
+    context: ProviderContext,
+}
+
+impl axum::extract::FromRef<TasksUpstream> for ProviderContext {
+    fn from_ref(upstream: &TasksUpstream) -> Self {
+        upstream.context.clone()
+    }
 }
 
 /// The upstream's task list, passed through. [`FreshToken`] authenticates the user and hands

@@ -152,8 +152,8 @@ impl Provider for Atlassian {
         Ok(AccountDetails { account, resources })
     }
 
-    fn routes(&self) -> Option<axum::Router> {
-        Some(routes::router(Arc::new(self.clone())))
+    fn routes(&self, context: &grantry_core::ProviderContext) -> Option<axum::Router> {
+        Some(routes::router(Arc::new(self.clone()), context.clone()))
     }
 
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {

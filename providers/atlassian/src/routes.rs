@@ -2,19 +2,39 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use grantry_core::{ApiError, FreshToken, ProviderError, Resource};
+use grantry_core::{ApiError, FreshToken, ProviderContext, ProviderError, Resource};
 
 use crate::Atlassian;
 
+/// The state of Atlassian's routes: the provider and the context the server handed over.
+#[derive(Clone)]
+pub(crate) struct Routes {
+    provider: Arc<Atlassian>,
+    context: ProviderContext,
+}
+
+impl FromRef<Routes> for Arc<Atlassian> {
+    fn from_ref(routes: &Routes) -> Self {
+        routes.provider.clone()
+    }
+}
+
+impl FromRef<Routes> for ProviderContext {
+    fn from_ref(routes: &Routes) -> Self {
+        routes.context.clone()
+    }
+}
+
 /// The routes Atlassian adds beside the generic connection routes.
-pub(crate) fn router(provider: Arc<Atlassian>) -> Router {
+pub(crate) fn router(provider: Arc<Atlassian>, context: ProviderContext) -> Router {
+    let state = Routes { provider, context };
     Router::new()
         .route("/sites", get(sites))
-        .with_state(provider.clone())
-        .merge(crate::content::router(provider))
+        .with_state(state.clone())
+        .merge(crate::content::router(state))
 }
 
 /// Atlassian's own routes and the content routes, for `/openapi.json`.

@@ -62,7 +62,7 @@ const MAX_START: usize = 1_000_000;
 pub(crate) struct ContentApi;
 
 /// The content routes, merged into the provider's router.
-pub(crate) fn router(provider: Arc<Atlassian>) -> Router {
+pub(crate) fn router(state: crate::routes::Routes) -> Router {
     Router::new()
         .route("/search", get(search))
         .route("/jira/{site_id}/projects", get(jira_projects))
@@ -74,7 +74,7 @@ pub(crate) fn router(provider: Arc<Atlassian>) -> Router {
         )
         .route("/confluence/{site_id}/pages/{id}", get(confluence_page))
         .route("/proxy/{product}/{site_id}/{*path}", any(proxy))
-        .with_state(provider)
+        .with_state(state)
 }
 
 fn gateway<'a>(provider: &'a Atlassian, token: &'a FreshToken) -> Gateway<'a> {

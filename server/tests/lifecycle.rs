@@ -472,7 +472,8 @@ async fn the_pkce_verifier_is_sealed_with_the_state_and_handed_to_the_exchange()
                 .await
                 .expect("complete");
             assert_eq!(
-                fake.verifier().map(|v| PkceVerifier::new(v).challenge_s256()),
+                fake.verifier()
+                    .map(|v| PkceVerifier::new(v).challenge_s256()),
                 query(&begun.url, "code_challenge"),
                 "{}",
                 db.kind

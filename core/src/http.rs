@@ -235,7 +235,8 @@ pub trait TokenSource: Send + Sync + 'static {
 
 /// What the server hands to [`Provider::routes`](crate::Provider::routes): the provider's fresh
 /// tokens and the authentication of callers. A router whose state provides it (`FromRef`) may use
-/// the [`Principal`] and [`FreshToken`] extractors; one whose state does not, does not compile.
+/// the [`FreshToken`] extractor, and [`Principal`] when it also provides the context's
+/// [`Authentication`]; one whose state does not, does not compile.
 #[derive(Clone)]
 pub struct ProviderContext {
     tokens: Arc<dyn TokenSource>,

@@ -1,18 +1,19 @@
 //! HTTP building blocks shared by the server and provider routes: JSON errors, the
-//! authenticated principal, and the extractor of a fresh access token.
+//! authenticated principal, the context of a provider's routes and the extractor of a fresh
+//! access token.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::Json;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::provider::Provider;
-use crate::refresh::{FreshAccess, Refresher};
+use crate::access::{AccessError, FreshAccess};
+use crate::error::Error;
 
 /// An HTTP error answered as `{"error": code, "message": text}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,41 +182,185 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, parts: &Parts) -> Result<Principal, ApiError>;
 }
 
-/// The authenticator a server installs as a request extension.
+/// The authenticator a router's state provides to the [`Principal`] extractor.
 #[derive(Clone)]
-pub struct AuthenticatorHandle(pub Arc<dyn Authenticator>);
+pub struct Authentication(Arc<dyn Authenticator>);
 
-/// The provider whose routes serve the request, installed as a request extension.
-#[derive(Clone)]
-pub struct ProviderHandle(pub Arc<dyn Provider>);
-
-/// The refresh manager, installed as a request extension.
-#[derive(Clone)]
-pub struct RefresherHandle(pub Arc<Refresher>);
-
-fn extension<T: Clone + Send + Sync + 'static>(parts: &Parts, what: &str) -> Result<T, ApiError> {
-    parts
-        .extensions
-        .get::<T>()
-        .cloned()
-        .ok_or_else(|| ApiError::internal(&format!("{what} is not installed on this router")))
+impl std::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authentication")
+    }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = ApiError;
+impl Authentication {
+    /// Requests are authenticated by `authenticator`.
+    pub fn new(authenticator: Arc<dyn Authenticator>) -> Self {
+        Self(authenticator)
+    }
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    /// The principal of the request, remembered in its extensions so that it is decided once.
+    pub async fn principal(&self, parts: &mut Parts) -> Result<Principal, ApiError> {
         if let Some(p) = parts.extensions.get::<Principal>() {
             return Ok(p.clone());
         }
-        let auth: AuthenticatorHandle = extension(parts, "the authenticator")?;
-        let principal = auth.0.authenticate(parts).await?;
+        let principal = self.0.authenticate(parts).await?;
         parts.extensions.insert(principal.clone());
         Ok(principal)
     }
 }
 
+/// The authenticated user, for routers whose state provides an [`Authentication`].
+impl<S> FromRequestParts<S> for Principal
+where
+    S: Send + Sync,
+    Authentication: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Authentication::from_ref(state).principal(parts).await
+    }
+}
+
+/// Fresh access tokens of one provider's connections (the server's refresher, bound to the
+/// provider whose routes are served).
+#[async_trait]
+pub trait TokenSource: Send + Sync + 'static {
+    /// The provider's id.
+    fn provider_id(&self) -> &str;
+
+    /// A usable access token of `user_id`'s connection, refreshed first when due.
+    async fn fresh_token(&self, user_id: &str) -> Result<FreshAccess, AccessError>;
+}
+
+/// What the server hands to [`Provider::routes`](crate::Provider::routes): the provider's fresh
+/// tokens and the authentication of callers. A router whose state provides it (`FromRef`) may use
+/// the [`FreshToken`] extractor, and [`Principal`] when it also provides the context's
+/// [`Authentication`]; one whose state does not, does not compile.
+#[derive(Clone)]
+pub struct ProviderContext {
+    tokens: Arc<dyn TokenSource>,
+    authentication: Authentication,
+}
+
+impl std::fmt::Debug for ProviderContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderContext")
+            .field("provider", &self.tokens.provider_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderContext {
+    /// A context over a provider's token source and the callers' authentication.
+    pub fn new(tokens: Arc<dyn TokenSource>, authentication: Authentication) -> Self {
+        Self {
+            tokens,
+            authentication,
+        }
+    }
+
+    /// The id of the provider whose routes this context serves.
+    pub fn provider_id(&self) -> &str {
+        self.tokens.provider_id()
+    }
+
+    /// A route state of this context and the provider's own `data`.
+    pub fn with<T>(&self, data: T) -> RouteState<T> {
+        RouteState {
+            context: self.clone(),
+            data,
+        }
+    }
+
+    /// How callers are authenticated.
+    pub fn authentication(&self) -> &Authentication {
+        &self.authentication
+    }
+
+    /// A usable access token of `user_id`'s connection, refreshed first when due.
+    pub async fn fresh_token(&self, user_id: &str) -> Result<FreshAccess, ApiError> {
+        self.tokens
+            .fresh_token(user_id)
+            .await
+            .map_err(|e| e.into_api_error(self.provider_id()))
+    }
+}
+
+/// A provider route's state: the server's [`ProviderContext`] beside the provider's own data, so
+/// that handlers take [`FreshToken`], [`Principal`] and `State<RouteState<T>>` without more glue.
+#[derive(Debug, Clone)]
+pub struct RouteState<T> {
+    /// What the server handed to [`Provider::routes`](crate::Provider::routes).
+    pub context: ProviderContext,
+    /// The provider's own data (an upstream client, URLs…).
+    pub data: T,
+}
+
+impl<T: Clone> FromRef<RouteState<T>> for ProviderContext {
+    fn from_ref(state: &RouteState<T>) -> Self {
+        state.context.clone()
+    }
+}
+
+impl<T: Clone> FromRef<RouteState<T>> for Authentication {
+    fn from_ref(state: &RouteState<T>) -> Self {
+        state.context.authentication.clone()
+    }
+}
+
+impl FromRef<ProviderContext> for Authentication {
+    fn from_ref(context: &ProviderContext) -> Self {
+        context.authentication.clone()
+    }
+}
+
 /// A fresh access token of the requesting user for the route's provider, refreshed on the way in.
+///
+/// The router's state must provide the [`ProviderContext`] the server handed to
+/// [`Provider::routes`](crate::Provider::routes):
+///
+/// ```
+/// use axum::extract::FromRef;
+/// use axum::{Router, routing::get};
+/// use grantry_core::{FreshToken, ProviderContext};
+///
+/// #[derive(Clone)]
+/// struct Routes {
+///     context: ProviderContext,
+/// }
+///
+/// impl FromRef<Routes> for ProviderContext {
+///     fn from_ref(routes: &Routes) -> Self {
+///         routes.context.clone()
+///     }
+/// }
+///
+/// async fn handler(token: FreshToken) -> String {
+///     token.access.connection_id
+/// }
+///
+/// fn routes(context: &ProviderContext) -> Router {
+///     Router::new()
+///         .route("/x", get(handler))
+///         .with_state(Routes { context: context.clone() })
+/// }
+/// ```
+///
+/// A router without it is refused when it is built, not answered with a 500 at run time:
+///
+/// ```compile_fail
+/// use axum::{Router, routing::get};
+/// use grantry_core::FreshToken;
+///
+/// async fn handler(token: FreshToken) -> String {
+///     token.access.connection_id
+/// }
+///
+/// fn routes() -> Router {
+///     Router::new().route("/x", get(handler))
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct FreshToken {
     /// The user.
@@ -224,18 +369,35 @@ pub struct FreshToken {
     pub access: FreshAccess,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for FreshToken {
+impl<S> FromRequestParts<S> for FreshToken
+where
+    S: Send + Sync,
+    ProviderContext: FromRef<S>,
+{
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let principal = Principal::from_request_parts(parts, state).await?;
-        let provider: ProviderHandle = extension(parts, "the provider")?;
-        let refresher: RefresherHandle = extension(parts, "the refresher")?;
-        let access = refresher
-            .0
-            .fresh_token(&principal.user_id, &provider.0)
-            .await
-            .map_err(|e| e.into_api_error(provider.0.id()))?;
+        let context = ProviderContext::from_ref(state);
+        let principal = context.authentication.principal(parts).await?;
+        let access = context.fresh_token(&principal.user_id).await?;
         Ok(Self { principal, access })
+    }
+}
+
+impl AccessError {
+    /// The HTTP error for this failure.
+    pub fn into_api_error(self, provider: &str) -> ApiError {
+        match self {
+            Self::NotConnected => ApiError::not_connected(provider),
+            Self::NeedsReauth => ApiError::needs_reauth(provider),
+            Self::Core(e @ Error::Binding) => ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "needs_reauth",
+                format!("{provider}: {e}"),
+            ),
+            Self::Upstream(e) => ApiError::upstream(format!("{provider}: {e}")),
+            Self::Core(Error::Store(e)) => ApiError::database(&e),
+            Self::Core(e) => ApiError::internal(&e),
+        }
     }
 }

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::error::CryptoError;
+use thiserror::Error;
 
 /// Format 1 (legacy): the associated data binds connection id, provider and field.
 const FORMAT_LEGACY: u8 = 1;
@@ -53,6 +53,36 @@ impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyId({self})")
     }
+}
+
+/// Failures of the key ring; none of them carries key material or plaintext.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CryptoError {
+    /// A configured key is not base64 of exactly 32 bytes.
+    #[error("{variable} must be base64 of exactly 32 bytes (generate one with `grantry keygen`)")]
+    InvalidKey {
+        /// The variable that holds the bad key.
+        variable: &'static str,
+    },
+    /// The value was sealed under a key the ring does not hold.
+    #[error(
+        "a stored value is sealed with key {0}, which is not configured; add that key to GRANTRY_ENCRYPTION_OLD_KEYS"
+    )]
+    UnknownKey(KeyId),
+    /// Authentication failed: wrong key material for that id, or a value moved to another row or field.
+    #[error(
+        "a stored value sealed with key {key_id} failed authentication (tampered, or copied from another row or field)"
+    )]
+    OpenFailed {
+        /// The key id named in the value.
+        key_id: KeyId,
+    },
+    /// The bytes are not a sealed value.
+    #[error("a stored value is not a well-formed sealed value")]
+    Malformed,
+    /// Encryption itself failed.
+    #[error("encryption failed")]
+    SealFailed,
 }
 
 /// Which token of a connection a sealed value holds.

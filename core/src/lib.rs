@@ -4,11 +4,13 @@
 //! [`ProviderFactory`] with [`register_provider!`]; a server builds every enabled provider with
 //! [`build_providers`] and keeps tokens sealed through a [`Vault`] over a [`TokenStore`].
 
+pub mod access;
 pub mod cache;
 pub mod callback;
 pub mod error;
 pub mod http;
 pub mod keyring;
+pub mod lifecycle;
 pub mod maintenance;
 pub mod provider;
 pub mod refresh;
@@ -18,20 +20,22 @@ pub mod store;
 pub mod token;
 pub mod vault;
 
+pub use access::{AccessError, FreshAccess};
 pub use cache::CachedStore;
 pub use error::{ConfigError, CryptoError, Error, ProviderError, StoreError};
 pub use http::{
-    ApiError, Authenticator, AuthenticatorHandle, Credential, ErrorBody, FreshToken, Principal,
-    ProviderHandle, RefresherHandle, Role,
+    ApiError, Authentication, Authenticator, Credential, ErrorBody, FreshToken, Principal,
+    ProviderContext, Role, RouteState, TokenSource,
 };
 pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
+pub use lifecycle::{Authorization, ConnectionSettings, Connections, LifecycleError, Revocation};
 pub use maintenance::{MaintenanceMetrics, MaintenanceReport, MaintenanceSettings};
 pub use provider::{
     AuthorizeRequest, BuildFn, CallbackContext, Provider, ProviderFactory, ProviderSettings,
     ProvidersConfig, RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers,
     classify_token_error, env_prefix, factories,
 };
-pub use refresh::{AccessError, FreshAccess, RefreshMetrics, RefreshSettings, Refresher};
+pub use refresh::{RefreshMetrics, RefreshSettings, Refresher};
 pub use scope::{Scope, ScopeInfo, ScopeSet};
 pub use secret::{
     AccessToken, AuthorizationCode, ClientSecret, PkceVerifier, RefreshToken, StateToken,

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use url::Url;
 
 use crate::error::{ConfigError, ProviderError};
+use crate::http::ProviderContext;
 use crate::scope::{ScopeInfo, ScopeSet};
 use crate::secret::{
     AccessToken, AuthorizationCode, ClientSecret, PkceVerifier, RefreshToken, StateToken,
@@ -142,8 +143,10 @@ pub trait Provider: Send + Sync + 'static {
         classify_token_error(status, error_code)
     }
 
-    /// Extra routes mounted under `/api/v1/{id}` beside the generic ones.
-    fn routes(&self) -> Option<axum::Router> {
+    /// Extra routes mounted under `/api/v1/{id}` beside the generic ones; their state provides
+    /// `context` (`FromRef`) to the [`Principal`](crate::http::Principal) and
+    /// [`FreshToken`](crate::http::FreshToken) extractors.
+    fn routes(&self, _context: &ProviderContext) -> Option<axum::Router> {
         None
     }
 

@@ -7,15 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use thiserror::Error;
 
-use crate::error::{Error, ProviderError, StoreError};
-use crate::http::ApiError;
+pub use crate::access::{AccessError, FreshAccess};
+use crate::error::ProviderError;
+use crate::http::TokenSource;
 use crate::provider::{Provider, RefreshPolicy};
-use crate::scope::ScopeSet;
 use crate::secret::AccessToken;
 use crate::store::{ConnectionRecord, ConnectionStatus, TokenUpdate};
-use crate::token::{Resource, TokenSet};
+use crate::token::TokenSet;
 use crate::vault::Vault;
 
 /// Tuning of the refresh protocol.
@@ -45,68 +44,6 @@ impl Default for RefreshSettings {
             max_retry_after: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
             margin: None,
-        }
-    }
-}
-
-/// A usable access token and where it came from.
-#[derive(Debug, Clone)]
-pub struct FreshAccess {
-    /// The access token.
-    pub access_token: AccessToken,
-    /// Its type, `Bearer`.
-    pub token_type: String,
-    /// When it expires.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// The connection it belongs to.
-    pub connection_id: String,
-    /// The row version it was read or written at.
-    pub version: i64,
-    /// Whether this call refreshed it.
-    pub refreshed: bool,
-    /// The resources (sites) the grant reaches, as stored.
-    pub resources: Vec<Resource>,
-    /// The scopes granted, as stored.
-    pub scopes: ScopeSet,
-}
-
-/// Why no fresh token could be had.
-#[derive(Debug, Error)]
-pub enum AccessError {
-    /// The user has no connection to this provider.
-    #[error("not connected")]
-    NotConnected,
-    /// The grant is dead; the user must consent again.
-    #[error("the connection needs re-consent")]
-    NeedsReauth,
-    /// The provider could not refresh now.
-    #[error(transparent)]
-    Upstream(ProviderError),
-    /// Storage or sealing failed.
-    #[error(transparent)]
-    Core(#[from] Error),
-}
-
-impl From<StoreError> for AccessError {
-    fn from(e: StoreError) -> Self {
-        Self::Core(Error::Store(e))
-    }
-}
-
-impl AccessError {
-    /// The HTTP error for this failure.
-    pub fn into_api_error(self, provider: &str) -> ApiError {
-        match self {
-            Self::NotConnected => ApiError::not_connected(provider),
-            Self::NeedsReauth => ApiError::needs_reauth(provider),
-            Self::Core(e @ Error::Binding) => ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "needs_reauth",
-                format!("{provider}: {e}"),
-            ),
-            Self::Upstream(e) => ApiError::upstream(format!("{provider}: {e}")),
-            Self::Core(Error::Store(e)) => ApiError::database(&e),
-            Self::Core(e) => ApiError::internal(&e),
         }
     }
 }
@@ -150,6 +87,23 @@ enum Due {
     AccessExpiry,
     /// The refresh token would die of inactivity within this window.
     IdleExpiry(chrono::Duration),
+}
+
+/// A refresher bound to one provider.
+struct ProviderTokens {
+    refresher: Arc<Refresher>,
+    provider: Arc<dyn Provider>,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for ProviderTokens {
+    fn provider_id(&self) -> &str {
+        self.provider.id()
+    }
+
+    async fn fresh_token(&self, user_id: &str) -> Result<FreshAccess, AccessError> {
+        self.refresher.fresh_token(user_id, &self.provider).await
+    }
 }
 
 /// Hands out fresh access tokens, refreshing each connection at most once at a time.
@@ -333,6 +287,14 @@ impl Refresher {
             resources: record.resources.clone(),
             scopes: record.scopes.clone(),
         }
+    }
+
+    /// The fresh tokens of `provider`'s connections, for its routes' [`ProviderContext`](crate::http::ProviderContext).
+    pub fn token_source(self: &Arc<Self>, provider: Arc<dyn Provider>) -> Arc<dyn TokenSource> {
+        Arc::new(ProviderTokens {
+            refresher: Arc::clone(self),
+            provider,
+        })
     }
 
     /// A fresh access token of `user_id` for `provider`, refreshed first when it is due.

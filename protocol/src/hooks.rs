@@ -1,7 +1,7 @@
 //! What data cannot say: code a provider adds to its spec.
 
 use async_trait::async_trait;
-use grantry_core::{AccessToken, ProviderError, Resource};
+use grantry_core::{AccessToken, ProviderContext, ProviderError, Resource};
 use serde_json::{Map, Value};
 
 use crate::OAuthSpec;
@@ -28,8 +28,9 @@ pub trait Hooks: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
-    /// Extra routes under `/api/v1/{id}`, given the upstream client; none by default.
-    fn routes(&self, _http: &reqwest::Client) -> Option<axum::Router> {
+    /// Extra routes under `/api/v1/{id}`, given the server's context (for [`grantry_core::FreshToken`],
+    /// see [`grantry_core::RouteState`]) and the upstream client; none by default.
+    fn routes(&self, _context: &ProviderContext, _http: &reqwest::Client) -> Option<axum::Router> {
         None
     }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use grantry_core::{
     AccessToken, AccountDetails, AuthorizationCode, AuthorizeRequest, CallbackContext, ConfigError,
-    Provider, ProviderError, RefreshPolicy, RefreshToken, RevokeOutcome, ScopeInfo, ScopeSet,
-    TokenErrorKind, TokenSet, env_prefix,
+    Provider, ProviderContext, ProviderError, RefreshPolicy, RefreshToken, RevokeOutcome,
+    ScopeInfo, ScopeSet, TokenErrorKind, TokenSet, env_prefix,
 };
 use url::Url;
 
@@ -199,8 +199,8 @@ impl<H: Hooks> Provider for OAuthProvider<H> {
         self.spec.classify_token_error(status, error_code)
     }
 
-    fn routes(&self) -> Option<axum::Router> {
-        self.hooks.routes(&self.http)
+    fn routes(&self, context: &ProviderContext) -> Option<axum::Router> {
+        self.hooks.routes(context, &self.http)
     }
 
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {

@@ -1,45 +1,17 @@
-//! Application state and the axum router.
+//! Application state: everything the handlers share.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::extract::FromRef;
 use grantry_core::{
-    ApiError, Authenticator, AuthenticatorHandle, MaintenanceMetrics, MaintenanceSettings,
-    Principal, Provider, RefreshSettings, Refresher, RefresherHandle, TokenStore, Vault,
+    Authentication, Authenticator, ConnectionSettings, Connections, MaintenanceMetrics,
+    MaintenanceSettings, Provider, ProviderContext, RefreshSettings, Refresher, TokenStore, Vault,
 };
-use serde_json::{Value, json};
 
-use crate::auth::{CrossSiteGuard, CrossSitePolicy};
-use crate::metrics::CountsCache;
-use crate::metrics::MetricsToken;
-use crate::routes::provider_router;
-
-/// Settings of the HTTP API beyond who a user is: cross-site writes, the token hand-out, `/metrics`.
-#[derive(Debug, Clone)]
-pub struct ApiSettings {
-    /// Origins besides the server's own that may send cookie-authenticated writes.
-    pub cross_site: CrossSitePolicy,
-    /// Whether admins may take a user's access token (`GRANTRY_ACCESS_TOKEN_ROUTE`).
-    pub access_token_route: bool,
-    /// The bearer token `/metrics` requires, when set (`GRANTRY_METRICS_TOKEN`).
-    pub metrics_token: Option<MetricsToken>,
-}
-
-impl Default for ApiSettings {
-    fn default() -> Self {
-        Self {
-            cross_site: CrossSitePolicy::default(),
-            access_token_route: true,
-            metrics_token: None,
-        }
-    }
-}
+use crate::auth::CrossSiteGuard;
+pub use crate::config::ApiSettings;
+use crate::metrics::{CountsCache, MetricsSource};
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -52,12 +24,22 @@ struct Inner {
     vault: Vault,
     providers: Vec<Arc<dyn Provider>>,
     authenticator: Arc<dyn Authenticator>,
+    /// The authenticator behind the cross-site guard of `settings`: what every route uses.
+    authentication: Authentication,
     refresher: Arc<Refresher>,
+    connections: Connections,
     settings: ApiSettings,
     maintenance: MaintenanceSettings,
     maintenance_metrics: Arc<MaintenanceMetrics>,
     counts: Arc<CountsCache>,
-    max_pending_states: usize,
+}
+
+/// `authenticator` behind the guard that refuses cookie-signed writes from other sites.
+fn guarded(authenticator: &Arc<dyn Authenticator>, settings: &ApiSettings) -> Authentication {
+    Authentication::new(Arc::new(CrossSiteGuard {
+        inner: authenticator.clone(),
+        policy: settings.cross_site.clone(),
+    }))
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,19 +63,28 @@ impl AppState {
             Refresher::random_owner(),
             refresh,
         ));
+        let settings = ApiSettings::default();
+        let connections = Connections::new(
+            vault.clone(),
+            ConnectionSettings {
+                max_pending_states: crate::config::DEFAULT_MAX_PENDING_STATES,
+                ..ConnectionSettings::default()
+            },
+        );
         Self {
             inner: Arc::new(Inner {
                 vault,
                 providers,
+                authentication: guarded(&authenticator, &settings),
                 authenticator,
                 refresher,
-                settings: ApiSettings::default(),
+                connections,
+                settings,
                 maintenance: MaintenanceSettings::default(),
                 maintenance_metrics: Arc::default(),
                 counts: Arc::new(CountsCache::new(Duration::from_secs(
                     crate::config::DEFAULT_METRICS_COUNTS_TTL_SECS,
                 ))),
-                max_pending_states: crate::config::DEFAULT_MAX_PENDING_STATES,
             }),
         }
     }
@@ -102,6 +93,7 @@ impl AppState {
     #[must_use]
     pub fn with_settings(self, settings: ApiSettings) -> Self {
         let mut inner = (*self.inner).clone();
+        inner.authentication = guarded(&inner.authenticator, &settings);
         inner.settings = settings;
         Self {
             inner: Arc::new(inner),
@@ -122,7 +114,13 @@ impl AppState {
     #[must_use]
     pub fn with_max_pending_states(self, max: usize) -> Self {
         let mut inner = (*self.inner).clone();
-        inner.max_pending_states = max.max(1);
+        inner.connections = Connections::new(
+            inner.vault.clone(),
+            ConnectionSettings {
+                max_pending_states: max.max(1),
+                ..inner.connections.settings().clone()
+            },
+        );
         Self {
             inner: Arc::new(inner),
         }
@@ -130,7 +128,7 @@ impl AppState {
 
     /// How many pending authorizations are kept per user and provider.
     pub fn max_pending_states(&self) -> usize {
-        self.inner.max_pending_states
+        self.inner.connections.settings().max_pending_states
     }
 
     /// The settings of the HTTP API.
@@ -158,8 +156,22 @@ impl AppState {
         &self.inner.maintenance_metrics
     }
 
-    pub(crate) fn counts(&self) -> &CountsCache {
-        &self.inner.counts
+    /// How requests are authenticated: the authenticator behind the cross-site guard.
+    pub fn authentication(&self) -> &Authentication {
+        &self.inner.authentication
+    }
+
+    /// The connection lifecycle (authorize, callback, status, disconnect).
+    pub fn connections(&self) -> &Connections {
+        &self.inner.connections
+    }
+
+    /// What `provider`'s own routes get: its fresh tokens and the authentication of callers.
+    pub fn provider_context(&self, provider: &Arc<dyn Provider>) -> ProviderContext {
+        ProviderContext::new(
+            self.inner.refresher.token_source(provider.clone()),
+            self.inner.authentication.clone(),
+        )
     }
 
     /// The vault (store plus keys).
@@ -192,98 +204,20 @@ impl AppState {
     }
 }
 
-/// The complete router: health probes, `/api/v1/providers` and every enabled provider's routes.
-pub fn router(state: AppState) -> Router {
-    let mut app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::render))
-        .route("/openapi.json", get(crate::openapi::serve))
-        .route("/api/v1/providers", get(providers))
-        .with_state(state.clone());
-    for provider in state.providers() {
-        app = app.nest(
-            &format!("/api/v1/{}", provider.id()),
-            provider_router(state.clone(), provider.clone()),
-        );
+impl FromRef<AppState> for Authentication {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.authentication.clone()
     }
-    app.merge(crate::ui::router())
-        .fallback(not_found)
-        .layer(Extension(AuthenticatorHandle(Arc::new(CrossSiteGuard {
-            inner: state.inner.authenticator.clone(),
-            policy: state.inner.settings.cross_site.clone(),
-        }))))
-        .layer(Extension(RefresherHandle(state.inner.refresher.clone())))
-        .layer(middleware::from_fn(log_request))
 }
 
-async fn log_request(request: Request, next: Next) -> Response {
-    if !tracing::enabled!(target: "grantry::http", tracing::Level::INFO) {
-        return next.run(request).await;
+impl FromRef<AppState> for MetricsSource {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            store: state.store().clone(),
+            refresher: state.inner.refresher.clone(),
+            maintenance: state.inner.maintenance_metrics.clone(),
+            counts: state.inner.counts.clone(),
+            token: state.inner.settings.metrics_token.clone(),
+        }
     }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::info!(
-        target: "grantry::http",
-        %method,
-        path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
-    response
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-/// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "probes", security(()),
-    responses((status = 200, body = crate::openapi::StatusBody)))]
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
-}
-
-/// Readiness: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "probes", security(()),
-    responses(
-        (status = 200, body = crate::openapi::StatusBody),
-        (status = 503, body = grantry_core::ErrorBody, description = "`database_unavailable`"),
-    ))]
-pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store().ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness check failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "the database does not answer",
-        )
-    })?;
-    Ok(Json(json!({"status": "ready"})))
-}
-
-/// The mounted providers.
-#[utoipa::path(get, path = "/api/v1/providers", tag = "providers",
-    responses(
-        (status = 200, body = Vec<crate::openapi::ProviderInfo>),
-        (status = 401, body = grantry_core::ErrorBody, description = "`unauthorized`"),
-    ))]
-pub(crate) async fn providers(
-    State(state): State<AppState>,
-    _principal: Principal,
-) -> Json<Vec<crate::openapi::ProviderInfo>> {
-    Json(
-        state
-            .providers()
-            .iter()
-            .map(|p| crate::openapi::ProviderInfo {
-                id: p.id().to_owned(),
-                name: p.display_name().to_owned(),
-                scopes: p.requested_scopes().to_vec(),
-            })
-            .collect(),
-    )
 }

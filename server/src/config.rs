@@ -14,10 +14,30 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::app::ApiSettings;
 use crate::auth::CrossSitePolicy;
 use crate::http_server::HttpLimits;
 use crate::metrics::MetricsToken;
+
+/// Settings of the HTTP API beyond who a user is: cross-site writes, the token hand-out, `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Origins besides the server's own that may send cookie-authenticated writes.
+    pub cross_site: CrossSitePolicy,
+    /// Whether admins may take a user's access token (`GRANTRY_ACCESS_TOKEN_ROUTE`).
+    pub access_token_route: bool,
+    /// The bearer token `/metrics` requires, when set (`GRANTRY_METRICS_TOKEN`).
+    pub metrics_token: Option<MetricsToken>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            cross_site: CrossSitePolicy::default(),
+            access_token_route: true,
+            metrics_token: None,
+        }
+    }
+}
 
 /// Default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";

@@ -11,10 +11,12 @@ pub mod logging;
 mod metrics;
 pub mod openapi;
 mod paging;
+mod router;
 mod routes;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod top;
 mod ui;
 
 use std::future::Future;
@@ -22,12 +24,14 @@ use std::sync::Arc;
 
 use grantry_core::{KeyRing, Provider, Vault, build_providers};
 
-pub use app::{ApiSettings, AppState, router};
+pub use app::AppState;
 pub use auth::{CrossSitePolicy, JwtAuthenticator};
+pub use config::ApiSettings;
 pub use config::Config;
 pub use error::{ApiError, ServerError};
 pub use http_server::{HttpLimits, serve_router};
 pub use metrics::MetricsToken;
+pub use router::router;
 pub use store::{Backend, SqlStore};
 
 /// Connects to the configured database and applies the migrations.

@@ -2,6 +2,7 @@
 //! text format.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -9,13 +10,26 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::response::{IntoResponse, Response};
-use grantry_core::{ApiError, RefreshMetrics};
+use grantry_core::{ApiError, MaintenanceMetrics, RefreshMetrics, Refresher};
 use grantry_core::{ConnectionStatus, StoreError, TokenStore};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
+/// What `/metrics` reads, taken from the application state.
+#[derive(Clone)]
+pub(crate) struct MetricsSource {
+    /// The token store (pinged, and counted).
+    pub(crate) store: Arc<dyn TokenStore>,
+    /// The refresh manager, for its counters.
+    pub(crate) refresher: Arc<Refresher>,
+    /// The counters of the maintenance passes.
+    pub(crate) maintenance: Arc<MaintenanceMetrics>,
+    /// The cached connection counts.
+    pub(crate) counts: Arc<CountsCache>,
+    /// The bearer token scrapers must send, when set.
+    pub(crate) token: Option<MetricsToken>,
+}
 
 /// The bearer token `/metrics` requires (`GRANTRY_METRICS_TOKEN`); only its SHA-256 is kept.
 #[derive(Clone)]
@@ -97,8 +111,7 @@ impl CountsCache {
     }
 }
 
-fn maintenance(out: &mut String, state: &AppState) {
-    let m = state.maintenance_metrics();
+fn maintenance(out: &mut String, m: &MaintenanceMetrics) {
     family(
         out,
         "grantry_maintenance_passes_total",
@@ -167,8 +180,8 @@ fn maintenance(out: &mut String, state: &AppState) {
         (status = 200, content_type = "text/plain", body = String),
         (status = 401, body = grantry_core::ErrorBody, description = "`unauthorized`: `GRANTRY_METRICS_TOKEN` is set and the request does not carry it"),
     ))]
-pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(token) = &state.settings().metrics_token
+pub(crate) async fn render(State(source): State<MetricsSource>, headers: HeaderMap) -> Response {
+    if let Some(token) = &source.token
         && !token.admits(&headers)
     {
         let mut response =
@@ -180,7 +193,7 @@ pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) ->
         );
         return response;
     }
-    let m = state.refresher().metrics();
+    let m = source.refresher.metrics();
     let mut out = String::with_capacity(2048);
     let counters = [
         (
@@ -226,8 +239,8 @@ pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) ->
             RefreshMetrics::get(counter)
         );
     }
-    maintenance(&mut out, &state);
-    let up = state.store().ping().await.is_ok();
+    maintenance(&mut out, &source.maintenance);
+    let up = source.store.ping().await.is_ok();
     family(
         &mut out,
         "grantry_database_up",
@@ -236,7 +249,7 @@ pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) ->
     );
     let _ = writeln!(out, "grantry_database_up {}", u8::from(up));
     let counts = if up {
-        state.counts().get(state.store().as_ref()).await
+        source.counts.get(source.store.as_ref()).await
     } else {
         Err(StoreError::Database("the database does not answer".into()))
     };

@@ -3,30 +3,11 @@
 use axum::Json;
 use axum::extract::State;
 use grantry_core::{ErrorBody, Provider};
-use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::app::AppState;
 use crate::routes::GenericApi;
-
-/// A mounted provider as listed by `/api/v1/providers`.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ProviderInfo {
-    /// The provider id, also its route prefix.
-    pub(crate) id: String,
-    /// Human name.
-    pub(crate) name: String,
-    /// The scopes requested at consent.
-    pub(crate) scopes: Vec<String>,
-}
-
-/// `{"status": "ok"}` and friends.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct StatusBody {
-    /// `ok` or `ready`.
-    pub(crate) status: String,
-}
 
 struct Security;
 
@@ -56,8 +37,8 @@ impl Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "grantry", description = "OAuth 2.0 connections: connect accounts, keep their tokens encrypted and fresh."),
-    paths(crate::app::healthz, crate::app::readyz, crate::metrics::render, serve, crate::app::providers),
-    components(schemas(ErrorBody, ProviderInfo, StatusBody)),
+    paths(crate::top::healthz, crate::top::readyz, crate::metrics::render, serve, crate::top::providers),
+    components(schemas(ErrorBody, crate::top::ProviderInfo, crate::top::StatusBody)),
     modifiers(&Security),
     security(("bearer" = []), ("cookie" = []))
 )]

@@ -3,37 +3,38 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{FromRef, OriginalUri, Path, Query, State};
 use axum::http::header::{self, CACHE_CONTROL, LINK};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    ApiError, AuthorizeRequest, CallbackContext, ConnectionKey, ConnectionPageQuery,
-    ConnectionRecord, ErrorBody, PkceVerifier, Principal, Provider, ProviderError, ProviderHandle,
-    Resource, RevokeOutcome, SealContext, StateRecord, StateToken, TokenField,
+    ApiError, Authentication, ConnectionKey, ConnectionPageQuery, ConnectionRecord, ErrorBody,
+    Principal, Provider, Resource,
 };
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::paging::{self, Page, PageParams};
-use grantry_core::callback::{Callback, CallbackBody, Outcome};
+use grantry_core::callback::{Callback, CallbackBody};
 
 /// The header of a disconnect's answer that tells whether the provider revoked the grant:
 /// `revoked`, `unsupported` (the provider has no revocation) or `failed` (best effort failed).
 pub(crate) const REVOCATION_HEADER: &str = "grantry-revocation";
 
-/// How long an authorization state is accepted.
-pub(crate) const STATE_TTL_SECS: i64 = 600;
-
 #[derive(Clone)]
 struct RouteState {
     app: AppState,
     provider: Arc<dyn Provider>,
+}
+
+impl FromRef<RouteState> for Authentication {
+    fn from_ref(state: &RouteState) -> Self {
+        state.app.authentication().clone()
+    }
 }
 
 /// The router of one provider: generic routes plus the provider's own.
@@ -54,15 +55,15 @@ pub(crate) fn provider_router(app: AppState, provider: Arc<dyn Provider>) -> Rou
     } else {
         generic
     };
+    let context = app.provider_context(&provider);
     let generic = generic.with_state(RouteState {
         app,
         provider: provider.clone(),
     });
-    let router = match provider.routes() {
+    match provider.routes(&context) {
         Some(extra) => generic.merge(extra),
         None => generic,
-    };
-    router.layer(Extension(ProviderHandle(provider)))
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -128,50 +129,15 @@ async fn authorize(
     State(s): State<RouteState>,
     principal: Principal,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
-    let state = StateToken::generate();
-    let state_hash = state.digest();
-    let now = Utc::now();
-    let pkce = s.provider.uses_pkce().then(PkceVerifier::generate);
-    let code_verifier = match &pkce {
-        Some(verifier) => Some(
-            s.app
-                .vault()
-                .keys()
-                .seal(
-                    verifier.secret(),
-                    pkce_context(&state_hash, &principal.user_id, s.provider.id()),
-                )
-                .map_err(|e| ApiError::internal(&e))?,
-        ),
-        None => None,
-    };
-    s.app
-        .store()
-        .put_state(
-            &StateRecord {
-                state_hash: state_hash.clone(),
-                user_id: principal.user_id.clone(),
-                provider: s.provider.id().to_owned(),
-                expires_at: now + chrono::Duration::seconds(STATE_TTL_SECS),
-                created_at: now,
-                code_verifier,
-            },
-            s.app.max_pending_states(),
-        )
-        .await
-        .map_err(|e| ApiError::database(&e))?;
-    let url = s
-        .provider
-        .authorize_url(&AuthorizeRequest {
-            state: &state,
-            scopes: s.provider.requested_scopes(),
-            pkce: pkce.as_ref(),
-        })
-        .map_err(|e| ApiError::internal(&e))?;
+    let begun = s
+        .app
+        .connections()
+        .begin(&principal.user_id, s.provider.as_ref())
+        .await?;
     Ok(Json(AuthorizeResponse {
-        authorization_url: url.to_string(),
-        state: state.secret().to_owned(),
-        expires_in: STATE_TTL_SECS,
+        authorization_url: begun.url.to_string(),
+        state: begun.state.secret().to_owned(),
+        expires_in: begun.expires_in.num_seconds(),
     }))
 }
 
@@ -202,105 +168,12 @@ async fn callback(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|r| invalid_json(&r))?;
     let callback = Callback::try_from(body)?;
-    let provider = &s.provider;
-    let consumed = s
-        .app
-        .store()
-        .consume_state(
-            &callback.state.digest(),
-            &principal.user_id,
-            provider.id(),
-            Utc::now(),
-        )
-        .await
-        .map_err(|e| ApiError::database(&e))?;
-    let Some(consumed) = consumed else {
-        return Err(bad_request(
-            "invalid_state",
-            "unknown, expired or already used state; start the connection again",
-        ));
-    };
-    let code = match callback.outcome {
-        Outcome::Code(code) => code,
-        Outcome::Error { error, description } => {
-            return Err(if error == "access_denied" {
-                bad_request("access_denied", "the user declined the authorization")
-            } else {
-                bad_request(
-                    "authorization_failed",
-                    format!("the provider answered {error} {description}")
-                        .trim()
-                        .to_owned(),
-                )
-            });
-        }
-    };
-    let pkce = match &consumed.code_verifier {
-        Some(sealed) => Some(PkceVerifier::new(
-            s.app
-                .vault()
-                .keys()
-                .open(
-                    sealed,
-                    pkce_context(&consumed.state_hash, &consumed.user_id, provider.id()),
-                )
-                .map_err(|e| ApiError::internal(&e))?
-                .expose_secret(),
-        )),
-        None => None,
-    };
-    let callback = CallbackContext {
-        pkce: pkce.as_ref(),
-        issuer: callback.issuer.as_deref(),
-    };
-    let tokens = provider
-        .exchange_code(&code, &callback)
-        .await
-        .map_err(|e| exchange_error(provider.id(), &e))?;
-    let details = provider
-        .account(&tokens.access_token)
-        .await
-        .map_err(|e| exchange_error(provider.id(), &e))?;
     let record = s
         .app
-        .vault()
-        .save_grant(
-            &principal.user_id,
-            provider.id(),
-            &tokens,
-            &details,
-            &provider.refresh_policy(),
-            Utc::now(),
-        )
-        .await
-        .map_err(|e| match e {
-            grantry_core::Error::Store(e) => ApiError::database(&e),
-            other => ApiError::internal(&other),
-        })?;
-    tracing::info!(provider = provider.id(), user = %principal.user_id, sites = record.resources.len(), "connected");
+        .connections()
+        .complete(&principal.user_id, s.provider.as_ref(), callback)
+        .await?;
     Ok(Json(view(&record, false)).into_response())
-}
-
-fn pkce_context<'a>(state_hash: &'a str, user_id: &'a str, provider: &'a str) -> SealContext<'a> {
-    SealContext {
-        connection_id: state_hash,
-        user_id,
-        provider,
-        field: TokenField::PkceVerifier,
-    }
-}
-
-fn exchange_error(provider: &str, e: &ProviderError) -> ApiError {
-    tracing::warn!(provider, error = %e, "authorization failed");
-    match e {
-        ProviderError::Transient { .. } => {
-            ApiError::upstream(format!("{provider} is unavailable: {e}"))
-        }
-        _ => bad_request(
-            "authorization_failed",
-            format!("{provider} refused the authorization: {e}"),
-        ),
-    }
 }
 
 /// The user's connection to this provider, or `{"provider","connected":false}`.
@@ -313,10 +186,9 @@ fn exchange_error(provider: &str, e: &ProviderError) -> ApiError {
 async fn status(State(s): State<RouteState>, principal: Principal) -> Result<Response, ApiError> {
     let record = s
         .app
-        .store()
-        .connection(&principal.user_id, s.provider.id())
-        .await
-        .map_err(|e| ApiError::database(&e))?;
+        .connections()
+        .status(&principal.user_id, s.provider.as_ref())
+        .await?;
     Ok(match record {
         Some(r) => Json(view(&r, false)).into_response(),
         None => Json(NotConnected {
@@ -335,38 +207,16 @@ struct NotConnected<'a> {
 }
 
 async fn remove(s: &RouteState, user_id: &str) -> Result<Response, ApiError> {
-    let store = s.app.store();
-    let provider = &s.provider;
-    let Some(record) = store
-        .connection(user_id, provider.id())
-        .await
-        .map_err(|e| ApiError::database(&e))?
-    else {
-        return Err(ApiError::not_connected(provider.id()));
-    };
-    let revocation = match s.app.vault().open_tokens(&record) {
-        Ok(tokens) => match provider.revoke(&tokens).await {
-            Ok(RevokeOutcome::Revoked) => "revoked",
-            Ok(RevokeOutcome::Unsupported) => "unsupported",
-            Err(e) => {
-                tracing::warn!(provider = provider.id(), error = %e, "upstream revocation failed; deleting our copy anyway");
-                "failed"
-            }
-        },
-        Err(e) => {
-            tracing::warn!(provider = provider.id(), error = %e, "tokens do not open; deleting our copy without revocation");
-            "failed"
-        }
-    };
-    if !store
-        .delete_connection(user_id, provider.id())
-        .await
-        .map_err(|e| ApiError::database(&e))?
-    {
-        return Err(ApiError::not_connected(provider.id()));
-    }
-    tracing::info!(provider = provider.id(), user = %user_id, revocation, "disconnected");
-    Ok((StatusCode::NO_CONTENT, [(REVOCATION_HEADER, revocation)]).into_response())
+    let revocation = s
+        .app
+        .connections()
+        .disconnect(user_id, s.provider.as_ref())
+        .await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(REVOCATION_HEADER, revocation.as_str())],
+    )
+        .into_response())
 }
 
 /// Deletes the user's connection (revoking it upstream when the provider can).

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use axum::extract::State;
 use axum::{Json, routing::get};
 use grantry_core::{ApiError, ConfigError, FreshToken, Provider, ProviderError, ProviderFactory};
-use grantry_core::{ProvidersConfig, Resource, ScopeInfo, ScopeSet};
+use grantry_core::{ProviderContext, ProvidersConfig, Resource, RouteState, ScopeInfo, ScopeSet};
 use grantry_protocol::http::{get_json, transient};
 use grantry_protocol::{AccountCall, AccountFields, Client, Endpoints, Hooks, OAuthProvider};
 use grantry_protocol::{OAuthSpec, refresh_scope, scope};
@@ -86,18 +86,19 @@ impl Hooks for Workspaces {
     }
 
     /// `GET /api/v1/example/tasks`: the user's tasks, with a token refreshed on the way in.
-    fn routes(&self, http: &reqwest::Client) -> Option<axum::Router> {
+    fn routes(&self, context: &ProviderContext, http: &reqwest::Client) -> Option<axum::Router> {
         let router = axum::Router::new().route("/tasks", get(tasks));
-        Some(router.with_state((http.clone(), self.0.clone())))
+        Some(router.with_state(context.with((http.clone(), self.0.clone()))))
     }
 }
 
 /// The upstream's task list, passed through. [`FreshToken`] authenticates the user and hands
 /// over a valid access token of this provider (refreshed first when due).
 async fn tasks(
-    State((http, url)): State<(reqwest::Client, Url)>,
+    State(state): State<RouteState<(reqwest::Client, Url)>>,
     fresh: FreshToken,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let (http, url) = state.data;
     let token = &fresh.access.access_token;
     let tasks = get_json(&http, url, token, "Example's task list").await;
     tasks

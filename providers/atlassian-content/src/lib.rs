@@ -24,14 +24,14 @@ use grantry_core::{ApiError, ErrorBody, FreshToken, Resource};
 use serde::Deserialize;
 
 use gateway::{ContentError, Gateway, Product};
-use grantry_atlassian::{Atlassian, RouteExtension};
+use grantry_atlassian::{Atlassian, RouteExtension, Routes};
 
 /// Names this crate for the linker: a binary that mentions it keeps the routes' registration.
 pub const ID: &str = "atlassian-content";
 
 inventory::submit! {
     RouteExtension {
-        routes: |provider| router(Arc::new(provider.clone())),
+        routes: router,
         openapi: <ContentApi as utoipa::OpenApi>::openapi,
     }
 }
@@ -76,7 +76,7 @@ const MAX_START: usize = 1_000_000;
 struct ContentApi;
 
 /// The content routes, merged into the provider's router.
-fn router(provider: Arc<Atlassian>) -> Router {
+fn router(state: Routes) -> Router {
     Router::new()
         .route("/search", get(search))
         .route("/jira/{site_id}/projects", get(jira_projects))
@@ -88,7 +88,7 @@ fn router(provider: Arc<Atlassian>) -> Router {
         )
         .route("/confluence/{site_id}/pages/{id}", get(confluence_page))
         .route("/proxy/{product}/{site_id}/{*path}", any(proxy))
-        .with_state(provider)
+        .with_state(state)
 }
 
 fn gateway<'a>(provider: &'a Atlassian, token: &'a FreshToken) -> Gateway<'a> {
@@ -445,11 +445,37 @@ mod tests {
     use std::collections::BTreeMap;
 
     use axum::body::Body;
+    use axum::http::request::Parts;
     use axum::http::{Request, StatusCode};
-    use grantry_core::{Provider, ProviderSettings, ProvidersConfig, build_providers};
+    use grantry_core::{
+        AccessError, Authentication, Authenticator, FreshAccess, Principal, Provider,
+        ProviderContext, ProviderSettings, ProvidersConfig, TokenSource, build_providers,
+    };
     use tower::ServiceExt;
 
     use super::*;
+
+    /// A context whose callers are all unauthenticated: enough to see which routes exist.
+    fn context() -> ProviderContext {
+        struct NoTokens;
+        #[async_trait::async_trait]
+        impl TokenSource for NoTokens {
+            fn provider_id(&self) -> &str {
+                "atlassian"
+            }
+            async fn fresh_token(&self, _user_id: &str) -> Result<FreshAccess, AccessError> {
+                Err(AccessError::NotConnected)
+            }
+        }
+        struct Nobody;
+        #[async_trait::async_trait]
+        impl Authenticator for Nobody {
+            async fn authenticate(&self, _parts: &Parts) -> Result<Principal, ApiError> {
+                Err(ApiError::unauthorized("nobody signs in here"))
+            }
+        }
+        ProviderContext::new(Arc::new(NoTokens), Authentication::new(Arc::new(Nobody)))
+    }
 
     /// The Atlassian provider as a deployment that links this crate builds it.
     fn provider() -> Arc<dyn Provider> {
@@ -509,7 +535,7 @@ mod tests {
 
     #[tokio::test]
     async fn linking_the_crate_mounts_the_routes_on_the_provider() {
-        let router = provider().routes().expect("routes");
+        let router = provider().routes(&context()).expect("routes");
         for path in [
             "/sites",
             "/search?q=x",

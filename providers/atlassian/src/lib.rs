@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use grantry_core::{
-    AccessToken, ConfigError, Provider, ProviderError, ProviderFactory, ProvidersConfig,
-    RefreshPolicy, Resource,
+    AccessToken, ConfigError, Provider, ProviderContext, ProviderError, ProviderFactory,
+    ProvidersConfig, RefreshPolicy, Resource,
 };
 use grantry_protocol::{
     AccountCall, AccountFields, BodyEncoding, Client, Endpoints, Hooks, OAuthProvider, OAuthSpec,
@@ -23,7 +23,7 @@ use serde::Deserialize;
 pub use config::{
     AtlassianConfig, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES,
 };
-pub use routes::RouteExtension;
+pub use routes::{RouteExtension, Routes};
 pub use scopes::SCOPES;
 
 /// The provider id, also the route prefix `/api/v1/atlassian`.
@@ -134,8 +134,8 @@ impl Hooks for Atlassian {
         self.sites(call.token).await
     }
 
-    fn routes(&self, _http: &reqwest::Client) -> Option<axum::Router> {
-        Some(routes::router(Arc::new(self.clone())))
+    fn routes(&self, context: &ProviderContext, _http: &reqwest::Client) -> Option<axum::Router> {
+        Some(routes::router(Arc::new(self.clone()), context.clone()))
     }
 
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {

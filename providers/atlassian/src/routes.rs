@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use grantry_core::{ApiError, FreshToken, ProviderError, Resource};
+use grantry_core::{ApiError, FreshToken, ProviderContext, ProviderError, Resource};
 
 use crate::Atlassian;
 
@@ -15,23 +15,43 @@ use crate::Atlassian;
 /// merge every extension linked into the binary. grantry-atlassian-content adds the Jira and
 /// Confluence content routes this way.
 pub struct RouteExtension {
-    /// The extension's routes, relative to `/api/v1/atlassian`, for this provider.
-    pub routes: fn(&Atlassian) -> Router,
+    /// The extension's routes, relative to `/api/v1/atlassian`, over the provider's route state.
+    pub routes: fn(Routes) -> Router,
     /// The OpenAPI description of those routes, paths relative to `/api/v1/atlassian`.
     pub openapi: fn() -> utoipa::openapi::OpenApi,
 }
 
 inventory::collect!(RouteExtension);
 
+/// The state of Atlassian's routes: the provider and the context the server handed over.
+#[derive(Clone)]
+pub struct Routes {
+    provider: Arc<Atlassian>,
+    context: ProviderContext,
+}
+
+impl FromRef<Routes> for Arc<Atlassian> {
+    fn from_ref(routes: &Routes) -> Self {
+        routes.provider.clone()
+    }
+}
+
+impl FromRef<Routes> for ProviderContext {
+    fn from_ref(routes: &Routes) -> Self {
+        routes.context.clone()
+    }
+}
+
 /// `/sites` and the routes of every linked [`RouteExtension`].
-pub(crate) fn router(provider: Arc<Atlassian>) -> Router {
+pub(crate) fn router(provider: Arc<Atlassian>, context: ProviderContext) -> Router {
+    let state = Routes { provider, context };
     let own = Router::new()
         .route("/sites", get(sites))
-        .with_state(provider.clone());
+        .with_state(state.clone());
     inventory::iter::<RouteExtension>
         .into_iter()
         .fold(own, |router, extension| {
-            router.merge((extension.routes)(&provider))
+            router.merge((extension.routes)(state.clone()))
         })
 }
 

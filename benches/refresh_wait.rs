@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use grantry::core::{
-    AccessToken, KeyRing, Provider, ProviderSettings, ProvidersConfig, RefreshSettings, Refresher,
-    Vault, build_providers,
+    AccessToken, Provider, ProviderSettings, ProvidersConfig, keyring::KeyRing,
+    provider::build_providers, refresh::RefreshSettings, refresh::Refresher, vault::Vault,
 };
 use grantry_atlassian_fake::{Failure, FakeAtlassian, FakeConfig};
 use grantry_server::testing::TestDatabase;

@@ -17,7 +17,7 @@
 
 use std::process::ExitCode;
 
-use grantry_core::{ConfigError, build_providers};
+use grantry_core::{ConfigError, provider::build_providers};
 use grantry_server::{Config, ServerError};
 
 #[tokio::main]

@@ -28,8 +28,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
 use grantry_core::{
-    ApiError, Authenticator, Credential, KeyRing, Principal, RefreshSettings, Role, StateToken,
-    Vault, build_providers,
+    ApiError, Principal, StateToken, http::Authenticator, http::Credential, http::Role,
+    keyring::KeyRing, provider::build_providers, refresh::RefreshSettings, vault::Vault,
 };
 use grantry_server::{AppState, Config, SqlStore};
 use secrecy::SecretString;

@@ -30,7 +30,8 @@ use clap::Parser;
 use grantry::atlassian::{Atlassian, AtlassianConfig, AtlassianProvider, DEFAULT_SCOPES};
 use grantry::core::{
     AccessToken, Account, AccountDetails, AuthorizationCode, CallbackContext, ClientSecret,
-    ConnectionStatus, KeyRing, Provider, RefreshPolicy, RefreshToken, ScopeSet, TokenSet, Vault,
+    Provider, RefreshPolicy, RefreshToken, ScopeSet, TokenSet, keyring::KeyRing,
+    store::ConnectionStatus, vault::Vault,
 };
 use grantry::server::{JwtAuthenticator, SqlStore};
 use grantry_atlassian_fake::{FakeAtlassian, FakeConfig, RunningFake};

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use grantry_core::provider::check_served;
-use grantry_core::{ConfigError, KeyRing, factories};
+use grantry_core::{ConfigError, keyring::KeyRing, provider::factories};
 use grantry_server::{Config, ServerError, logging};
 
 #[derive(Parser)]

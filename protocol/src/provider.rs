@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use grantry_core::{
     AccessToken, AccountDetails, AuthorizationCode, AuthorizeRequest, CallbackContext, ConfigError,
     Provider, ProviderContext, ProviderError, RefreshPolicy, RefreshToken, RevokeOutcome,
-    ScopeInfo, ScopeSet, TokenErrorKind, TokenSet, env_prefix,
+    ScopeInfo, ScopeSet, TokenErrorKind, TokenSet, provider::env_prefix,
 };
 use url::Url;
 

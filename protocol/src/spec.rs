@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use grantry_core::{RefreshPolicy, ScopeInfo, ScopeSet, TokenErrorKind, classify_token_error};
+use grantry_core::{
+    RefreshPolicy, ScopeInfo, ScopeSet, TokenErrorKind, provider::classify_token_error,
+};
 use url::Url;
 
 use crate::account::AccountFields;

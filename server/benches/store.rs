@@ -5,8 +5,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use grantry_core::{
-    AccessToken, Account, AccountDetails, KeyRing, RefreshPolicy, RefreshToken, Resource, ScopeSet,
-    TokenSet, TokenStore, Vault,
+    AccessToken, Account, AccountDetails, RefreshPolicy, RefreshToken, Resource, ScopeSet,
+    TokenSet, keyring::KeyRing, store::TokenStore, vault::Vault,
 };
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;

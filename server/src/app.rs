@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use grantry_core::{
-    Authentication, Authenticator, ConnectionSettings, Connections, MaintenanceMetrics,
-    MaintenanceSettings, Provider, ProviderContext, RefreshSettings, Refresher, TokenStore, Vault,
+    Provider, ProviderContext, http::Authentication, http::Authenticator,
+    lifecycle::ConnectionSettings, lifecycle::Connections, maintenance::MaintenanceMetrics,
+    maintenance::MaintenanceSettings, refresh::RefreshSettings, refresh::Refresher,
+    store::TokenStore, vault::Vault,
 };
 
 use crate::auth::CrossSiteGuard;

@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, StatusCode};
 use axum_extra::extract::CookieJar;
-use grantry_core::{ApiError, Authenticator, Credential, Principal, Role};
+use grantry_core::{ApiError, Principal, http::Authenticator, http::Credential, http::Role};
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, get_current_timestamp,
 };

@@ -22,7 +22,7 @@ mod ui;
 use std::future::Future;
 use std::sync::Arc;
 
-use grantry_core::{KeyRing, Provider, Vault, build_providers};
+use grantry_core::{Provider, keyring::KeyRing, provider::build_providers, vault::Vault};
 
 pub use app::AppState;
 pub use auth::{CrossSitePolicy, JwtAuthenticator};
@@ -50,7 +50,7 @@ async fn open_vault_with(config: &Config, keys: KeyRing) -> Result<(SqlStore, Va
     let keys = Arc::new(keys);
     let store = open_store(config).await?;
     let vault = Vault::new(
-        Arc::new(grantry_core::CachedStore::new(
+        Arc::new(grantry_core::cache::CachedStore::new(
             store.clone(),
             config.cache_ttl,
         )),

@@ -11,8 +11,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    ApiError, Authentication, ConnectionKey, ConnectionPageQuery, ConnectionRecord, ErrorBody,
-    Principal, Provider, Resource,
+    ApiError, ErrorBody, Principal, Provider, Resource, http::Authentication, store::ConnectionKey,
+    store::ConnectionPageQuery, store::ConnectionRecord,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};

@@ -7,8 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    Account, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, Resource,
-    ScopeSet, SealedValue, StateRecord, StoreError, TokenHandout, TokenStore, TokenUpdate,
+    Account, Resource, ScopeSet, error::StoreError, keyring::SealedValue,
+    store::ConnectionPageQuery, store::ConnectionRecord, store::ConnectionStatus,
+    store::DueConnection, store::StateRecord, store::TokenHandout, store::TokenStore,
+    store::TokenUpdate,
 };
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;

@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::{
-    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, Resource, SealedValue,
-    StateRecord, StoreError, TokenField, TokenHandout, TokenStore, TokenUpdate,
+    Resource, error::StoreError, keyring::SealedValue, keyring::TokenField,
+    store::ConnectionPageQuery, store::ConnectionRecord, store::ConnectionStatus,
+    store::DueConnection, store::StateRecord, store::TokenHandout, store::TokenStore,
+    store::TokenUpdate,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};

@@ -9,9 +9,10 @@ use chrono::{Duration, Utc};
 use grantry_core::callback::{Callback, Outcome};
 use grantry_core::{
     AccessToken, Account, AccountDetails, ApiError, AuthorizationCode, AuthorizeRequest,
-    CallbackContext, ConnectionSettings, Connections, KeyRing, LifecycleError, PkceVerifier,
-    Provider, ProviderError, RefreshToken, Resource, Revocation, RevokeOutcome, ScopeInfo,
-    ScopeSet, StateToken, TokenSet, TokenStore, Vault,
+    CallbackContext, PkceVerifier, Provider, ProviderError, RefreshToken, Resource, RevokeOutcome,
+    ScopeInfo, ScopeSet, StateToken, TokenSet, keyring::KeyRing, lifecycle::ConnectionSettings,
+    lifecycle::Connections, lifecycle::LifecycleError, lifecycle::Revocation, store::TokenStore,
+    vault::Vault,
 };
 use grantry_server::SqlStore;
 use grantry_server::testing::TestDatabase;

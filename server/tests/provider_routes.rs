@@ -14,10 +14,10 @@ use axum::{Json, Router};
 use chrono::{Duration, Utc};
 use grantry_core::callback::{Callback, Outcome};
 use grantry_core::{
-    AccessToken, AccountDetails, ApiError, Authentication, Authenticator, AuthorizationCode,
-    AuthorizeRequest, CallbackContext, Credential, FreshToken, KeyRing, Principal, Provider,
-    ProviderContext, ProviderError, RefreshSettings, RefreshToken, Role, ScopeInfo, ScopeSet,
-    StateToken, TokenSet, Vault,
+    AccessToken, AccountDetails, ApiError, AuthorizationCode, AuthorizeRequest, CallbackContext,
+    FreshToken, Principal, Provider, ProviderContext, ProviderError, RefreshToken, ScopeInfo,
+    ScopeSet, StateToken, TokenSet, http::Authentication, http::Authenticator, http::Credential,
+    http::Role, keyring::KeyRing, refresh::RefreshSettings, vault::Vault,
 };
 use grantry_server::testing::TestDatabase;
 use grantry_server::{AppState, router};

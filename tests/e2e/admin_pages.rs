@@ -3,8 +3,8 @@
 
 use chrono::{Duration, Utc};
 use grantry::core::{
-    AccessToken, Account, AccountDetails, ConnectionStatus, RefreshToken, Resource, ScopeSet,
-    TokenSet, TokenStore,
+    AccessToken, Account, AccountDetails, RefreshToken, Resource, ScopeSet, TokenSet,
+    store::ConnectionStatus, store::TokenStore,
 };
 use grantry_server::testing::TestDatabase;
 use reqwest::StatusCode;

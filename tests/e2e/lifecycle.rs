@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use grantry::core::{
-    ConnectionStatus, KeyRing, MaintenanceSettings, RefreshSettings, TokenStore, maintenance,
+    keyring::KeyRing, maintenance, maintenance::MaintenanceSettings, refresh::RefreshSettings,
+    store::ConnectionStatus, store::TokenStore,
 };
 use grantry_atlassian_fake::{Failure, FakeAtlassian};
 use grantry_server::JwtAuthenticator;
@@ -795,7 +796,7 @@ async fn transient_failures_are_retried_then_reported_without_losing_the_connect
 
 #[tokio::test]
 async fn a_database_failure_after_a_rotating_refresh_loses_no_token() {
-    use grantry::core::Vault;
+    use grantry::core::vault::Vault;
     use grantry_server::testing::{FaultyStore, RefreshWriteFault};
     use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use grantry::core::{KeyRing, TokenStore, Vault};
+use grantry::core::{keyring::KeyRing, store::TokenStore, vault::Vault};
 use grantry_atlassian_fake::FakeAtlassian;
 use grantry_server::SqlStore;
 use secrecy::SecretString;

@@ -448,8 +448,9 @@ mod tests {
     use axum::http::request::Parts;
     use axum::http::{Request, StatusCode};
     use grantry_core::{
-        AccessError, Authentication, Authenticator, FreshAccess, Principal, Provider,
-        ProviderContext, ProviderSettings, ProvidersConfig, TokenSource, build_providers,
+        Principal, Provider, ProviderContext, ProviderSettings, ProvidersConfig,
+        access::AccessError, access::FreshAccess, http::Authentication, http::Authenticator,
+        http::TokenSource, provider::build_providers,
     };
     use tower::ServiceExt;
 

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use grantry_core::{
     AccessToken, AuthorizationCode, CallbackContext, Provider, ProviderError, ProviderSettings,
-    ProvidersConfig, RefreshToken, build_providers,
+    ProvidersConfig, RefreshToken, provider::build_providers,
 };
 
 async fn serve(app: Router) -> String {

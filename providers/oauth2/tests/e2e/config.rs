@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use grantry_core::{
-    AccessToken, AuthorizeRequest, Provider, RevokeOutcome, StateToken, TokenSet, build_providers,
-    factories,
+    AccessToken, AuthorizeRequest, Provider, RevokeOutcome, StateToken, TokenSet,
+    provider::build_providers, provider::factories,
 };
 use grantry_server::Config;
 

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use grantry_core::{KeyRing, RefreshSettings, TokenSet, Vault, build_providers};
+use grantry_core::{
+    TokenSet, keyring::KeyRing, provider::build_providers, refresh::RefreshSettings, vault::Vault,
+};
 use grantry_server::testing::TestDatabase;
 use grantry_server::{AppState, Config, JwtAuthenticator, router};
 use reqwest::StatusCode;

@@ -13,7 +13,7 @@
 //! - [`AuthorizeRequest`], [`CallbackContext`]: what the server passes to begin and complete.
 //! - [`RefreshPolicy`], [`RevokeOutcome`], [`TokenErrorKind`]: how the provider's tokens behave.
 //! - [`ScopeInfo`], [`ScopeSet`]: the scope catalogue and sets of scopes.
-//! - [`async_trait`]: the attribute the [`Provider`] implementation needs.
+//! - [`async_trait`](macro@async_trait): the attribute the [`Provider`] implementation needs.
 //!
 //! **Tokens and account**
 //! - [`AccessToken`], [`RefreshToken`], [`AuthorizationCode`], [`ClientSecret`],

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use grantry_core::{
-    ConfigError, ProviderSettings, ProvidersConfig, error::CryptoError, keyring::KeyRing,
-    provider::env_prefix,
-};
+use grantry_core::error::CryptoError;
+use grantry_core::keyring::KeyRing;
+use grantry_core::provider::env_prefix;
+use grantry_core::{ConfigError, ProviderSettings, ProvidersConfig};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

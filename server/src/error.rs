@@ -1,6 +1,7 @@
 //! Errors of grantry-server.
 
-use grantry_core::{ConfigError, error::StoreError};
+use grantry_core::ConfigError;
+use grantry_core::error::StoreError;
 use thiserror::Error;
 
 pub use grantry_core::ApiError;

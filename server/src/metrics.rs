@@ -10,10 +10,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::response::{IntoResponse, Response};
-use grantry_core::{
-    ApiError, maintenance::MaintenanceMetrics, refresh::RefreshMetrics, refresh::Refresher,
-};
-use grantry_core::{error::StoreError, store::ConnectionStatus, store::TokenStore};
+use grantry_core::ApiError;
+use grantry_core::error::StoreError;
+use grantry_core::maintenance::MaintenanceMetrics;
+use grantry_core::refresh::{RefreshMetrics, Refresher};
+use grantry_core::store::{ConnectionStatus, TokenStore};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -3,12 +3,15 @@
 use std::sync::Arc;
 
 use chrono::{Duration, DurationRound, Utc};
+use grantry_core::error::{Error, StoreError};
+use grantry_core::keyring::{KeyRing, SealedValue};
+use grantry_core::store::{
+    ConnectionKey, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionWalk,
+    StateRecord, TokenStore,
+};
+use grantry_core::vault::Vault;
 use grantry_core::{
-    AccessToken, Account, AccountDetails, RefreshPolicy, RefreshToken, Resource, ScopeSet,
-    TokenSet, error::Error, error::StoreError, keyring::KeyRing, keyring::SealedValue,
-    store::ConnectionKey, store::ConnectionPageQuery, store::ConnectionRecord,
-    store::ConnectionStatus, store::ConnectionWalk, store::StateRecord, store::TokenStore,
-    vault::Vault,
+    AccessToken, Account, AccountDetails, RefreshPolicy, RefreshToken, Resource, ScopeSet, TokenSet,
 };
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;
@@ -1362,7 +1365,7 @@ async fn expired_states_are_purged_in_batches() {
 
 #[tokio::test]
 async fn key_ids_cover_tokens_and_pending_state_verifiers() {
-    use grantry_core::{keyring::SealContext, keyring::TokenField};
+    use grantry_core::keyring::{SealContext, TokenField};
     for db in TestDatabase::all().await {
         let store = db.store().await;
         let (token_key, state_key, expired_key, used_key) = (

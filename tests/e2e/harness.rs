@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grantry::core::{
-    keyring::KeyRing, provider::build_providers, refresh::RefreshSettings, vault::Vault,
-};
+use grantry::core::keyring::KeyRing;
+use grantry::core::provider::build_providers;
+use grantry::core::refresh::RefreshSettings;
+use grantry::core::vault::Vault;
 use grantry_atlassian_fake::{FakeAtlassian, FakeConfig, RunningFake};
 use grantry_server::testing::TestDatabase;
 use grantry_server::{AppState, Config, JwtAuthenticator, SqlStore, router};

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use grantry::core::{
-    keyring::KeyRing, maintenance, maintenance::MaintenanceSettings, refresh::RefreshSettings,
-    store::ConnectionStatus, store::TokenStore,
-};
+use grantry::core::keyring::KeyRing;
+use grantry::core::maintenance;
+use grantry::core::maintenance::MaintenanceSettings;
+use grantry::core::refresh::RefreshSettings;
+use grantry::core::store::{ConnectionStatus, TokenStore};
 use grantry_atlassian_fake::{Failure, FakeAtlassian};
 use grantry_server::JwtAuthenticator;
 use grantry_server::testing::TestDatabase;

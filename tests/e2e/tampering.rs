@@ -1,7 +1,8 @@
 //! Hostile edits of the database and floods: a row moved to another user opens no token, old rows
 //! are upgraded with nothing lost, pending states stay capped.
 
-use grantry::core::{keyring::TokenField, store::ConnectionStatus, store::TokenStore};
+use grantry::core::keyring::TokenField;
+use grantry::core::store::{ConnectionStatus, TokenStore};
 use grantry_server::testing::{TestDatabase, seal_legacy};
 use serde_json::Value;
 

@@ -11,10 +11,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use grantry_core::{
-    PkceVerifier, keyring::KeyRing, provider::build_providers, refresh::RefreshSettings,
-    vault::Vault,
-};
+use grantry_core::PkceVerifier;
+use grantry_core::keyring::KeyRing;
+use grantry_core::provider::build_providers;
+use grantry_core::refresh::RefreshSettings;
+use grantry_core::vault::Vault;
 use grantry_server::testing::TestDatabase;
 use grantry_server::{AppState, Config, JwtAuthenticator, router};
 use secrecy::SecretString;

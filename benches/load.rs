@@ -7,7 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use grantry::core::KeyRing;
+use grantry::core::keyring::KeyRing;
 use grantry_atlassian_fake::FakeAtlassian;
 use grantry_server::JwtAuthenticator;
 use grantry_server::testing::TestDatabase;

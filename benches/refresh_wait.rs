@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use grantry::core::{
-    AccessToken, KeyRing, Provider, ProviderSettings, ProvidersConfig, RefreshSettings, Refresher,
-    Vault, build_providers,
-};
+use grantry::core::keyring::KeyRing;
+use grantry::core::provider::build_providers;
+use grantry::core::refresh::{RefreshSettings, Refresher};
+use grantry::core::vault::Vault;
+use grantry::core::{AccessToken, Provider, ProviderSettings, ProvidersConfig};
 use grantry_atlassian_fake::{Failure, FakeAtlassian, FakeConfig};
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;

@@ -17,7 +17,8 @@
 
 use std::process::ExitCode;
 
-use grantry_core::{ConfigError, build_providers};
+use grantry_core::ConfigError;
+use grantry_core::provider::build_providers;
 use grantry_server::{Config, ServerError};
 
 #[tokio::main]

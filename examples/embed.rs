@@ -27,11 +27,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
-use grantry_core::{
-    ApiError, Authenticator, Credential, KeyRing, Principal, RefreshSettings, Role, StateToken,
-    Vault, build_providers,
+use grantry_core::{ApiError, StateToken};
+use grantry_server::{
+    AppState, Authenticator, Config, Credential, KeyRing, Principal, RefreshSettings, Role,
+    SqlStore, Vault, build_providers,
 };
-use grantry_server::{AppState, Config, SqlStore};
 use secrecy::SecretString;
 
 const ADDR: &str = "127.0.0.1:3000";

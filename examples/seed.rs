@@ -28,9 +28,12 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use grantry::atlassian::{Atlassian, AtlassianConfig, AtlassianProvider, DEFAULT_SCOPES};
+use grantry::core::keyring::KeyRing;
+use grantry::core::store::ConnectionStatus;
+use grantry::core::vault::Vault;
 use grantry::core::{
     AccessToken, Account, AccountDetails, AuthorizationCode, CallbackContext, ClientSecret,
-    ConnectionStatus, KeyRing, Provider, RefreshPolicy, RefreshToken, ScopeSet, TokenSet, Vault,
+    Provider, RefreshPolicy, RefreshToken, ScopeSet, TokenSet,
 };
 use grantry::server::{JwtAuthenticator, SqlStore};
 use grantry_atlassian_fake::{FakeAtlassian, FakeConfig, RunningFake};

@@ -3,8 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use grantry_core::ConfigError;
+use grantry_core::keyring::KeyRing;
 use grantry_core::provider::check_served;
-use grantry_core::{ConfigError, KeyRing, factories};
+use grantry_core::provider::factories;
 use grantry_server::{Config, ServerError, logging};
 
 #[derive(Parser)]

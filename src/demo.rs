@@ -17,7 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
-use grantry_core::{ConfigError, KeyRing};
+use grantry_core::ConfigError;
+use grantry_core::keyring::KeyRing;
 use grantry_server::{Config, JwtAuthenticator, ServerError};
 use secrecy::SecretString;
 

@@ -1,7 +1,7 @@
 //! Sealing and opening a token with AES-256-GCM and its associated data.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use grantry_core::{KeyRing, SealContext, TokenField};
+use grantry_core::keyring::{KeyRing, SealContext, TokenField};
 use secrecy::SecretString;
 use std::hint::black_box;
 

@@ -1,8 +1,52 @@
 //! grantry-core: the provider model, token storage contract, key ring and errors of grantry.
 //!
-//! Core knows no provider by name. A provider crate implements [`Provider`] and registers a
-//! [`ProviderFactory`] with [`register_provider!`]; a server builds every enabled provider with
-//! [`build_providers`] and keeps tokens sealed through a [`Vault`] over a [`TokenStore`].
+//! Core knows no provider by name. The crate root is the front door for a provider author: a
+//! provider crate implements [`Provider`] and registers a [`ProviderFactory`] with
+//! [`register_provider!`]. The engine a server or embedder drives stays in its modules.
+//!
+//! # Front door
+//!
+//! **Provider**
+//! - [`Provider`]: what a provider does (authorize URL, code exchange, refresh, account, revoke).
+//! - [`ProviderFactory`] and [`register_provider!`]: how a linked crate offers its provider.
+//! - [`ProvidersConfig`], [`ProviderSettings`]: the configuration a factory builds from.
+//! - [`AuthorizeRequest`], [`CallbackContext`]: what the server passes to begin and complete.
+//! - [`RefreshPolicy`], [`RevokeOutcome`], [`TokenErrorKind`]: how the provider's tokens behave.
+//! - [`ScopeInfo`], [`ScopeSet`]: the scope catalogue and sets of scopes.
+//! - [`async_trait`](macro@async_trait): the attribute the [`Provider`] implementation needs.
+//!
+//! **Tokens and account**
+//! - [`AccessToken`], [`RefreshToken`], [`AuthorizationCode`], [`ClientSecret`],
+//!   [`PkceVerifier`], [`StateToken`]: secret values that never print.
+//! - [`TokenSet`]: what a token endpoint answered.
+//! - [`Account`], [`AccountDetails`], [`Resource`]: who connected and what they granted.
+//!
+//! **Errors**
+//! - [`ConfigError`]: a provider's configuration is missing or wrong.
+//! - [`ProviderError`]: a call to the provider failed.
+//!
+//! **Routes** (a provider's own HTTP routes)
+//! - [`ProviderContext`], [`RouteState`]: the typed state a provider's router gets.
+//! - [`Principal`]: the authenticated caller.
+//! - [`FreshToken`]: extracts the caller's fresh access token.
+//! - [`ApiError`], [`ErrorBody`]: JSON errors answered as `{"error", "message"}`.
+//!
+//! # Engine (servers and embedders)
+//!
+//! - [`store`]: the [`TokenStore`](store::TokenStore) contract a database implements.
+//! - [`vault`]: the [`Vault`](vault::Vault), a store plus the key ring, sealing tokens.
+//! - [`keyring`]: the [`KeyRing`](keyring::KeyRing), AES-256-GCM sealing bound to the row.
+//! - [`cache`]: [`CachedStore`](cache::CachedStore), a read cache in front of a store.
+//! - [`refresh`]: the [`Refresher`](refresh::Refresher), one refresh per connection.
+//! - [`access`]: [`FreshAccess`](access::FreshAccess), a usable token or why there is none.
+//! - [`lifecycle`]: [`Connections`](lifecycle::Connections): begin, complete, status, disconnect.
+//! - [`maintenance`]: background upkeep of grants and states.
+//! - [`callback`]: the validated parameters of the OAuth callback.
+//! - [`http`]: the [`Authenticator`](http::Authenticator) and the rest of the web glue.
+//! - [`provider`]: [`build_providers`](provider::build_providers) and the factory registry.
+//! - [`error`]: every error, including [`StoreError`](error::StoreError) and
+//!   [`Error`](error::Error).
+//! - [`scope`], [`secret`], [`token`]: the modules behind the front door's types.
 
 pub mod access;
 pub mod cache;
@@ -20,32 +64,17 @@ pub mod store;
 pub mod token;
 pub mod vault;
 
-pub use access::{AccessError, FreshAccess};
-pub use cache::CachedStore;
-pub use error::{ConfigError, CryptoError, Error, ProviderError, StoreError};
-pub use http::{
-    ApiError, Authentication, Authenticator, Credential, ErrorBody, FreshToken, Principal,
-    ProviderContext, Role, RouteState, TokenSource,
-};
-pub use keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
-pub use lifecycle::{Authorization, ConnectionSettings, Connections, LifecycleError, Revocation};
-pub use maintenance::{MaintenanceMetrics, MaintenanceReport, MaintenanceSettings};
+pub use error::{ConfigError, ProviderError};
+pub use http::{ApiError, ErrorBody, FreshToken, Principal, ProviderContext, RouteState};
 pub use provider::{
-    AuthorizeRequest, BuildFn, CallbackContext, Provider, ProviderFactory, ProviderSettings,
-    ProvidersConfig, RefreshPolicy, RevokeOutcome, TokenErrorKind, build_providers,
-    classify_token_error, env_prefix, factories,
+    AuthorizeRequest, CallbackContext, Provider, ProviderFactory, ProviderSettings,
+    ProvidersConfig, RefreshPolicy, RevokeOutcome, TokenErrorKind,
 };
-pub use refresh::{RefreshMetrics, RefreshSettings, Refresher};
-pub use scope::{Scope, ScopeInfo, ScopeSet};
+pub use scope::{ScopeInfo, ScopeSet};
 pub use secret::{
     AccessToken, AuthorizationCode, ClientSecret, PkceVerifier, RefreshToken, StateToken,
 };
-pub use store::{
-    ConnectionKey, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionWalk,
-    DueConnection, StateRecord, TokenHandout, TokenStore, TokenUpdate,
-};
 pub use token::{Account, AccountDetails, Resource, TokenSet};
-pub use vault::{BINDING_FAILURE, ReencryptReport, Vault};
 
 #[doc(hidden)]
 pub mod __private {

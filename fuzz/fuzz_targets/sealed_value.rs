@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use grantry_core::{KeyRing, SealContext, SealedValue, TokenField};
+use grantry_core::keyring::{KeyRing, SealContext, SealedValue, TokenField};
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
 

@@ -3,7 +3,8 @@
 //! token keeps the previous one.
 #![no_main]
 
-use grantry_core::{RefreshToken, classify_token_error};
+use grantry_core::RefreshToken;
+use grantry_core::provider::classify_token_error;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

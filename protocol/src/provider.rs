@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use grantry_core::provider::env_prefix;
 use grantry_core::{
     AccessToken, AccountDetails, AuthorizationCode, AuthorizeRequest, CallbackContext, ConfigError,
     Provider, ProviderContext, ProviderError, RefreshPolicy, RefreshToken, RevokeOutcome,
-    ScopeInfo, ScopeSet, TokenErrorKind, TokenSet, env_prefix,
+    ScopeInfo, ScopeSet, TokenErrorKind, TokenSet,
 };
 use url::Url;
 

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use grantry_core::{RefreshPolicy, ScopeInfo, ScopeSet, TokenErrorKind, classify_token_error};
+use grantry_core::provider::classify_token_error;
+use grantry_core::{RefreshPolicy, ScopeInfo, ScopeSet, TokenErrorKind};
 use url::Url;
 
 use crate::account::AccountFields;

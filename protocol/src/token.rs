@@ -111,7 +111,7 @@ pub fn parse_token_response(
 
 #[cfg(test)]
 mod tests {
-    use grantry_core::classify_token_error;
+    use grantry_core::provider::classify_token_error;
 
     use super::*;
 

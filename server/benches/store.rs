@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
+use grantry_core::keyring::KeyRing;
+use grantry_core::store::TokenStore;
+use grantry_core::vault::Vault;
 use grantry_core::{
-    AccessToken, Account, AccountDetails, KeyRing, RefreshPolicy, RefreshToken, Resource, ScopeSet,
-    TokenSet, TokenStore, Vault,
+    AccessToken, Account, AccountDetails, RefreshPolicy, RefreshToken, Resource, ScopeSet, TokenSet,
 };
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;

@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
-use grantry_core::{
-    Authentication, Authenticator, ConnectionSettings, Connections, MaintenanceMetrics,
-    MaintenanceSettings, Provider, ProviderContext, RefreshSettings, Refresher, TokenStore, Vault,
-};
+use grantry_core::http::{Authentication, Authenticator};
+use grantry_core::lifecycle::{ConnectionSettings, Connections};
+use grantry_core::maintenance::{MaintenanceMetrics, MaintenanceSettings};
+use grantry_core::refresh::{RefreshSettings, Refresher};
+use grantry_core::store::TokenStore;
+use grantry_core::vault::Vault;
+use grantry_core::{Provider, ProviderContext};
 
 use crate::auth::CrossSiteGuard;
 pub use crate::config::ApiSettings;

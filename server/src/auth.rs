@@ -13,7 +13,8 @@ use axum::http::request::Parts;
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, StatusCode};
 use axum_extra::extract::CookieJar;
-use grantry_core::{ApiError, Authenticator, Credential, Principal, Role};
+use grantry_core::http::{Authenticator, Credential, Role};
+use grantry_core::{ApiError, Principal};
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, get_current_timestamp,
 };
@@ -48,7 +49,7 @@ struct Verified {
 
 /// Verifies HS256 tokens signed with `GRANTRY_JWT_SECRET`.
 ///
-/// A token that verified once is remembered (up to [`VERIFIED_MAX`], by its exact text), so the
+/// A token that verified once is remembered (up to 10 000 tokens, by its exact text), so the
 /// next request with the same token checks its expiry without decoding it again: the signature of
 /// the same bytes under the same secret cannot verify differently.
 pub struct JwtAuthenticator {

@@ -4,7 +4,7 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use grantry_core::Refresher;
+use grantry_core::refresh::Refresher;
 use sqlx::postgres::PgListener;
 
 use crate::store::CHANGES_CHANNEL;

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use grantry_core::{
-    ConfigError, CryptoError, KeyRing, ProviderSettings, ProvidersConfig, env_prefix,
-};
+use grantry_core::error::CryptoError;
+use grantry_core::keyring::KeyRing;
+use grantry_core::provider::env_prefix;
+use grantry_core::{ConfigError, ProviderSettings, ProvidersConfig};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -345,7 +346,10 @@ pub struct Config {
 impl Config {
     /// Loads from the process environment and the configuration file.
     pub fn load() -> Result<Self, ConfigError> {
-        let ids: Vec<&str> = grantry_core::factories()?.iter().map(|f| f.id).collect();
+        let ids: Vec<&str> = grantry_core::provider::factories()?
+            .iter()
+            .map(|f| f.id)
+            .collect();
         Self::load_from(std::env::vars(), &ids)
     }
 
@@ -527,11 +531,11 @@ impl Config {
     }
 
     /// The refresh tuning this configuration asks for.
-    pub fn refresh_settings(&self) -> grantry_core::RefreshSettings {
-        grantry_core::RefreshSettings {
+    pub fn refresh_settings(&self) -> grantry_core::refresh::RefreshSettings {
+        grantry_core::refresh::RefreshSettings {
             lease: self.refresh_lease,
             margin: self.refresh_margin,
-            ..grantry_core::RefreshSettings::default()
+            ..grantry_core::refresh::RefreshSettings::default()
         }
     }
 
@@ -545,11 +549,11 @@ impl Config {
     }
 
     /// The maintenance tuning this configuration asks for.
-    pub fn maintenance_settings(&self) -> grantry_core::MaintenanceSettings {
-        grantry_core::MaintenanceSettings {
+    pub fn maintenance_settings(&self) -> grantry_core::maintenance::MaintenanceSettings {
+        grantry_core::maintenance::MaintenanceSettings {
             concurrency: self.maintenance_concurrency,
             batch_size: self.maintenance_batch,
-            ..grantry_core::MaintenanceSettings::default()
+            ..grantry_core::maintenance::MaintenanceSettings::default()
         }
     }
 

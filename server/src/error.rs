@@ -1,6 +1,7 @@
 //! Errors of grantry-server.
 
-use grantry_core::{ConfigError, StoreError};
+use grantry_core::ConfigError;
+use grantry_core::error::StoreError;
 use thiserror::Error;
 
 pub use grantry_core::ApiError;
@@ -16,7 +17,7 @@ pub enum ServerError {
     Store(#[from] StoreError),
     /// A core failure (keys, sealing).
     #[error(transparent)]
-    Core(#[from] grantry_core::Error),
+    Core(#[from] grantry_core::error::Error),
     /// The listener could not be opened or failed.
     #[error("cannot serve on {addr}: {source}")]
     Io {

@@ -22,7 +22,7 @@ mod ui;
 use std::future::Future;
 use std::sync::Arc;
 
-use grantry_core::{KeyRing, Provider, Vault, build_providers};
+use grantry_core::Provider;
 
 pub use app::AppState;
 pub use auth::{CrossSitePolicy, JwtAuthenticator};
@@ -33,6 +33,13 @@ pub use http_server::{HttpLimits, serve_router};
 pub use metrics::MetricsToken;
 pub use router::router;
 pub use store::{Backend, SqlStore};
+
+/// What an embedder builds an [`AppState`] from, re-exported from grantry-core's engine modules.
+pub use grantry_core::http::{Authenticator, Credential, Principal, Role};
+pub use grantry_core::keyring::KeyRing;
+pub use grantry_core::provider::build_providers;
+pub use grantry_core::refresh::RefreshSettings;
+pub use grantry_core::vault::Vault;
 
 /// Connects to the configured database and applies the migrations.
 pub async fn open_store(config: &Config) -> Result<SqlStore, ServerError> {
@@ -50,7 +57,7 @@ async fn open_vault_with(config: &Config, keys: KeyRing) -> Result<(SqlStore, Va
     let keys = Arc::new(keys);
     let store = open_store(config).await?;
     let vault = Vault::new(
-        Arc::new(grantry_core::CachedStore::new(
+        Arc::new(grantry_core::cache::CachedStore::new(
             store.clone(),
             config.cache_ttl,
         )),

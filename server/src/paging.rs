@@ -6,7 +6,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderValue, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use grantry_core::{ApiError, ConnectionStatus};
+use grantry_core::ApiError;
+use grantry_core::store::ConnectionStatus;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

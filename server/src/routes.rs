@@ -10,10 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use grantry_core::{
-    ApiError, Authentication, ConnectionKey, ConnectionPageQuery, ConnectionRecord, ErrorBody,
-    Principal, Provider, Resource,
-};
+use grantry_core::http::Authentication;
+use grantry_core::store::{ConnectionKey, ConnectionPageQuery, ConnectionRecord};
+use grantry_core::{ApiError, ErrorBody, Principal, Provider, Resource};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 

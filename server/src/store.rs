@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use grantry_core::{
-    Account, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, Resource,
-    ScopeSet, SealedValue, StateRecord, StoreError, TokenHandout, TokenStore, TokenUpdate,
+use grantry_core::error::StoreError;
+use grantry_core::keyring::SealedValue;
+use grantry_core::store::{
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
+    TokenHandout, TokenStore, TokenUpdate,
 };
+use grantry_core::{Account, Resource, ScopeSet};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};

@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use grantry_core::{
-    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, Resource, SealedValue,
-    StateRecord, StoreError, TokenField, TokenHandout, TokenStore, TokenUpdate,
+use grantry_core::Resource;
+use grantry_core::error::StoreError;
+use grantry_core::keyring::{SealedValue, TokenField};
+use grantry_core::store::{
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
+    TokenHandout, TokenStore, TokenUpdate,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};

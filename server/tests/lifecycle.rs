@@ -7,11 +7,14 @@ use async_trait::async_trait;
 use axum::http::StatusCode;
 use chrono::{Duration, Utc};
 use grantry_core::callback::{Callback, Outcome};
+use grantry_core::keyring::KeyRing;
+use grantry_core::lifecycle::{ConnectionSettings, Connections, LifecycleError, Revocation};
+use grantry_core::store::TokenStore;
+use grantry_core::vault::Vault;
 use grantry_core::{
     AccessToken, Account, AccountDetails, ApiError, AuthorizationCode, AuthorizeRequest,
-    CallbackContext, ConnectionSettings, Connections, KeyRing, LifecycleError, PkceVerifier,
-    Provider, ProviderError, RefreshToken, Resource, Revocation, RevokeOutcome, ScopeInfo,
-    ScopeSet, StateToken, TokenSet, TokenStore, Vault,
+    CallbackContext, PkceVerifier, Provider, ProviderError, RefreshToken, Resource, RevokeOutcome,
+    ScopeInfo, ScopeSet, StateToken, TokenSet,
 };
 use grantry_server::SqlStore;
 use grantry_server::testing::TestDatabase;

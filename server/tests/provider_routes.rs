@@ -13,11 +13,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{Duration, Utc};
 use grantry_core::callback::{Callback, Outcome};
+use grantry_core::http::{Authentication, Authenticator, Credential, Role};
+use grantry_core::keyring::KeyRing;
+use grantry_core::refresh::RefreshSettings;
+use grantry_core::vault::Vault;
 use grantry_core::{
-    AccessToken, AccountDetails, ApiError, Authentication, Authenticator, AuthorizationCode,
-    AuthorizeRequest, CallbackContext, Credential, FreshToken, KeyRing, Principal, Provider,
-    ProviderContext, ProviderError, RefreshSettings, RefreshToken, Role, ScopeInfo, ScopeSet,
-    StateToken, TokenSet, Vault,
+    AccessToken, AccountDetails, ApiError, AuthorizationCode, AuthorizeRequest, CallbackContext,
+    FreshToken, Principal, Provider, ProviderContext, ProviderError, RefreshToken, ScopeInfo,
+    ScopeSet, StateToken, TokenSet,
 };
 use grantry_server::testing::TestDatabase;
 use grantry_server::{AppState, router};

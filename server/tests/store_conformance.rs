@@ -3,10 +3,15 @@
 use std::sync::Arc;
 
 use chrono::{Duration, DurationRound, Utc};
+use grantry_core::error::{Error, StoreError};
+use grantry_core::keyring::{KeyRing, SealedValue};
+use grantry_core::store::{
+    ConnectionKey, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionWalk,
+    StateRecord, TokenStore,
+};
+use grantry_core::vault::Vault;
 use grantry_core::{
-    AccessToken, Account, AccountDetails, ConnectionKey, ConnectionPageQuery, ConnectionRecord,
-    ConnectionStatus, ConnectionWalk, Error, KeyRing, RefreshPolicy, RefreshToken, Resource,
-    ScopeSet, SealedValue, StateRecord, StoreError, TokenSet, TokenStore, Vault,
+    AccessToken, Account, AccountDetails, RefreshPolicy, RefreshToken, Resource, ScopeSet, TokenSet,
 };
 use grantry_server::testing::TestDatabase;
 use secrecy::SecretString;
@@ -714,7 +719,7 @@ async fn tokens_are_sealed_bound_to_their_row_and_keys_rotate() {
 
 #[tokio::test]
 async fn the_read_cache_is_invalidated_by_local_writes_and_expires() {
-    use grantry_core::CachedStore;
+    use grantry_core::cache::CachedStore;
     use std::time::Duration;
     for db in TestDatabase::all().await {
         let store = db.store().await;
@@ -1112,7 +1117,7 @@ fn due_record(
     }
 }
 
-fn ids(rows: &[grantry_core::DueConnection]) -> Vec<&str> {
+fn ids(rows: &[grantry_core::store::DueConnection]) -> Vec<&str> {
     rows.iter().map(|r| r.id.as_str()).collect()
 }
 
@@ -1360,7 +1365,7 @@ async fn expired_states_are_purged_in_batches() {
 
 #[tokio::test]
 async fn key_ids_cover_tokens_and_pending_state_verifiers() {
-    use grantry_core::{SealContext, TokenField};
+    use grantry_core::keyring::{SealContext, TokenField};
     for db in TestDatabase::all().await {
         let store = db.store().await;
         let (token_key, state_key, expired_key, used_key) = (

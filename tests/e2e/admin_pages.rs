@@ -2,9 +2,9 @@
 //! on the real router against a real database, with connections sealed through the vault.
 
 use chrono::{Duration, Utc};
+use grantry::core::store::{ConnectionStatus, TokenStore};
 use grantry::core::{
-    AccessToken, Account, AccountDetails, ConnectionStatus, RefreshToken, Resource, ScopeSet,
-    TokenSet, TokenStore,
+    AccessToken, Account, AccountDetails, RefreshToken, Resource, ScopeSet, TokenSet,
 };
 use grantry_server::testing::TestDatabase;
 use reqwest::StatusCode;

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use grantry::core::keyring::KeyRing;
+use grantry::core::store::TokenStore;
+use grantry::core::vault::Vault;
 use grantry::core::{
-    AccessToken, Account, AccountDetails, KeyRing, RefreshPolicy, RefreshToken, ScopeSet, TokenSet,
-    TokenStore, Vault,
+    AccessToken, Account, AccountDetails, RefreshPolicy, RefreshToken, ScopeSet, TokenSet,
 };
 use grantry_server::SqlStore;
 use grantry_server::testing::TestDatabase;
@@ -328,7 +330,8 @@ async fn key_rotation_end_to_end() {
 
 #[tokio::test]
 async fn serve_refuses_a_pending_state_sealed_by_an_unknown_key() {
-    use grantry::core::{SealContext, StateRecord, TokenField};
+    use grantry::core::keyring::{SealContext, TokenField};
+    use grantry::core::store::StateRecord;
     for db in TestDatabase::all().await {
         let (old_key, new_key) = keys();
         let old = KeyRing::from_base64(&SecretString::from(old_key.clone()), None).expect("key");

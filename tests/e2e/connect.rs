@@ -1,6 +1,6 @@
 //! Atlassian 3LO end to end: the real router over HTTP, a real database, the fake Atlassian.
 
-use grantry::core::{ConnectionStatus, TokenStore};
+use grantry::core::store::{ConnectionStatus, TokenStore};
 use grantry_atlassian_fake::{ACME_SITE_ID, BETA_SITE_ID, Failure};
 use grantry_server::testing::TestDatabase;
 use serde_json::json;

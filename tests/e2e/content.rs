@@ -713,7 +713,7 @@ async fn content_routes_log_no_token() {
     let mut scratch = Scratch::new()
         .with(
             "GRANTRY_ENCRYPTION_KEY",
-            &grantry::core::KeyRing::generate_key_base64(),
+            &grantry::core::keyring::KeyRing::generate_key_base64(),
         )
         .with("GRANTRY_JWT_SECRET", jwt_secret)
         .with("LOG_LEVEL", "trace")

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use grantry::core::{KeyRing, TokenStore};
+use grantry::core::keyring::KeyRing;
+use grantry::core::store::TokenStore;
 use grantry_atlassian_fake::{Failure, FakeAtlassian};
 use grantry_server::testing::TestDatabase;
 use serde_json::json;

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grantry::core::{KeyRing, RefreshSettings, Vault, build_providers};
+use grantry::core::keyring::KeyRing;
+use grantry::core::provider::build_providers;
+use grantry::core::refresh::RefreshSettings;
+use grantry::core::vault::Vault;
 use grantry_atlassian_fake::{FakeAtlassian, FakeConfig, RunningFake};
 use grantry_server::testing::TestDatabase;
 use grantry_server::{AppState, Config, JwtAuthenticator, SqlStore, router};
@@ -244,7 +247,7 @@ impl Harness {
     /// lifetime it was granted (the refresh margin is capped there), for tokens shorter than
     /// twice the default five-minute margin.
     pub(crate) async fn wait_until_due(&self, user: &str) {
-        use grantry::core::TokenStore;
+        use grantry::core::store::TokenStore;
         let row = self
             .store
             .connection(user, "atlassian")

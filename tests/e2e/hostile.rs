@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use grantry::core::{KeyRing, TokenStore};
+use grantry::core::keyring::KeyRing;
+use grantry::core::store::TokenStore;
 use grantry_atlassian_fake::{BETA_SITE_ID, FakeAtlassian};
 use grantry_server::testing::TestDatabase;
 use grantry_server::{ApiSettings, CrossSitePolicy, MetricsToken};

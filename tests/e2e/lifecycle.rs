@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use grantry::core::{
-    ConnectionStatus, KeyRing, MaintenanceSettings, RefreshSettings, TokenStore, maintenance,
-};
+use grantry::core::keyring::KeyRing;
+use grantry::core::maintenance;
+use grantry::core::maintenance::MaintenanceSettings;
+use grantry::core::refresh::RefreshSettings;
+use grantry::core::store::{ConnectionStatus, TokenStore};
 use grantry_atlassian_fake::{Failure, FakeAtlassian};
 use grantry_server::JwtAuthenticator;
 use grantry_server::testing::TestDatabase;
@@ -795,7 +797,7 @@ async fn transient_failures_are_retried_then_reported_without_losing_the_connect
 
 #[tokio::test]
 async fn a_database_failure_after_a_rotating_refresh_loses_no_token() {
-    use grantry::core::Vault;
+    use grantry::core::vault::Vault;
     use grantry_server::testing::{FaultyStore, RefreshWriteFault};
     use std::sync::Arc;
 

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use grantry::core::{KeyRing, TokenStore, Vault};
+use grantry::core::keyring::KeyRing;
+use grantry::core::store::TokenStore;
+use grantry::core::vault::Vault;
 use grantry_atlassian_fake::FakeAtlassian;
 use grantry_server::SqlStore;
 use secrecy::SecretString;

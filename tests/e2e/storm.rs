@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use grantry::core::{KeyRing, RefreshSettings, TokenStore};
+use grantry::core::keyring::KeyRing;
+use grantry::core::refresh::RefreshSettings;
+use grantry::core::store::TokenStore;
 use grantry_atlassian_fake::FakeAtlassian;
 use grantry_server::testing::{TestDatabase, make_access_token_due};
 use serde_json::Value;

@@ -1,7 +1,8 @@
 //! Hostile edits of the database and floods: a row moved to another user opens no token, old rows
 //! are upgraded with nothing lost, pending states stay capped.
 
-use grantry::core::{ConnectionStatus, TokenField, TokenStore};
+use grantry::core::keyring::TokenField;
+use grantry::core::store::{ConnectionStatus, TokenStore};
 use grantry_server::testing::{TestDatabase, seal_legacy};
 use serde_json::Value;
 
@@ -78,7 +79,7 @@ async fn a_row_moved_to_another_user_opens_no_token() {
             assert_eq!(row.status, ConnectionStatus::NeedsReauth, "{}", db.kind);
             assert_eq!(
                 row.last_failure.as_deref(),
-                Some(grantry::core::BINDING_FAILURE)
+                Some(grantry::core::vault::BINDING_FAILURE)
             );
             let (status, view) = h
                 .call(
@@ -132,7 +133,7 @@ async fn make_legacy(h: &Harness, user: &str) -> (String, String) {
     (access, refresh)
 }
 
-fn is_legacy(row: &grantry::core::ConnectionRecord) -> bool {
+fn is_legacy(row: &grantry::core::store::ConnectionRecord) -> bool {
     row.access_token.is_legacy() || row.refresh_token.as_ref().is_some_and(|r| r.is_legacy())
 }
 
@@ -269,7 +270,7 @@ async fn user_tokens_need_the_configured_issuer_and_audience_and_respect_nbf() {
     let mut scratch = Scratch::new()
         .with(
             "GRANTRY_ENCRYPTION_KEY",
-            &grantry::core::KeyRing::generate_key_base64(),
+            &grantry::core::keyring::KeyRing::generate_key_base64(),
         )
         .with("GRANTRY_JWT_SECRET", secret)
         .with("GRANTRY_JWT_ISSUER", "https://chat.example")
@@ -336,7 +337,7 @@ async fn the_sqlite_database_files_are_private_to_their_owner() {
     let mut scratch = Scratch::new()
         .with(
             "GRANTRY_ENCRYPTION_KEY",
-            &grantry::core::KeyRing::generate_key_base64(),
+            &grantry::core::keyring::KeyRing::generate_key_base64(),
         )
         .with("GRANTRY_JWT_SECRET", "jwt");
     let server = scratch.serve().await;
@@ -441,7 +442,7 @@ async fn concurrent_proxied_downloads_do_not_hold_whole_bodies_in_memory() {
     let mut scratch = crate::process::atlassian_env(
         Scratch::new(),
         &fake,
-        &grantry::core::KeyRing::generate_key_base64(),
+        &grantry::core::keyring::KeyRing::generate_key_base64(),
         jwt,
     )
     .with("DATABASE_URL", &db.url);

@@ -447,10 +447,10 @@ mod tests {
     use axum::body::Body;
     use axum::http::request::Parts;
     use axum::http::{Request, StatusCode};
-    use grantry_core::{
-        AccessError, Authentication, Authenticator, FreshAccess, Principal, Provider,
-        ProviderContext, ProviderSettings, ProvidersConfig, TokenSource, build_providers,
-    };
+    use grantry_core::access::{AccessError, FreshAccess};
+    use grantry_core::http::{Authentication, Authenticator, TokenSource};
+    use grantry_core::provider::build_providers;
+    use grantry_core::{Principal, Provider, ProviderContext, ProviderSettings, ProvidersConfig};
     use tower::ServiceExt;
 
     use super::*;

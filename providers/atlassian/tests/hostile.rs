@@ -8,9 +8,10 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use grantry_core::provider::build_providers;
 use grantry_core::{
     AccessToken, AuthorizationCode, CallbackContext, Provider, ProviderError, ProviderSettings,
-    ProvidersConfig, RefreshToken, build_providers,
+    ProvidersConfig, RefreshToken,
 };
 
 async fn serve(app: Router) -> String {

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grantry_atlassian_fake::{ACME_SITE_ID, FakeAtlassian, FakeConfig};
-use grantry_core::{KeyRing, RefreshSettings, Vault, build_providers};
+use grantry_core::keyring::KeyRing;
+use grantry_core::provider::build_providers;
+use grantry_core::refresh::RefreshSettings;
+use grantry_core::vault::Vault;
 use grantry_server::testing::TestDatabase;
 use grantry_server::{AppState, Config, JwtAuthenticator, router};
 use reqwest::StatusCode;

@@ -3,10 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use grantry_core::{
-    AccessToken, AuthorizeRequest, Provider, RevokeOutcome, StateToken, TokenSet, build_providers,
-    factories,
-};
+use grantry_core::provider::{build_providers, factories};
+use grantry_core::{AccessToken, AuthorizeRequest, Provider, RevokeOutcome, StateToken, TokenSet};
 use grantry_server::Config;
 
 fn load(toml: Option<&str>, env: &[(&str, &str)]) -> (Config, tempfile::TempDir) {

@@ -3,7 +3,7 @@
 use grantry_server::testing::{TestDatabase, make_access_token_due};
 use serde_json::{Value, json};
 
-use grantry_core::RefreshSettings;
+use grantry_core::refresh::RefreshSettings;
 
 use crate::harness::Grantry;
 use crate::idp::{self, BASIC_CLIENT, Idp, POST_CLIENT, REDIRECT};

@@ -4,7 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use grantry_core::{KeyRing, RefreshSettings, TokenSet, Vault, build_providers};
+use grantry_core::TokenSet;
+use grantry_core::keyring::KeyRing;
+use grantry_core::provider::build_providers;
+use grantry_core::refresh::RefreshSettings;
+use grantry_core::vault::Vault;
 use grantry_server::testing::TestDatabase;
 use grantry_server::{AppState, Config, JwtAuthenticator, router};
 use reqwest::StatusCode;

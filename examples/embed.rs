@@ -84,6 +84,8 @@ impl Authenticator for Sessions {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Name the provider crates (Atlassian, its content routes, OAuth 2.0) so the linker keeps them.
+    grantry::link_providers();
     grantry_server::logging::init("info")?;
     let base = format!("http://{ADDR}");
     let redirect_uri = format!("{base}{PREFIX}/settings/connections");

@@ -43,16 +43,16 @@ pub enum ConfigError {
     DuplicateProvider(String),
     /// A provider section is enabled but no provider crate linked into the binary serves it.
     #[error(
-        "{variable}=true but no provider linked into this binary serves `{section}`{kind}; this binary knows: {known}"
+        "{setting} but no provider linked into this binary serves `{section}`{kind}; this binary knows the kinds: {known}"
     )]
     Unserved {
-        /// The variable that enables the section, e.g. `ENABLE_JIRA_DC_INTEGRATION`.
-        variable: String,
+        /// What enables the section, e.g. `ENABLE_JIRA_DC_INTEGRATION=true` or `JIRA_DC_KIND=atlassian-dc`.
+        setting: String,
         /// The section's id.
         section: String,
         /// ` (kind `…`)` when the section names a kind, else empty.
         kind: String,
-        /// The factory ids linked into the binary, comma-separated.
+        /// The factory ids linked into the binary (each the kind it serves), comma-separated.
         known: String,
     },
 }

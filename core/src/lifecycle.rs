@@ -35,7 +35,6 @@ impl Default for ConnectionSettings {
 }
 
 /// A begun authorization: where to send the user, and the state it carries.
-#[derive(Debug)]
 pub struct Authorization {
     /// The provider's consent URL.
     pub url: Url,
@@ -45,6 +44,19 @@ pub struct Authorization {
     pub expires_at: DateTime<Utc>,
     /// How long the state stays valid.
     pub expires_in: chrono::Duration,
+}
+
+/// The URL's query carries the state: `Debug` shows the URL without it.
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut url = self.url.clone();
+        url.set_query(None);
+        f.debug_struct("Authorization")
+            .field("url", &url.as_str())
+            .field("state", &self.state)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What became of the upstream grant when a connection was deleted.

@@ -372,8 +372,12 @@ pub fn check_served(
 ) -> Result<(), ConfigError> {
     for section in config.sections() {
         if section_enabled(section)? && !served.contains(&section.id()) {
+            let setting = match (section.get("enabled"), section.get("kind")) {
+                (None, Some(kind)) => format!("{}={kind}", section.variable("kind")),
+                _ => format!("{}=true", section.variable("enabled")),
+            };
             return Err(ConfigError::Unserved {
-                variable: section.variable("enabled"),
+                setting,
                 section: section.id().to_owned(),
                 kind: section
                     .get("kind")
@@ -452,7 +456,19 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "ENABLE_JIRA_DC_INTEGRATION=true but no provider linked into this binary serves \
-             `jira-dc` (kind `atlassian-dc`); this binary knows: atlassian, oauth2"
+             `jira-dc` (kind `atlassian-dc`); this binary knows the kinds: atlassian, oauth2"
+        );
+        let by_kind = ProvidersConfig::new([ProviderSettings::new(
+            "corp",
+            [("kind".to_owned(), "saml".to_owned())]
+                .into_iter()
+                .collect(),
+        )]);
+        let err = check_served(&by_kind, &[], &["oauth2"]).expect_err("unserved");
+        assert!(
+            err.to_string()
+                .starts_with("CORP_KIND=saml but no provider"),
+            "{err}"
         );
         assert_eq!(
             check_served(&config, &["jira-dc"], &["atlassian-dc"]),

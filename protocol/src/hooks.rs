@@ -8,7 +8,7 @@ use crate::OAuthSpec;
 
 /// What [`Hooks::resources`] is given: the upstream client, the grant's token, the account
 /// document and the spec.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct AccountCall<'a> {
     /// The provider's upstream HTTP client.
     pub http: &'a reqwest::Client,
@@ -18,6 +18,17 @@ pub struct AccountCall<'a> {
     pub document: &'a Map<String, Value>,
     /// The provider's spec.
     pub spec: &'a OAuthSpec,
+}
+
+/// The document holds personal data: `Debug` lists its keys only.
+impl std::fmt::Debug for AccountCall<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountCall")
+            .field("token", self.token)
+            .field("document_keys", &self.document.keys().collect::<Vec<_>>())
+            .field("spec", &self.spec.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The code of a provider beyond its [`OAuthSpec`]; every hook has a default.

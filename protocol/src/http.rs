@@ -56,12 +56,15 @@ pub fn is_transient(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
-/// The seconds of a `Retry-After` header, when it holds a number.
+/// The seconds a `Retry-After` header asks for: delay-seconds, or an HTTP date (0 once past).
 pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs);
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let secs = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
+    Some(u64::try_from(secs).unwrap_or(0))
 }
 
 /// Reads at most [`MAX_BODY`] bytes of a response.
@@ -90,7 +93,7 @@ pub async fn read_capped_to(
 }
 
 /// One upstream answer: status, `Retry-After`, content type (lower case) and capped body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Answer {
     /// The HTTP status.
     pub status: StatusCode,
@@ -100,6 +103,18 @@ pub struct Answer {
     pub content_type: String,
     /// The body, at most [`MAX_BODY`] bytes.
     pub body: Vec<u8>,
+}
+
+/// The body may hold tokens: `Debug` shows its length only.
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("retry_after", &self.retry_after)
+            .field("content_type", &self.content_type)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// Sends `request` asking for JSON and reads the answer; `what` names the call in errors.
@@ -175,6 +190,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_answer_never_prints_its_body() {
+        let answer = Answer {
+            status: StatusCode::OK,
+            retry_after: None,
+            content_type: "application/json".into(),
+            body: br#"{"access_token":"at-secret-1"}"#.to_vec(),
+        };
+        let shown = format!("{answer:?}");
+        assert!(!shown.contains("at-secret-1"), "{shown}");
+        assert!(shown.contains("body_len"), "{shown}");
+    }
+
+    #[test]
     fn short_cuts_at_200_characters() {
         assert_eq!(short("abc"), "abc");
         let long = "é".repeat(250);
@@ -184,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_seconds_only() {
+    fn retry_after_reads_seconds_and_dates() {
         let mut headers = HeaderMap::new();
         assert_eq!(retry_after(&headers), None);
         headers.insert(RETRY_AFTER, " 7 ".parse().expect("header"));
@@ -193,6 +221,11 @@ mod tests {
             RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"),
         );
+        assert_eq!(retry_after(&headers), Some(0));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        headers.insert(RETRY_AFTER, later.parse().expect("header"));
+        assert!(retry_after(&headers).is_some_and(|s| (100..=120).contains(&s)));
+        headers.insert(RETRY_AFTER, "soon".parse().expect("header"));
         assert_eq!(retry_after(&headers), None);
     }
 

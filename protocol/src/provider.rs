@@ -40,7 +40,8 @@ impl<H: Hooks> OAuthProvider<H> {
         Ok(Self::with_http(spec, hooks, http))
     }
 
-    /// A provider from its spec and hooks over a given HTTP client.
+    /// A provider from its spec and hooks over a given HTTP client, which should come from
+    /// [`http::client`](crate::http::client) (timeouts, no redirects) as [`with_hooks`](Self::with_hooks)'s does.
     pub fn with_http(spec: OAuthSpec, hooks: H, http: reqwest::Client) -> Self {
         Self {
             spec: Arc::new(spec),

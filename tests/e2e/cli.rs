@@ -93,7 +93,10 @@ fn an_enabled_section_that_no_linked_provider_serves_stops_start_up() {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains("ENABLE_JIRA_DC_INTEGRATION=true"), "{err}");
     assert!(err.contains("`jira-dc` (kind `atlassian-dc`)"), "{err}");
-    assert!(err.contains("this binary knows: atlassian"), "{err}");
+    assert!(
+        err.contains("this binary knows the kinds: atlassian"),
+        "{err}"
+    );
     assert!(err.contains("oauth2"), "{err}");
     assert!(!err.contains("shh-dc-secret"), "{err}");
     assert!(

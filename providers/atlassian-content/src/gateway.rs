@@ -4,14 +4,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use grantry_core::{AccessToken, ApiError, Resource};
 use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use grantry_protocol::http::read_capped_to;
+use grantry_protocol::http::{read_capped_to, retry_after};
 
 /// Retries after a 429 before giving up and answering 429 ourselves.
 pub(crate) const MAX_RETRIES: u32 = 2;
@@ -165,17 +165,6 @@ pub(crate) async fn off_thread<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|_| ContentError::Internal("the conversion to Markdown failed".into()))
-}
-
-/// The seconds a `Retry-After` asks for: delay-seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(secs);
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let secs = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
-    Some(u64::try_from(secs).unwrap_or(0))
 }
 
 /// The user's view of the gateway: the HTTP client, the gateway URL and the user's token.
@@ -368,21 +357,6 @@ mod tests {
             Some("2024-06-20T10:15:30Z")
         );
         assert_eq!(timestamp(Some("yesterday")), None);
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(" 3 "));
-        assert_eq!(retry_after(&headers), Some(3));
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&headers), Some(0));
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers), None);
     }
 
     mod upstream {

@@ -13,7 +13,9 @@ use axum::response::IntoResponse;
 use grantry_core::Resource;
 use percent_encoding::percent_decode_str;
 
-use super::gateway::{ContentError, Gateway, Product, retry_after};
+use grantry_protocol::http::retry_after;
+
+use super::gateway::{ContentError, Gateway, Product};
 
 /// Largest upstream body passed back.
 pub(crate) const MAX_PROXY_BODY: usize = 8 * 1024 * 1024;

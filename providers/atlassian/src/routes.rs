@@ -13,7 +13,9 @@ use crate::Atlassian;
 ///
 /// The crate submits one with `inventory::submit!`; the provider's router and OpenAPI document
 /// merge every extension linked into the binary. grantry-atlassian-content adds the Jira and
-/// Confluence content routes this way.
+/// Confluence content routes this way. Its paths must not overlap `/sites`, the generic
+/// connection routes or another extension's: axum refuses overlapping routes when the router is
+/// built, at start-up.
 pub struct RouteExtension {
     /// The extension's routes, relative to `/api/v1/atlassian`, over the provider's route state.
     pub routes: fn(Routes) -> Router,

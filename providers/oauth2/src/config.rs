@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use grantry_core::{ConfigError, ProviderSettings, RefreshPolicy, ScopeSet};
+use grantry_protocol::authorize::RESERVED_PARAMS;
 use grantry_protocol::{AccountFields, Client, Endpoints, OAuthSpec, TokenAuthMethod};
 use url::Url;
 
@@ -23,17 +24,6 @@ const ENDPOINT_KEYS: &[&str] = &[
     "token_url",
     "revocation_url",
     "userinfo_url",
-];
-
-/// Parameters the protocol sets itself; `authorize_params.*` may not override them.
-const RESERVED_PARAMS: &[&str] = &[
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "scope",
-    "state",
-    "code_challenge",
-    "code_challenge_method",
 ];
 
 fn invalid(s: &ProviderSettings, key: &str, reason: impl Into<String>) -> ConfigError {

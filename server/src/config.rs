@@ -72,6 +72,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("jwt_issuer", "GRANTRY_JWT_ISSUER"),
     ("jwt_audience", "GRANTRY_JWT_AUDIENCE"),
     ("max_pending_states", "GRANTRY_MAX_PENDING_STATES"),
+    ("db_max_connections", "GRANTRY_DB_MAX_CONNECTIONS"),
 ];
 
 /// Default number of pending authorizations kept per user and provider.
@@ -181,6 +182,7 @@ struct Raw {
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
     max_pending_states: Option<Value>,
+    db_max_connections: Option<Value>,
     #[serde(default)]
     providers: BTreeMap<String, Map<String, Value>>,
 }
@@ -337,6 +339,9 @@ pub struct Config {
     /// Pending authorizations kept per user and provider (`GRANTRY_MAX_PENDING_STATES`); a new
     /// one drops the oldest beyond this.
     pub max_pending_states: usize,
+    /// Most database connections this process opens (`GRANTRY_DB_MAX_CONNECTIONS`); the
+    /// backend's default (8 on SQLite, 16 on PostgreSQL) when unset.
+    pub db_max_connections: Option<u32>,
     /// Per-provider sections.
     pub providers: ProvidersConfig,
     /// The TOML file that was read, if any.
@@ -479,6 +484,12 @@ impl Config {
         )?
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(DEFAULT_MAX_PENDING_STATES);
+        let db_max_connections = whole_number(
+            "db_max_connections",
+            raw.db_max_connections.as_ref(),
+            1..=1000,
+        )?
+        .and_then(|n| u32::try_from(n).ok());
         let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
         Ok(Self {
             http,
@@ -503,6 +514,7 @@ impl Config {
             jwt_issuer: text(raw.jwt_issuer),
             jwt_audience: text(raw.jwt_audience),
             max_pending_states,
+            db_max_connections,
             log_level,
             providers: ProvidersConfig::new(providers),
             file,
@@ -910,6 +922,24 @@ mod tests {
             let e = Config::load_from(env(&[(variable, value)]), &[]).expect_err(value);
             assert!(
                 e.to_string().starts_with(&format!("{variable} is invalid")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_database_pool_size_is_read_and_bounded() {
+        let c = Config::load_from(env(&[]), &[]).expect("defaults");
+        assert_eq!(c.db_max_connections, None);
+        let c =
+            Config::load_from(env(&[("GRANTRY_DB_MAX_CONNECTIONS", "32")]), &[]).expect("config");
+        assert_eq!(c.db_max_connections, Some(32));
+        for value in ["0", "1001", "many"] {
+            let e = Config::load_from(env(&[("GRANTRY_DB_MAX_CONNECTIONS", value)]), &[])
+                .expect_err(value);
+            assert!(
+                e.to_string()
+                    .starts_with("GRANTRY_DB_MAX_CONNECTIONS is invalid"),
                 "{e}"
             );
         }

@@ -43,7 +43,9 @@ pub use grantry_core::vault::Vault;
 
 /// Connects to the configured database and applies the migrations.
 pub async fn open_store(config: &Config) -> Result<SqlStore, ServerError> {
-    let store = SqlStore::connect(config.database_url.expose()).await?;
+    let store =
+        SqlStore::connect_with_pool(config.database_url.expose(), config.db_max_connections)
+            .await?;
     store.migrate().await?;
     Ok(store)
 }

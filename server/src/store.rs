@@ -252,9 +252,27 @@ macro_rules! postgres_now_millis {
     };
 }
 
+/// The pool size of a backend when `GRANTRY_DB_MAX_CONNECTIONS` is unset.
+pub fn default_pool_size(backend: Backend) -> u32 {
+    match backend {
+        Backend::Sqlite => 8,
+        Backend::Postgres => 16,
+    }
+}
+
 impl SqlStore {
-    /// Connects to `url` (`sqlite://…`, created if missing, or `postgres://…`).
+    /// Connects to `url` (`sqlite://…`, created if missing, or `postgres://…`) with the
+    /// backend's default pool size.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_pool(url, None).await
+    }
+
+    /// Connects to `url` with at most `max_connections` pooled connections (the backend's
+    /// default when `None`).
+    pub async fn connect_with_pool(
+        url: &str,
+        max_connections: Option<u32>,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let url = match backend {
@@ -266,10 +284,7 @@ impl SqlStore {
         }
         let options = AnyConnectOptions::from_str(&url).map_err(db_err)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 8,
-                Backend::Postgres => 16,
-            })
+            .max_connections(max_connections.unwrap_or_else(|| default_pool_size(backend)).max(1))
             // A burst queues for the pool (on SQLite, the pool is the writers' queue: every token
             // hand-out writes its audit row); give up well inside the request timeout, not at 5 s.
             .acquire_timeout(Duration::from_secs(30))

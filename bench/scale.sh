@@ -14,6 +14,8 @@
 # fake still running) as a template database and name it and its --out folder (which holds
 # keys.env with GRANTRY_ENCRYPTION_KEY and GRANTRY_JWT_SECRET):
 #   SCALE_BACKENDS=postgres SCALE_POSTGRES_TEMPLATE=grantry_scale_seed SCALE_SEEDED=target/scale-pg bench/scale.sh
+# The seed's fake takes a rotated-out refresh token again for a day, so every copy's first
+# maintenance pass refreshes the due rows for real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,9 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use grantry_core::ConfigError;
 use grantry_core::keyring::KeyRing;
-use grantry_core::provider::check_served;
+use grantry_core::provider::check_built;
 use grantry_core::provider::factories;
 use grantry_server::{Config, ServerError, logging};
 
@@ -134,13 +133,8 @@ async fn execute(command: Command) -> Result<(), ServerError> {
             if let Some(e) = first_error {
                 return Err(e.into());
             }
-            ids.sort();
-            if let Some(pair) = ids.windows(2).find(|w| w[0] == w[1]) {
-                return Err(ConfigError::DuplicateProvider(pair[0].clone()).into());
-            }
-            let served: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let known: Vec<&str> = factories()?.iter().map(|f| f.id).collect();
-            check_served(&config.providers, &served, &known)?;
+            let built: Vec<&str> = ids.iter().map(String::as_str).collect();
+            check_built(&config.providers, &built)?;
             Ok(())
         }
         Command::Keygen => Ok(()),

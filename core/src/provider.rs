@@ -343,19 +343,26 @@ pub fn factories() -> Result<Vec<&'static ProviderFactory>, ConfigError> {
 /// Builds every enabled provider of every linked factory, sorted by id; duplicate ids are an
 /// error, and so is an enabled section that no linked factory serves.
 pub fn build_providers(config: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError> {
-    let factories = factories()?;
     let mut all = Vec::new();
-    for factory in &factories {
+    for factory in factories()? {
         all.extend((factory.build)(config)?);
     }
     all.sort_by(|a, b| a.id().cmp(b.id()));
-    if let Some(pair) = all.windows(2).find(|w| w[0].id() == w[1].id()) {
-        return Err(ConfigError::DuplicateProvider(pair[0].id().to_owned()));
-    }
-    let served: Vec<&str> = all.iter().map(|p| p.id()).collect();
-    let known: Vec<&str> = factories.iter().map(|f| f.id).collect();
-    check_served(config, &served, &known)?;
+    let ids: Vec<&str> = all.iter().map(|p| p.id()).collect();
+    check_built(config, &ids)?;
     Ok(all)
+}
+
+/// Checks the ids of the providers built from `config`: no id twice, and every enabled section
+/// served by one of them.
+pub fn check_built(config: &ProvidersConfig, ids: &[&str]) -> Result<(), ConfigError> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ConfigError::DuplicateProvider(pair[0].to_owned()));
+    }
+    let known: Vec<&str> = factories()?.iter().map(|f| f.id).collect();
+    check_served(config, &sorted, &known)
 }
 
 /// Whether a section asks for a provider: `enabled = true`, or a `kind` without `enabled = false`.
@@ -365,7 +372,7 @@ pub fn section_enabled(section: &ProviderSettings) -> Result<bool, ConfigError> 
 
 /// Fails on the first enabled section whose id is not among `served` (the built providers),
 /// naming it and the `known` factory ids.
-pub fn check_served(
+fn check_served(
     config: &ProvidersConfig,
     served: &[&str],
     known: &[&str],

@@ -28,8 +28,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use grantry::atlassian::{Atlassian, AtlassianConfig, AtlassianProvider, DEFAULT_SCOPES};
+use grantry::core::events::{ReauthReason, StatusChange};
 use grantry::core::keyring::KeyRing;
-use grantry::core::store::ConnectionStatus;
 use grantry::core::vault::Vault;
 use grantry::core::{
     AccessToken, Account, AccountDetails, AuthorizationCode, CallbackContext, ClientSecret,
@@ -223,8 +223,10 @@ impl Seeder {
                 .store()
                 .set_status(
                     &record.id,
-                    ConnectionStatus::NeedsReauth,
-                    Some("the provider rejected the refresh token (invalid_grant)"),
+                    StatusChange::NeedsReauth {
+                        reason: ReauthReason::InvalidGrant,
+                        failure: "the provider rejected the refresh token (invalid_grant)",
+                    },
                 )
                 .await?;
         }

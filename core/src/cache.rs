@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
+use crate::events::{DeleteReason, Event, StatusChange};
 use crate::keyring::SealedValue;
 use crate::store::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
@@ -155,9 +156,17 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.inner.connections_page(query).await
     }
 
-    async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {
+    async fn delete_connection(
+        &self,
+        user_id: &str,
+        provider: &str,
+        reason: DeleteReason,
+    ) -> Result<bool, StoreError> {
         self.forget_key(user_id, provider);
-        let done = self.inner.delete_connection(user_id, provider).await;
+        let done = self
+            .inner
+            .delete_connection(user_id, provider, reason)
+            .await;
         self.forget_key(user_id, provider);
         done
     }
@@ -226,10 +235,9 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
     async fn set_status(
         &self,
         connection_id: &str,
-        status: ConnectionStatus,
-        failure: Option<&str>,
+        change: StatusChange<'_>,
     ) -> Result<(), StoreError> {
-        let done = self.inner.set_status(connection_id, status, failure).await;
+        let done = self.inner.set_status(connection_id, change).await;
         self.forget_id(connection_id);
         done
     }
@@ -238,15 +246,18 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         &self,
         connection_id: &str,
         expected_version: i64,
-        status: ConnectionStatus,
-        failure: Option<&str>,
+        change: StatusChange<'_>,
     ) -> Result<bool, StoreError> {
         let done = self
             .inner
-            .set_status_at(connection_id, expected_version, status, failure)
+            .set_status_at(connection_id, expected_version, change)
             .await;
         self.forget_id(connection_id);
         done
+    }
+
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        self.inner.record_event(event).await
     }
 
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {

@@ -41,6 +41,7 @@
 //! - [`access`]: [`FreshAccess`](access::FreshAccess), a usable token or why there is none.
 //! - [`lifecycle`]: [`Connections`](lifecycle::Connections): begin, complete, status, disconnect.
 //! - [`maintenance`]: background upkeep of grants and states.
+//! - [`events`]: the [`Event`](events::Event)s every change of a connection records.
 //! - [`callback`]: the validated parameters of the OAuth callback.
 //! - [`http`]: the [`Authenticator`](http::Authenticator) and the rest of the web glue.
 //! - [`provider`]: [`build_providers`](provider::build_providers) and the factory registry.
@@ -52,6 +53,7 @@ pub mod access;
 pub mod cache;
 pub mod callback;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod keyring;
 pub mod lifecycle;

@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::callback::{Callback, Outcome};
 use crate::error::{Error, ProviderError, StoreError};
+use crate::events::DeleteReason;
 use crate::http::ApiError;
 use crate::keyring::{SealContext, TokenField};
 use crate::provider::{AuthorizeRequest, CallbackContext, Provider, RevokeOutcome};
@@ -316,11 +317,13 @@ impl Connections {
     }
 
     /// Deletes the connection of `user_id` to `provider`, revoking the grant upstream first
-    /// (best effort: the connection is deleted whatever the provider answers).
+    /// (best effort: the connection is deleted whatever the provider answers); `reason` says who
+    /// asked, for the `connection.deleted` event.
     pub async fn disconnect(
         &self,
         user_id: &str,
         provider: &dyn Provider,
+        reason: DeleteReason,
     ) -> Result<Revocation, LifecycleError> {
         let store = self.vault.store();
         let not_connected = || LifecycleError::NotConnected {
@@ -343,7 +346,10 @@ impl Connections {
                 Revocation::Failed
             }
         };
-        if !store.delete_connection(user_id, provider.id()).await? {
+        if !store
+            .delete_connection(user_id, provider.id(), reason)
+            .await?
+        {
             return Err(not_connected());
         }
         tracing::info!(provider = provider.id(), user = %user_id, revocation = revocation.as_str(), "disconnected");

@@ -13,9 +13,10 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use crate::error::StoreError;
+use crate::events::{ReauthReason, StatusChange};
 use crate::provider::Provider;
 use crate::refresh::{AccessError, Refresher};
-use crate::store::{ConnectionStatus, DueConnection, TokenStore};
+use crate::store::{DueConnection, TokenStore};
 
 /// The name of the maintenance pass's row in the task lease table.
 pub const LEASE_NAME: &str = "maintenance";
@@ -249,8 +250,10 @@ async fn pass(
                     .set_status_at(
                         &row.id,
                         row.version,
-                        ConnectionStatus::NeedsReauth,
-                        Some("the grant passed its absolute expiry"),
+                        StatusChange::NeedsReauth {
+                            reason: ReauthReason::AbsoluteExpiry,
+                            failure: "the grant passed its absolute expiry",
+                        },
                     )
                     .await?
                 {

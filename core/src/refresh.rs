@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 pub use crate::access::{AccessError, FreshAccess};
 use crate::error::ProviderError;
+use crate::events::{ReauthReason, StatusChange};
 use crate::http::TokenSource;
 use crate::provider::{Provider, RefreshPolicy};
 use crate::secret::AccessToken;
@@ -560,8 +561,10 @@ impl Refresher {
                     .set_status_at(
                         connection_id,
                         record.version,
-                        ConnectionStatus::NeedsReauth,
-                        Some("expired and no refresh token"),
+                        StatusChange::NeedsReauth {
+                            reason: ReauthReason::Expired,
+                            failure: "expired and no refresh token",
+                        },
                     )
                     .await?;
                 return Err(AccessError::NeedsReauth);
@@ -627,8 +630,10 @@ impl Refresher {
                         .set_status_at(
                             connection_id,
                             record.version,
-                            ConnectionStatus::NeedsReauth,
-                            Some(&e.to_string()),
+                            StatusChange::NeedsReauth {
+                                reason: ReauthReason::InvalidGrant,
+                                failure: &e.to_string(),
+                            },
                         )
                         .await?;
                     return Err(AccessError::NeedsReauth);
@@ -652,8 +657,9 @@ impl Refresher {
                             .set_status_at(
                                 connection_id,
                                 record.version,
-                                ConnectionStatus::Active,
-                                Some(&e.to_string()),
+                                StatusChange::RefreshFailed {
+                                    failure: &e.to_string(),
+                                },
                             )
                             .await?;
                         return Err(AccessError::Upstream(e));

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
+use crate::events::{DeleteReason, Event, StatusChange};
 use crate::keyring::SealedValue;
 use crate::scope::ScopeSet;
 use crate::token::{Account, Resource};
@@ -245,6 +246,11 @@ pub struct DueConnection {
 }
 
 /// Persistent storage of connections and states; every method is atomic.
+///
+/// Every change of a connection's state also writes its [`Event`] to the store's outbox in the
+/// same transaction (a store with no event destinations may write none): `put_connection`
+/// writes `connection.created` or `connection.reconnected`, `set_status`/`set_status_at` the
+/// event of their [`StatusChange`], `delete_connection` `connection.deleted`.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Whether the database answers.
@@ -254,7 +260,8 @@ pub trait TokenStore: Send + Sync + 'static {
     ///
     /// An existing row is replaced only if its id equals `record.id` (the id the tokens were
     /// sealed for); otherwise [`StoreError::Conflict`]. Replacing bumps `version`, clears the
-    /// lease and the last failure. Returns the stored row.
+    /// lease and the last failure. Returns the stored row. Records `connection.created` for a
+    /// new row, `connection.reconnected` for a replaced one.
     async fn put_connection(
         &self,
         record: &ConnectionRecord,
@@ -286,8 +293,14 @@ pub trait TokenStore: Send + Sync + 'static {
         query: &ConnectionPageQuery<'_>,
     ) -> Result<Vec<ConnectionRecord>, StoreError>;
 
-    /// Deletes the connection and its resources; whether one existed.
-    async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError>;
+    /// Deletes the connection and its resources, recording `connection.deleted` with `reason`;
+    /// whether one existed.
+    async fn delete_connection(
+        &self,
+        user_id: &str,
+        provider: &str,
+        reason: DeleteReason,
+    ) -> Result<bool, StoreError>;
 
     /// Replaces the resources of a connection.
     async fn replace_resources(
@@ -330,12 +343,12 @@ pub trait TokenStore: Send + Sync + 'static {
         key_id: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Sets the status and last failure, releasing any lease; the row and its tokens stay.
+    /// Applies `change` (status and last failure), releasing any lease and recording the
+    /// change's event; the row and its tokens stay.
     async fn set_status(
         &self,
         connection_id: &str,
-        status: ConnectionStatus,
-        failure: Option<&str>,
+        change: StatusChange<'_>,
     ) -> Result<(), StoreError>;
 
     /// Like [`set_status`](TokenStore::set_status), only while the row is still at
@@ -344,9 +357,12 @@ pub trait TokenStore: Send + Sync + 'static {
         &self,
         connection_id: &str,
         expected_version: i64,
-        status: ConnectionStatus,
-        failure: Option<&str>,
+        change: StatusChange<'_>,
     ) -> Result<bool, StoreError>;
+
+    /// Records an event that is not a change of a connection's row (a provider's own, such as
+    /// an upstream notification), for delivery like the others.
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError>;
 
     /// The number of connections per (provider, status), ordered.
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError>;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
 use crate::error::{CryptoError, Error, StoreError};
+use crate::events::{ReauthReason, StatusChange};
 use crate::keyring::{KeyId, KeyRing, SealContext, SealedValue, TokenField};
 use crate::provider::RefreshPolicy;
 use crate::secret::{AccessToken, RefreshToken};
@@ -295,8 +296,10 @@ impl Vault {
             .set_status_at(
                 &record.id,
                 record.version,
-                ConnectionStatus::NeedsReauth,
-                Some(BINDING_FAILURE),
+                StatusChange::NeedsReauth {
+                    reason: ReauthReason::TokensUnreadable,
+                    failure: BINDING_FAILURE,
+                },
             )
             .await?;
         Ok(())

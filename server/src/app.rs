@@ -15,6 +15,7 @@ use grantry_core::{Provider, ProviderContext};
 use crate::auth::CrossSiteGuard;
 pub use crate::config::ApiSettings;
 use crate::metrics::{CountsCache, MetricsSource};
+use crate::webhooks::Webhooks;
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -35,6 +36,7 @@ struct Inner {
     maintenance: MaintenanceSettings,
     maintenance_metrics: Arc<MaintenanceMetrics>,
     counts: Arc<CountsCache>,
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// `authenticator` behind the guard that refuses cookie-signed writes from other sites.
@@ -88,6 +90,7 @@ impl AppState {
                 counts: Arc::new(CountsCache::new(Duration::from_secs(
                     crate::config::DEFAULT_METRICS_COUNTS_TTL_SECS,
                 ))),
+                webhooks: None,
             }),
         }
     }
@@ -147,6 +150,22 @@ impl AppState {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// This state delivering events with `webhooks` (its admin routes mount at
+    /// `/api/v1/webhooks`).
+    #[must_use]
+    pub fn with_webhooks(self, webhooks: Arc<Webhooks>) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.webhooks = Some(webhooks);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The webhook delivery worker, when endpoints are configured.
+    pub fn webhooks(&self) -> Option<&Arc<Webhooks>> {
+        self.inner.webhooks.as_ref()
     }
 
     /// The maintenance tuning.
@@ -221,6 +240,7 @@ impl FromRef<AppState> for MetricsSource {
             maintenance: state.inner.maintenance_metrics.clone(),
             counts: state.inner.counts.clone(),
             token: state.inner.settings.metrics_token.clone(),
+            webhooks: state.inner.webhooks.clone(),
         }
     }
 }

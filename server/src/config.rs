@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use crate::auth::CrossSitePolicy;
 use crate::http_server::HttpLimits;
 use crate::metrics::MetricsToken;
+use crate::webhooks::{WebhookSecret, WebhookSettings};
 
 /// Settings of the HTTP API beyond who a user is: cross-site writes, the token hand-out, `/metrics`.
 #[derive(Debug, Clone)]
@@ -75,6 +76,13 @@ const VARIABLES: &[(&str, &str)] = &[
     ("db_max_connections", "GRANTRY_DB_MAX_CONNECTIONS"),
 ];
 
+/// The keys of the `[webhooks]` table and the environment variable of each.
+const WEBHOOK_VARIABLES: &[(&str, &str)] = &[
+    ("url", "GRANTRY_WEBHOOK_URL"),
+    ("secret", "GRANTRY_WEBHOOK_SECRET"),
+    ("timeout", "GRANTRY_WEBHOOK_TIMEOUT"),
+];
+
 /// Default number of pending authorizations kept per user and provider.
 pub const DEFAULT_MAX_PENDING_STATES: usize = 10;
 
@@ -96,6 +104,12 @@ pub const DEFAULT_MAINTENANCE_BATCH: u64 = 500;
 pub const DEFAULT_METRICS_COUNTS_TTL_SECS: u64 = 60;
 
 fn variable_of(key: &str) -> &str {
+    if let Some(key) = key.strip_prefix("webhooks.") {
+        return WEBHOOK_VARIABLES
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(key, |(_, v)| *v);
+    }
     VARIABLES
         .iter()
         .find(|(k, _)| *k == key)
@@ -184,7 +198,98 @@ struct Raw {
     max_pending_states: Option<Value>,
     db_max_connections: Option<Value>,
     #[serde(default)]
+    webhooks: BTreeMap<String, Value>,
+    #[serde(default)]
     providers: BTreeMap<String, Map<String, Value>>,
+}
+
+/// A list from a TOML array or a string split at `separator`, items trimmed, empty ones dropped.
+fn list(value: Option<&Value>, separator: char) -> Vec<String> {
+    let items: Vec<String> = match value {
+        None => Vec::new(),
+        Some(Value::String(s)) => s.split(separator).map(|i| i.trim().to_owned()).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.trim().to_owned(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Some(other) => vec![other.to_string()],
+    };
+    items.into_iter().filter(|i| !i.is_empty()).collect()
+}
+
+/// The `[webhooks]` table (or `GRANTRY_WEBHOOK_*`): endpoints, secrets, timeout. `None` when no
+/// endpoint is set; an endpoint without a secret, or a secret without an endpoint, is an error.
+fn webhook_settings(
+    table: &BTreeMap<String, Value>,
+) -> Result<Option<WebhookSettings>, ConfigError> {
+    let invalid = |key: &str, reason: String| ConfigError::Invalid {
+        variable: variable_of(&format!("webhooks.{key}")).into(),
+        reason,
+    };
+    if let Some(unknown) = table
+        .keys()
+        .find(|k| !WEBHOOK_VARIABLES.iter().any(|(known, _)| known == k))
+    {
+        return Err(ConfigError::Invalid {
+            variable: format!("[webhooks] {unknown}"),
+            reason: "unknown key; expected url, secret or timeout".into(),
+        });
+    }
+    let urls = list(table.get("url"), ',');
+    let secrets = list(table.get("secret"), ' ');
+    let timeout = seconds("webhooks.timeout", table.get("timeout"), 1..=300)?
+        .unwrap_or(crate::webhooks::DEFAULT_TIMEOUT);
+    match (urls.is_empty(), secrets.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, true) => {
+            return Err(invalid(
+                "secret",
+                "GRANTRY_WEBHOOK_URL is set, so events need a signing secret (whsec_<base64>)"
+                    .into(),
+            ));
+        }
+        (true, false) => {
+            return Err(invalid(
+                "url",
+                "GRANTRY_WEBHOOK_SECRET is set but no endpoint receives the events".into(),
+            ));
+        }
+        (false, false) => {}
+    }
+    let endpoints = urls
+        .iter()
+        .map(|text| {
+            let bad = || {
+                invalid(
+                    "url",
+                    "an endpoint must be an http:// or https:// URL with a host and no user or \
+                     password"
+                        .into(),
+                )
+            };
+            let url = url::Url::parse(text).map_err(|_| bad())?;
+            if matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.username().is_empty()
+                && url.password().is_none()
+            {
+                Ok(url)
+            } else {
+                Err(bad())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let secrets = secrets
+        .iter()
+        .map(|text| WebhookSecret::parse(text).map_err(|reason| invalid("secret", reason)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(WebhookSettings {
+        timeout,
+        ..WebhookSettings::new(endpoints, secrets)
+    }))
 }
 
 /// A whole number from a TOML number or an environment string, within `range`; `what` names
@@ -342,6 +447,9 @@ pub struct Config {
     /// Most database connections this process opens (`GRANTRY_DB_MAX_CONNECTIONS`); the
     /// backend's default (8 on SQLite, 16 on PostgreSQL) when unset.
     pub db_max_connections: Option<u32>,
+    /// Where events are delivered and how they are signed (`[webhooks]`, `GRANTRY_WEBHOOK_*`);
+    /// `None` when no endpoint is configured (events are then not recorded).
+    pub webhooks: Option<WebhookSettings>,
     /// Per-provider sections.
     pub providers: ProvidersConfig,
     /// The TOML file that was read, if any.
@@ -491,7 +599,9 @@ impl Config {
         )?
         .and_then(|n| u32::try_from(n).ok());
         let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let webhooks = webhook_settings(&raw.webhooks)?;
         Ok(Self {
+            webhooks,
             http,
             csrf_allowed_origins,
             access_token_route,
@@ -611,6 +721,15 @@ fn env_overlay(env: &BTreeMap<String, String>, known_ids: &[&str], toml_ids: &[S
         if let Some(v) = env.get(*var) {
             top.insert((*key).into(), Value::String(v.clone()));
         }
+    }
+    let mut hooks = Map::new();
+    for (key, var) in WEBHOOK_VARIABLES {
+        if let Some(v) = env.get(*var) {
+            hooks.insert((*key).into(), Value::String(v.clone()));
+        }
+    }
+    if !hooks.is_empty() {
+        top.insert("webhooks".into(), Value::Object(hooks));
     }
     let mut ids: Vec<String> = known_ids.iter().map(|s| (*s).to_owned()).collect();
     ids.extend(toml_ids.iter().cloned());

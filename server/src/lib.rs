@@ -10,6 +10,7 @@ pub mod http_server;
 pub mod logging;
 mod metrics;
 pub mod openapi;
+pub mod outbox;
 mod paging;
 mod router;
 mod routes;
@@ -18,6 +19,7 @@ pub mod store;
 pub mod testing;
 mod top;
 mod ui;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,9 +45,15 @@ pub use grantry_core::vault::Vault;
 
 /// Connects to the configured database and applies the migrations.
 pub async fn open_store(config: &Config) -> Result<SqlStore, ServerError> {
+    let endpoints = config
+        .webhooks
+        .as_ref()
+        .map(|w| w.endpoints.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
     let store =
         SqlStore::connect_with_pool(config.database_url.expose(), config.db_max_connections)
-            .await?;
+            .await?
+            .with_event_endpoints(endpoints);
     store.migrate().await?;
     Ok(store)
 }
@@ -74,10 +82,10 @@ pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
     let keys = config.keyring()?;
     let jwt = config.require_jwt_secret()?;
     let providers: Vec<Arc<dyn Provider>> = build_providers(&config.providers)?;
-    let (_store, vault) = open_vault_with(config, keys).await?;
+    let (store, vault) = open_vault_with(config, keys).await?;
     let authenticator = auth::JwtAuthenticator::new(jwt)
         .expecting(config.jwt_issuer.as_deref(), config.jwt_audience.as_deref());
-    Ok(AppState::new(
+    let state = AppState::new(
         vault,
         providers,
         Arc::new(authenticator),
@@ -86,7 +94,20 @@ pub async fn prepare(config: &Config) -> Result<AppState, ServerError> {
     .with_settings(config.api_settings())
     .with_maintenance(config.maintenance_settings())
     .with_counts_ttl(config.metrics_counts_ttl)
-    .with_max_pending_states(config.max_pending_states))
+    .with_max_pending_states(config.max_pending_states);
+    Ok(match &config.webhooks {
+        Some(settings) => state.with_webhooks(Arc::new(
+            webhooks::Webhooks::new(outbox::Outbox::new(store), settings.clone()).map_err(
+                |reason| {
+                    ServerError::Config(grantry_core::ConfigError::Invalid {
+                        variable: "GRANTRY_WEBHOOK_URL".into(),
+                        reason,
+                    })
+                },
+            )?,
+        )),
+        None => state,
+    })
 }
 
 /// Serves `state` on the configured address until `shutdown` completes.
@@ -120,6 +141,9 @@ pub async fn serve(
                 Arc::downgrade(state.refresher()),
             ))
         });
+    let deliveries = state
+        .webhooks()
+        .map(|hooks| tokio::spawn(hooks.clone().run(stop_tx.subscribe())));
     serve_router(listener, router(state), config.http, shutdown).await;
     // In-flight requests (and the refreshes they run) have finished; let a maintenance pass
     // in progress finish too, so no lease is left held.
@@ -129,6 +153,11 @@ pub async fn serve(
     }
     if let Err(e) = maintenance.await {
         tracing::warn!(error = %e, "maintenance task ended abnormally");
+    }
+    if let Some(deliveries) = deliveries
+        && let Err(e) = deliveries.await
+    {
+        tracing::warn!(error = %e, "webhook delivery task ended abnormally");
     }
     tracing::info!("stopped");
     Ok(())

@@ -19,6 +19,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::webhooks::Webhooks;
+
 /// What `/metrics` reads, taken from the application state.
 #[derive(Clone)]
 pub(crate) struct MetricsSource {
@@ -32,6 +34,8 @@ pub(crate) struct MetricsSource {
     pub(crate) counts: Arc<CountsCache>,
     /// The bearer token scrapers must send, when set.
     pub(crate) token: Option<MetricsToken>,
+    /// The webhook delivery worker, when endpoints are configured.
+    pub(crate) webhooks: Option<Arc<Webhooks>>,
 }
 
 /// The bearer token `/metrics` requires (`GRANTRY_METRICS_TOKEN`); only its SHA-256 is kept.
@@ -176,6 +180,59 @@ fn maintenance(out: &mut String, m: &MaintenanceMetrics) {
     );
 }
 
+async fn webhooks(out: &mut String, hooks: &Webhooks, up: bool) {
+    let m = hooks.metrics();
+    family(
+        out,
+        "grantry_webhook_attempts_total",
+        "counter",
+        "Webhook delivery attempts of this process, by result.",
+    );
+    for (result, counter) in [("delivered", &m.delivered), ("failed", &m.failed_attempts)] {
+        let _ = writeln!(
+            out,
+            "grantry_webhook_attempts_total{{result=\"{result}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        out,
+        "grantry_webhook_deliveries_failed_total",
+        "counter",
+        "Webhook deliveries this process gave up after the retry window.",
+    );
+    let _ = writeln!(
+        out,
+        "grantry_webhook_deliveries_failed_total {}",
+        m.given_up.load(Ordering::Relaxed)
+    );
+    if !up {
+        return;
+    }
+    match hooks.outbox().pending().await {
+        Ok(stats) => {
+            family(
+                out,
+                "grantry_webhook_deliveries_pending",
+                "gauge",
+                "Webhook deliveries waiting for an attempt (all replicas).",
+            );
+            let _ = writeln!(out, "grantry_webhook_deliveries_pending {}", stats.pending);
+            family(
+                out,
+                "grantry_webhook_oldest_pending_age_seconds",
+                "gauge",
+                "Age of the oldest pending webhook delivery (0: none).",
+            );
+            let age = stats.oldest.map_or(0.0, |at| {
+                (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            let _ = writeln!(out, "grantry_webhook_oldest_pending_age_seconds {age}");
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: pending webhook deliveries unavailable"),
+    }
+}
+
 /// Renders the metrics of this process and the connection counts of the database; with
 /// `GRANTRY_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
 #[utoipa::path(get, path = "/metrics", tag = "probes", security((), ("metrics_token" = [])),
@@ -274,6 +331,9 @@ pub(crate) async fn render(State(source): State<MetricsSource>, headers: HeaderM
             }
         }
         Err(e) => tracing::warn!(error = %e, "metrics: connection counts unavailable"),
+    }
+    if let Some(hooks) = &source.webhooks {
+        webhooks(&mut out, hooks, up).await;
     }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -44,9 +44,15 @@ impl Modify for Security {
 )]
 struct TopApi;
 
-/// The whole document for the mounted providers.
-pub fn document(providers: &[std::sync::Arc<dyn Provider>]) -> utoipa::openapi::OpenApi {
+/// The whole document for the mounted providers, with the webhook routes when `webhooks`.
+pub fn document(
+    providers: &[std::sync::Arc<dyn Provider>],
+    webhooks: bool,
+) -> utoipa::openapi::OpenApi {
     let mut doc = TopApi::openapi();
+    if webhooks {
+        doc.merge(crate::webhooks::WebhooksApi::openapi());
+    }
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     for provider in providers {
         let prefix = format!("/api/v1/{}", provider.id());
@@ -63,5 +69,5 @@ pub fn document(providers: &[std::sync::Arc<dyn Provider>]) -> utoipa::openapi::
 #[utoipa::path(get, path = "/openapi.json", tag = "probes", security(()),
     responses((status = 200, content_type = "application/json", body = Object)))]
 pub(crate) async fn serve(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
-    Json(document(state.providers()))
+    Json(document(state.providers(), state.webhooks().is_some()))
 }

@@ -23,6 +23,9 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::serve))
         .route("/api/v1/providers", get(crate::top::providers))
         .with_state(state.clone());
+    if state.webhooks().is_some() {
+        app = app.nest("/api/v1/webhooks", crate::webhooks::router(state.clone()));
+    }
     for provider in state.providers() {
         app = app.nest(
             &format!("/api/v1/{}", provider.id()),

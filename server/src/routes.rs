@@ -1,5 +1,6 @@
 //! The generic connection routes every provider gets under `/api/v1/{provider}`.
 
+use grantry_core::events::DeleteReason;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -205,11 +206,11 @@ struct NotConnected<'a> {
     connected: bool,
 }
 
-async fn remove(s: &RouteState, user_id: &str) -> Result<Response, ApiError> {
+async fn remove(s: &RouteState, user_id: &str, reason: DeleteReason) -> Result<Response, ApiError> {
     let revocation = s
         .app
         .connections()
-        .disconnect(user_id, s.provider.as_ref())
+        .disconnect(user_id, s.provider.as_ref(), reason)
         .await?;
     Ok((
         StatusCode::NO_CONTENT,
@@ -230,7 +231,7 @@ async fn disconnect(
     State(s): State<RouteState>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
-    remove(&s, &principal.user_id).await
+    remove(&s, &principal.user_id, DeleteReason::User).await
 }
 
 /// Admin: one page of this provider's connections in user-id order, never a token.
@@ -297,7 +298,7 @@ async fn admin_delete(
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
-    remove(&s, &user_id).await
+    remove(&s, &user_id, DeleteReason::Admin).await
 }
 
 /// Admin, bearer only: a fresh access token of a user's connection, refreshed when due, never

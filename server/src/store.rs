@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::error::StoreError;
+use grantry_core::events::{ConnectionEventKind, ConnectionRef, DeleteReason, Event, StatusChange};
 use grantry_core::keyring::SealedValue;
 use grantry_core::store::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
@@ -52,6 +54,8 @@ pub const CHANGES_CHANNEL: &str = "grantry_connection_changed";
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Where events go: each recorded event gets one delivery row per endpoint; none, no event.
+    endpoints: Arc<[String]>,
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {
@@ -301,7 +305,11 @@ impl SqlStore {
             .connect_with(options)
             .await
             .map_err(db_err)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            endpoints: Arc::from(Vec::new()),
+        })
     }
 
     /// Applies the embedded migrations of this backend.
@@ -331,6 +339,92 @@ impl SqlStore {
         {
             tracing::debug!(connection = connection_id, error = %e, "could not announce a change");
         }
+    }
+
+    /// This store, recording every event for delivery to each of `endpoints` (webhook URLs);
+    /// with none, events are not recorded.
+    pub fn with_event_endpoints(mut self, endpoints: Vec<String>) -> Self {
+        self.endpoints = Arc::from(endpoints);
+        self
+    }
+
+    /// The webhook endpoints events are recorded for.
+    pub fn event_endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Writes `event` and one pending delivery per endpoint in `tx`.
+    async fn write_event<'c>(
+        &self,
+        tx: &mut sqlx::Transaction<'c, sqlx::Any>,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        if self.endpoints.is_empty() {
+            return Ok(());
+        }
+        let at = millis(event.timestamp);
+        sqlx::query("INSERT INTO events (id, type, created_at, body) VALUES ($1, $2, $3, $4)")
+            .bind(event.id.clone())
+            .bind(event.kind.clone())
+            .bind(at)
+            .bind(event.body())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        for endpoint in self.endpoints.iter() {
+            sqlx::query(
+                "INSERT INTO event_deliveries (event_id, endpoint, status, attempts, next_attempt_at, created_at) \
+                 VALUES ($1, $2, 'pending', 0, $3, $3)",
+            )
+            .bind(event.id.clone())
+            .bind(endpoint.clone())
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a status change (only at `expected_version` when given) with its event, in one
+    /// transaction; whether the row was written.
+    async fn change_status(
+        &self,
+        connection_id: &str,
+        expected_version: Option<i64>,
+        change: StatusChange<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let sql = if expected_version.is_some() {
+            "UPDATE connections SET status = $1, last_failure = $2, lease_until = NULL, lease_owner = NULL, \
+             updated_at = $3 WHERE id = $4 AND version = $5 RETURNING user_id, provider"
+        } else {
+            "UPDATE connections SET status = $1, last_failure = $2, lease_until = NULL, lease_owner = NULL, \
+             updated_at = $3 WHERE id = $4 RETURNING user_id, provider"
+        };
+        let mut query = sqlx::query(sql)
+            .bind(change.status().as_str())
+            .bind(change.failure().to_owned())
+            .bind(millis(Utc::now()))
+            .bind(connection_id.to_owned());
+        if let Some(version) = expected_version {
+            query = query.bind(version);
+        }
+        let Some(row) = query.fetch_optional(&mut *tx).await.map_err(db_err)? else {
+            return Ok(false);
+        };
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        let user_id: String = row.try_get("user_id").map_err(get)?;
+        let provider: String = row.try_get("provider").map_err(get)?;
+        let event = change.event(ConnectionRef {
+            connection_id,
+            user_id: &user_id,
+            provider: &provider,
+        });
+        self.write_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.announce(connection_id).await;
+        Ok(true)
     }
 
     /// Which database this store uses.
@@ -520,7 +614,8 @@ impl TokenStore for SqlStore {
              refresh_expires_at = excluded.refresh_expires_at, version = connections.version + 1, \
              lease_until = NULL, lease_owner = NULL, last_failure = NULL, connected_at = excluded.connected_at, \
              updated_at = excluded.updated_at, last_refreshed_at = excluded.last_refreshed_at, \
-             access_issued_at = excluded.access_issued_at WHERE connections.id = excluded.id",
+             access_issued_at = excluded.access_issued_at WHERE connections.id = excluded.id \
+             RETURNING version",
         )
         .bind(r.id.clone())
         .bind(r.user_id.clone())
@@ -540,7 +635,7 @@ impl TokenStore for SqlStore {
         .bind(millis(r.updated_at))
         .bind(opt_millis(r.last_refreshed_at))
         .bind(opt_millis(r.access_issued_at))
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -548,13 +643,33 @@ impl TokenStore for SqlStore {
             }
             _ => db_err(e),
         })?;
-        if done.rows_affected() == 0 {
+        let Some(done) = done else {
             return Err(StoreError::Conflict(format!(
                 "connection of user for {}",
                 r.provider
             )));
-        }
+        };
+        let version: i64 = done
+            .try_get("version")
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Self::write_resources(&mut tx, &r.id, &r.resources).await?;
+        let kind = if version == 0 {
+            ConnectionEventKind::Created
+        } else {
+            ConnectionEventKind::Reconnected
+        };
+        let event = Event::connection(
+            kind,
+            ConnectionRef {
+                connection_id: &r.id,
+                user_id: &r.user_id,
+                provider: &r.provider,
+            },
+            r.status.as_str(),
+            None,
+            None,
+        );
+        self.write_event(&mut tx, &event).await?;
         tx.commit().await.map_err(db_err)?;
         self.announce(&r.id).await;
         self.connection_by_id(&r.id)
@@ -682,7 +797,12 @@ impl TokenStore for SqlStore {
         Self::records_with_resources(&rows)
     }
 
-    async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {
+    async fn delete_connection(
+        &self,
+        user_id: &str,
+        provider: &str,
+        reason: DeleteReason,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         sqlx::query(
             "DELETE FROM connection_resources WHERE connection_id IN \
@@ -693,14 +813,34 @@ impl TokenStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        let done = sqlx::query("DELETE FROM connections WHERE user_id = $1 AND provider = $2")
-            .bind(user_id.to_owned())
-            .bind(provider.to_owned())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let deleted = sqlx::query(
+            "DELETE FROM connections WHERE user_id = $1 AND provider = $2 RETURNING id",
+        )
+        .bind(user_id.to_owned())
+        .bind(provider.to_owned())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = deleted else {
+            return Ok(false);
+        };
+        let connection_id: String = row
+            .try_get("id")
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let event = Event::connection(
+            ConnectionEventKind::Deleted,
+            ConnectionRef {
+                connection_id: &connection_id,
+                user_id,
+                provider,
+            },
+            "deleted",
+            Some(reason.as_str()),
+            None,
+        );
+        self.write_event(&mut tx, &event).await?;
         tx.commit().await.map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        Ok(true)
     }
 
     async fn replace_resources(
@@ -815,21 +955,9 @@ impl TokenStore for SqlStore {
     async fn set_status(
         &self,
         connection_id: &str,
-        status: ConnectionStatus,
-        failure: Option<&str>,
+        change: StatusChange<'_>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE connections SET status = $1, last_failure = $2, lease_until = NULL, lease_owner = NULL, \
-             updated_at = $3 WHERE id = $4",
-        )
-        .bind(status.as_str())
-        .bind(failure.map(str::to_owned))
-        .bind(millis(Utc::now()))
-        .bind(connection_id.to_owned())
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        self.announce(connection_id).await;
+        self.change_status(connection_id, None, change).await?;
         Ok(())
     }
 
@@ -837,26 +965,16 @@ impl TokenStore for SqlStore {
         &self,
         connection_id: &str,
         expected_version: i64,
-        status: ConnectionStatus,
-        failure: Option<&str>,
+        change: StatusChange<'_>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE connections SET status = $1, last_failure = $2, lease_until = NULL, lease_owner = NULL, \
-             updated_at = $3 WHERE id = $4 AND version = $5",
-        )
-        .bind(status.as_str())
-        .bind(failure.map(str::to_owned))
-        .bind(millis(Utc::now()))
-        .bind(connection_id.to_owned())
-        .bind(expected_version)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let written = done.rows_affected() == 1;
-        if written {
-            self.announce(connection_id).await;
-        }
-        Ok(written)
+        self.change_status(connection_id, Some(expected_version), change)
+            .await
+    }
+
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        self.write_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err)
     }
 
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::Resource;
 use grantry_core::error::StoreError;
+use grantry_core::events::{DeleteReason, Event, StatusChange};
 use grantry_core::keyring::{SealedValue, TokenField};
 use grantry_core::store::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
@@ -271,8 +272,15 @@ impl TokenStore for FaultyStore {
         self.inner.connections_page(query).await
     }
 
-    async fn delete_connection(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {
-        self.inner.delete_connection(user_id, provider).await
+    async fn delete_connection(
+        &self,
+        user_id: &str,
+        provider: &str,
+        reason: DeleteReason,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .delete_connection(user_id, provider, reason)
+            .await
     }
 
     async fn replace_resources(
@@ -347,22 +355,24 @@ impl TokenStore for FaultyStore {
     async fn set_status(
         &self,
         connection_id: &str,
-        status: ConnectionStatus,
-        failure: Option<&str>,
+        change: StatusChange<'_>,
     ) -> Result<(), StoreError> {
-        self.inner.set_status(connection_id, status, failure).await
+        self.inner.set_status(connection_id, change).await
     }
 
     async fn set_status_at(
         &self,
         connection_id: &str,
         expected_version: i64,
-        status: ConnectionStatus,
-        failure: Option<&str>,
+        change: StatusChange<'_>,
     ) -> Result<bool, StoreError> {
         self.inner
-            .set_status_at(connection_id, expected_version, status, failure)
+            .set_status_at(connection_id, expected_version, change)
             .await
+    }
+
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        self.inner.record_event(event).await
     }
 
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use axum::http::StatusCode;
 use chrono::{Duration, Utc};
 use grantry_core::callback::{Callback, Outcome};
+use grantry_core::events::DeleteReason;
 use grantry_core::keyring::KeyRing;
 use grantry_core::lifecycle::{ConnectionSettings, Connections, LifecycleError, Revocation};
 use grantry_core::store::TokenStore;
@@ -579,7 +580,7 @@ async fn disconnect_revokes_best_effort_and_deletes() {
         };
 
         let e = lifecycle
-            .disconnect("u-1", fake.as_ref())
+            .disconnect("u-1", fake.as_ref(), DeleteReason::User)
             .await
             .expect_err("not connected");
         assert!(
@@ -605,7 +606,7 @@ async fn disconnect_revokes_best_effort_and_deletes() {
             connect(user, token).await;
             assert_eq!(
                 lifecycle
-                    .disconnect(user, fake.as_ref())
+                    .disconnect(user, fake.as_ref(), DeleteReason::User)
                     .await
                     .expect("disconnect"),
                 outcome,
@@ -637,7 +638,7 @@ async fn disconnect_revokes_best_effort_and_deletes() {
         let revocations = fake.revoked().len();
         assert_eq!(
             connections(&store, key())
-                .disconnect("u-4", fake.as_ref())
+                .disconnect("u-4", fake.as_ref(), DeleteReason::User)
                 .await
                 .expect("disconnect"),
             Revocation::Failed
@@ -645,7 +646,7 @@ async fn disconnect_revokes_best_effort_and_deletes() {
         assert_eq!(fake.revoked().len(), revocations, "no revocation attempted");
         assert!(store.connection("u-4", ID).await.expect("get").is_none());
         let e = lifecycle
-            .disconnect("u-4", fake.as_ref())
+            .disconnect("u-4", fake.as_ref(), DeleteReason::User)
             .await
             .expect_err("already gone");
         assert!(matches!(e, LifecycleError::NotConnected { .. }));
@@ -686,7 +687,7 @@ async fn a_failing_database_is_database_unavailable() {
             .map(|_| ())
             .expect_err("status"),
         lifecycle
-            .disconnect("u-1", fake.as_ref())
+            .disconnect("u-1", fake.as_ref(), DeleteReason::User)
             .await
             .map(|_| ())
             .expect_err("disconnect"),

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, DurationRound, Utc};
 use grantry_core::error::{Error, StoreError};
+use grantry_core::events::{DeleteReason, ReauthReason, StatusChange};
 use grantry_core::keyring::{KeyRing, SealedValue};
 use grantry_core::store::{
     ConnectionKey, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionWalk,
@@ -179,13 +180,13 @@ async fn connections_round_trip_replace_and_delete() {
 
         assert!(
             store
-                .delete_connection("u-1", "atlassian")
+                .delete_connection("u-1", "atlassian", DeleteReason::User)
                 .await
                 .expect("delete")
         );
         assert!(
             !store
-                .delete_connection("u-1", "atlassian")
+                .delete_connection("u-1", "atlassian", DeleteReason::User)
                 .await
                 .expect("delete again")
         );
@@ -366,8 +367,10 @@ async fn refresh_writes_are_compare_and_swap_on_version() {
         store
             .set_status(
                 &saved.id,
-                ConnectionStatus::NeedsReauth,
-                Some("invalid_grant"),
+                StatusChange::NeedsReauth {
+                    reason: ReauthReason::InvalidGrant,
+                    failure: "invalid_grant",
+                },
             )
             .await
             .expect("status");
@@ -394,8 +397,7 @@ async fn refresh_writes_are_compare_and_swap_on_version() {
                 .set_status_at(
                     &saved.id,
                     current.version - 1,
-                    ConnectionStatus::Active,
-                    Some("stale")
+                    StatusChange::RefreshFailed { failure: "stale" }
                 )
                 .await
                 .expect("fenced")
@@ -416,8 +418,10 @@ async fn refresh_writes_are_compare_and_swap_on_version() {
                 .set_status_at(
                     &saved.id,
                     current.version,
-                    ConnectionStatus::NeedsReauth,
-                    Some("now")
+                    StatusChange::NeedsReauth {
+                        reason: ReauthReason::InvalidGrant,
+                        failure: "now"
+                    }
                 )
                 .await
                 .expect("written")
@@ -663,7 +667,12 @@ async fn tokens_are_sealed_bound_to_their_row_and_keys_rotate() {
             "{}: an access token copied to another row must not open",
             db.kind
         );
-        assert!(store.delete_connection("u-b", "p").await.expect("delete"));
+        assert!(
+            store
+                .delete_connection("u-b", "p", DeleteReason::User)
+                .await
+                .expect("delete")
+        );
 
         // The new key with the old one configured: values open, reencrypt moves them.
         let rotated = Vault::new(Arc::new(store.clone()), ring(&new_key, &[&old_key]));
@@ -737,7 +746,13 @@ async fn the_read_cache_is_invalidated_by_local_writes_and_expires() {
 
         // Another process writes: this one keeps serving its copy until the entry expires.
         store
-            .set_status("c-1", ConnectionStatus::NeedsReauth, Some("elsewhere"))
+            .set_status(
+                "c-1",
+                StatusChange::NeedsReauth {
+                    reason: ReauthReason::InvalidGrant,
+                    failure: "elsewhere",
+                },
+            )
             .await
             .expect("status");
         let stale = cached
@@ -754,7 +769,13 @@ async fn the_read_cache_is_invalidated_by_local_writes_and_expires() {
 
         // A write through the cache invalidates at once.
         cached
-            .set_status("c-1", ConnectionStatus::NeedsReauth, Some("here"))
+            .set_status(
+                "c-1",
+                StatusChange::NeedsReauth {
+                    reason: ReauthReason::InvalidGrant,
+                    failure: "here",
+                },
+            )
             .await
             .expect("status");
         let fresh = cached
@@ -763,7 +784,12 @@ async fn the_read_cache_is_invalidated_by_local_writes_and_expires() {
             .expect("read")
             .expect("row");
         assert_eq!(fresh.last_failure.as_deref(), Some("here"));
-        assert!(cached.delete_connection("u-1", "p").await.expect("delete"));
+        assert!(
+            cached
+                .delete_connection("u-1", "p", DeleteReason::User)
+                .await
+                .expect("delete")
+        );
         assert_eq!(cached.connection("u-1", "p").await.expect("read"), None);
 
         // A short time to live shows other processes' writes soon after.
@@ -1200,7 +1226,14 @@ async fn due_queries_return_only_due_rows_in_keyset_batches() {
         // Once handled, a row leaves its query.
         assert!(
             store
-                .set_status_at("x-1", 0, NeedsReauth, Some("expired"))
+                .set_status_at(
+                    "x-1",
+                    0,
+                    StatusChange::NeedsReauth {
+                        reason: ReauthReason::InvalidGrant,
+                        failure: "expired"
+                    }
+                )
                 .await
                 .expect("mark")
         );

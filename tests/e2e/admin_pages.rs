@@ -2,7 +2,8 @@
 //! on the real router against a real database, with connections sealed through the vault.
 
 use chrono::{Duration, Utc};
-use grantry::core::store::{ConnectionStatus, TokenStore};
+use grantry::core::events::{ReauthReason, StatusChange};
+use grantry::core::store::TokenStore;
 use grantry::core::{
     AccessToken, Account, AccountDetails, RefreshToken, Resource, ScopeSet, TokenSet,
 };
@@ -56,8 +57,10 @@ pub(crate) async fn seed(h: &Harness, n: usize) -> (Vec<String>, Vec<String>) {
             h.store
                 .set_status(
                     &record.id,
-                    ConnectionStatus::NeedsReauth,
-                    Some("invalid_grant"),
+                    StatusChange::NeedsReauth {
+                        reason: ReauthReason::InvalidGrant,
+                        failure: "invalid_grant",
+                    },
                 )
                 .await
                 .expect("status");

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::access::{AccessError, FreshAccess};
 use crate::error::Error;
+use crate::store::TokenStore;
 
 /// An HTTP error answered as `{"error": code, "message": text}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +242,7 @@ pub trait TokenSource: Send + Sync + 'static {
 pub struct ProviderContext {
     tokens: Arc<dyn TokenSource>,
     authentication: Authentication,
+    store: Arc<dyn TokenStore>,
 }
 
 impl std::fmt::Debug for ProviderContext {
@@ -252,12 +254,22 @@ impl std::fmt::Debug for ProviderContext {
 }
 
 impl ProviderContext {
-    /// A context over a provider's token source and the callers' authentication.
-    pub fn new(tokens: Arc<dyn TokenSource>, authentication: Authentication) -> Self {
+    /// A context over a provider's token source, the callers' authentication and the store.
+    pub fn new(
+        tokens: Arc<dyn TokenSource>,
+        authentication: Authentication,
+        store: Arc<dyn TokenStore>,
+    ) -> Self {
         Self {
             tokens,
             authentication,
+            store,
         }
+    }
+
+    /// The token store: a provider's subscriptions and receipts, and the events it records.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
     }
 
     /// The id of the provider whose routes this context serves.

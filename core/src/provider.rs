@@ -13,6 +13,7 @@ use crate::scope::{ScopeInfo, ScopeSet};
 use crate::secret::{
     AccessToken, AuthorizationCode, ClientSecret, PkceVerifier, RefreshToken, StateToken,
 };
+use crate::store::ConnectionRecord;
 use crate::token::{AccountDetails, TokenSet};
 
 /// How a provider's refresh tokens behave, and when grantry refreshes.
@@ -154,6 +155,19 @@ pub trait Provider: Send + Sync + 'static {
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
         None
     }
+
+    /// Called after a user's grant was stored (a new connection or a reconnect), off the
+    /// request's path: sets up what the connection needs upstream (webhooks, say). Best effort:
+    /// the connection stands whatever happens here.
+    async fn connected(&self, _context: &ProviderContext, _connection: &ConnectionRecord) {}
+
+    /// Called before a connection is deleted, while its tokens are still stored: undoes what
+    /// [`connected`](Provider::connected) set up. Best effort: the deletion goes ahead.
+    async fn disconnecting(&self, _context: &ProviderContext, _connection: &ConnectionRecord) {}
+
+    /// Called by each maintenance pass (on one replica at a time): renews what the provider
+    /// keeps upstream before it expires.
+    async fn maintain(&self, _context: &ProviderContext, _now: chrono::DateTime<chrono::Utc>) {}
 }
 
 /// The configuration of one provider id: `[providers.foo]` merged with `FOO_*` variables.
@@ -289,6 +303,7 @@ pub fn env_prefix(id: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct ProvidersConfig {
     sections: BTreeMap<String, ProviderSettings>,
+    public_url: Option<Url>,
 }
 
 impl ProvidersConfig {
@@ -296,7 +311,21 @@ impl ProvidersConfig {
     pub fn new(sections: impl IntoIterator<Item = ProviderSettings>) -> Self {
         Self {
             sections: sections.into_iter().map(|s| (s.id.clone(), s)).collect(),
+            public_url: None,
         }
+    }
+
+    /// This set, with the address where upstream services reach this server
+    /// (`GRANTRY_PUBLIC_URL`), for callbacks such as webhooks.
+    #[must_use]
+    pub fn with_public_url(mut self, url: Option<Url>) -> Self {
+        self.public_url = url;
+        self
+    }
+
+    /// Where upstream services reach this server (`GRANTRY_PUBLIC_URL`), when configured.
+    pub fn public_url(&self) -> Option<&Url> {
+        self.public_url.as_ref()
     }
 
     /// The section of `id`; an empty one when nothing was configured.

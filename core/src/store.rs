@@ -245,6 +245,28 @@ pub struct DueConnection {
     pub due_at: DateTime<Utc>,
 }
 
+/// What a connection set up upstream for one of its resources (webhooks, say), found again by
+/// the hash of the secret in its callback path; deleted with the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The connection it belongs to.
+    pub connection_id: String,
+    /// The connection's provider.
+    pub provider: String,
+    /// The resource (site) it covers; one subscription per connection and resource.
+    pub resource_id: String,
+    /// SHA-256 (hex) of the secret in its callback path.
+    pub secret_hash: String,
+    /// The provider's ids of what was registered upstream.
+    pub remote_ids: Vec<String>,
+    /// When it expires upstream unless renewed.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was first set up.
+    pub created_at: DateTime<Utc>,
+    /// When it was last set up or renewed.
+    pub renewed_at: DateTime<Utc>,
+}
+
 /// Persistent storage of connections and states; every method is atomic.
 ///
 /// Every change of a connection's state also writes its [`Event`] to the store's outbox in the
@@ -429,6 +451,43 @@ pub trait TokenStore: Send + Sync + 'static {
         user_id: &str,
         at: DateTime<Utc>,
     ) -> Result<TokenHandout, StoreError>;
+
+    /// Inserts or replaces the subscription of (`connection_id`, `resource_id`).
+    async fn put_subscription(&self, subscription: &Subscription) -> Result<(), StoreError>;
+
+    /// The subscriptions of a connection, by resource id.
+    async fn subscriptions(&self, connection_id: &str) -> Result<Vec<Subscription>, StoreError>;
+
+    /// The subscription whose callback secret hashes to `secret_hash`.
+    async fn subscription_by_secret(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<Subscription>, StoreError>;
+
+    /// Up to `limit` subscriptions of `provider` expiring before `before`, ordered by (expiry,
+    /// connection id, resource id), starting after `after`.
+    async fn subscriptions_expiring(
+        &self,
+        provider: &str,
+        before: DateTime<Utc>,
+        after: Option<&Subscription>,
+        limit: u32,
+    ) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Deletes the subscriptions of a connection; how many.
+    async fn delete_subscriptions(&self, connection_id: &str) -> Result<u64, StoreError>;
+
+    /// Records that `provider` delivered the notification `delivery_id` at `at`; whether it is
+    /// the first time (a repeat is a redelivery to ignore).
+    async fn first_receipt(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` receipts recorded before `before`; how many.
+    async fn purge_receipts(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 
     /// The hand-outs of `provider`, newest first: at most `limit`, only ids below `before` when given.
     async fn token_handouts(

@@ -1,6 +1,7 @@
 //! What data cannot say: code a provider adds to its spec.
 
 use async_trait::async_trait;
+use grantry_core::store::ConnectionRecord;
 use grantry_core::{AccessToken, ProviderContext, ProviderError, Resource};
 use serde_json::{Map, Value};
 
@@ -49,6 +50,36 @@ pub trait Hooks: Send + Sync + 'static {
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
         None
     }
+
+    /// After a grant was stored ([`Provider::connected`](grantry_core::Provider::connected));
+    /// nothing by default.
+    async fn connected(&self, _call: ConnectionCall<'_>) {}
+
+    /// Before a connection is deleted
+    /// ([`Provider::disconnecting`](grantry_core::Provider::disconnecting)); nothing by default.
+    async fn disconnecting(&self, _call: ConnectionCall<'_>) {}
+
+    /// Each maintenance pass ([`Provider::maintain`](grantry_core::Provider::maintain));
+    /// nothing by default.
+    async fn maintain(
+        &self,
+        _context: &ProviderContext,
+        _http: &reqwest::Client,
+        _now: chrono::DateTime<chrono::Utc>,
+    ) {
+    }
+}
+
+/// What the connection hooks are given: the server's context, the upstream client and the
+/// connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionCall<'a> {
+    /// The server's context (fresh tokens, the store).
+    pub context: &'a ProviderContext,
+    /// The provider's upstream HTTP client.
+    pub http: &'a reqwest::Client,
+    /// The connection.
+    pub connection: &'a ConnectionRecord,
 }
 
 /// No hooks: the provider is its spec alone.

@@ -22,7 +22,7 @@ pub mod token;
 
 pub use account::AccountFields;
 pub use client::{BodyEncoding, Client, TokenAuthMethod};
-pub use hooks::{AccountCall, Hooks, NoHooks};
+pub use hooks::{AccountCall, ConnectionCall, Hooks, NoHooks};
 pub use provider::OAuthProvider;
 pub use spec::{DEFAULT_HTTP_TIMEOUT, Endpoints, OAuthSpec, refresh_scope, scope};
 pub use token::parse_token_response;

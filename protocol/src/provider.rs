@@ -11,9 +11,10 @@ use grantry_core::{
 };
 use url::Url;
 
-use crate::hooks::{AccountCall, Hooks, NoHooks};
+use crate::hooks::{AccountCall, ConnectionCall, Hooks, NoHooks};
 use crate::http::{send, short};
 use crate::{OAuthSpec, account, authorize, client, revoke, token};
+use grantry_core::store::ConnectionRecord;
 
 /// A provider made of a spec and hooks; `Debug` shows no secret.
 #[derive(Debug, Clone)]
@@ -207,5 +208,29 @@ impl<H: Hooks> Provider for OAuthProvider<H> {
 
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
         self.hooks.openapi()
+    }
+
+    async fn connected(&self, context: &ProviderContext, connection: &ConnectionRecord) {
+        self.hooks
+            .connected(ConnectionCall {
+                context,
+                http: &self.http,
+                connection,
+            })
+            .await;
+    }
+
+    async fn disconnecting(&self, context: &ProviderContext, connection: &ConnectionRecord) {
+        self.hooks
+            .disconnecting(ConnectionCall {
+                context,
+                http: &self.http,
+                connection,
+            })
+            .await;
+    }
+
+    async fn maintain(&self, context: &ProviderContext, now: chrono::DateTime<chrono::Utc>) {
+        self.hooks.maintain(context, &self.http, now).await;
     }
 }

@@ -193,6 +193,7 @@ impl AppState {
         ProviderContext::new(
             self.inner.refresher.token_source(provider.clone()),
             self.inner.authentication.clone(),
+            self.store().clone(),
         )
     }
 

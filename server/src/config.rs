@@ -74,6 +74,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("jwt_audience", "GRANTRY_JWT_AUDIENCE"),
     ("max_pending_states", "GRANTRY_MAX_PENDING_STATES"),
     ("db_max_connections", "GRANTRY_DB_MAX_CONNECTIONS"),
+    ("public_url", "GRANTRY_PUBLIC_URL"),
 ];
 
 /// The keys of the `[webhooks]` table and the environment variable of each.
@@ -197,6 +198,7 @@ struct Raw {
     jwt_audience: Option<String>,
     max_pending_states: Option<Value>,
     db_max_connections: Option<Value>,
+    public_url: Option<String>,
     #[serde(default)]
     webhooks: BTreeMap<String, Value>,
     #[serde(default)]
@@ -600,6 +602,20 @@ impl Config {
         .and_then(|n| u32::try_from(n).ok());
         let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
         let webhooks = webhook_settings(&raw.webhooks)?;
+        let public_url = match text(raw.public_url) {
+            None => None,
+            Some(t) => Some(
+                url::Url::parse(&t)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| ConfigError::Invalid {
+                        variable: "GRANTRY_PUBLIC_URL".into(),
+                        reason: format!(
+                            "`{t}` is not an http:// or https:// URL such as https://grantry.example.com"
+                        ),
+                    })?,
+            ),
+        };
         Ok(Self {
             webhooks,
             http,
@@ -626,7 +642,7 @@ impl Config {
             max_pending_states,
             db_max_connections,
             log_level,
-            providers: ProvidersConfig::new(providers),
+            providers: ProvidersConfig::new(providers).with_public_url(public_url),
             file,
         })
     }

@@ -173,6 +173,13 @@ async fn callback(
         .connections()
         .complete(&principal.user_id, s.provider.as_ref(), callback)
         .await?;
+    // What the provider sets up upstream for the connection runs off the request's path.
+    let (provider, context, connection) = (
+        s.provider.clone(),
+        s.app.provider_context(&s.provider),
+        record.clone(),
+    );
+    tokio::spawn(async move { provider.connected(&context, &connection).await });
     Ok(Json(view(&record, false)).into_response())
 }
 
@@ -207,6 +214,11 @@ struct NotConnected<'a> {
 }
 
 async fn remove(s: &RouteState, user_id: &str, reason: DeleteReason) -> Result<Response, ApiError> {
+    if let Ok(Some(connection)) = s.app.store().connection(user_id, s.provider.id()).await {
+        s.provider
+            .disconnecting(&s.app.provider_context(&s.provider), &connection)
+            .await;
+    }
     let revocation = s
         .app
         .connections()

@@ -12,7 +12,7 @@ use grantry_core::events::{ConnectionEventKind, ConnectionRef, DeleteReason, Eve
 use grantry_core::keyring::SealedValue;
 use grantry_core::store::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
-    TokenHandout, TokenStore, TokenUpdate,
+    Subscription, TokenHandout, TokenStore, TokenUpdate,
 };
 use grantry_core::{Account, Resource, ScopeSet};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -508,6 +508,21 @@ impl SqlStore {
             last_refreshed_at: opt_time(row.try_get("last_refreshed_at").map_err(get)?)?,
             access_issued_at: opt_time(row.try_get("access_issued_at").map_err(get)?)?,
             resources: Vec::new(),
+        })
+    }
+
+    fn subscription_from_row(row: &AnyRow) -> Result<Subscription, StoreError> {
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        let remote: String = row.try_get("remote_ids").map_err(get)?;
+        Ok(Subscription {
+            connection_id: row.try_get("connection_id").map_err(get)?,
+            provider: row.try_get("provider").map_err(get)?,
+            resource_id: row.try_get("resource_id").map_err(get)?,
+            secret_hash: row.try_get("secret_hash").map_err(get)?,
+            remote_ids: remote.split_whitespace().map(str::to_owned).collect(),
+            expires_at: opt_time(row.try_get("expires_at").map_err(get)?)?,
+            created_at: time(row.try_get("created_at").map_err(get)?)?,
+            renewed_at: time(row.try_get("renewed_at").map_err(get)?)?,
         })
     }
 
@@ -1180,6 +1195,141 @@ impl TokenStore for SqlStore {
              (SELECT state_hash FROM oauth_states WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
         )
         .bind(millis(now))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn put_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO connection_subscriptions (connection_id, provider, resource_id, secret_hash, \
+             remote_ids, expires_at, created_at, renewed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (connection_id, resource_id) DO UPDATE SET provider = excluded.provider, \
+             secret_hash = excluded.secret_hash, remote_ids = excluded.remote_ids, \
+             expires_at = excluded.expires_at, renewed_at = excluded.renewed_at",
+        )
+        .bind(s.connection_id.clone())
+        .bind(s.provider.clone())
+        .bind(s.resource_id.clone())
+        .bind(s.secret_hash.clone())
+        .bind(s.remote_ids.join(" "))
+        .bind(opt_millis(s.expires_at))
+        .bind(millis(s.created_at))
+        .bind(millis(s.renewed_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                StoreError::Conflict("the connection of the subscription is gone".into())
+            }
+            _ => db_err(e),
+        })?;
+        Ok(())
+    }
+
+    async fn subscriptions(&self, connection_id: &str) -> Result<Vec<Subscription>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connection_id, provider, resource_id, secret_hash, remote_ids, expires_at, created_at, \
+             renewed_at FROM connection_subscriptions WHERE connection_id = $1 ORDER BY resource_id",
+        )
+        .bind(connection_id.to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(Self::subscription_from_row).collect()
+    }
+
+    async fn subscription_by_secret(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let row = sqlx::query(
+            "SELECT connection_id, provider, resource_id, secret_hash, remote_ids, expires_at, created_at, \
+             renewed_at FROM connection_subscriptions WHERE secret_hash = $1",
+        )
+        .bind(secret_hash.to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(Self::subscription_from_row).transpose()
+    }
+
+    async fn subscriptions_expiring(
+        &self,
+        provider: &str,
+        before: DateTime<Utc>,
+        after: Option<&Subscription>,
+        limit: u32,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        macro_rules! expiring {
+            ($where:literal) => {
+                concat!(
+                    "SELECT connection_id, provider, resource_id, secret_hash, remote_ids, expires_at, \
+                     created_at, renewed_at FROM connection_subscriptions WHERE provider = $1 \
+                     AND expires_at < $2 ",
+                    $where,
+                    " ORDER BY expires_at, connection_id, resource_id"
+                )
+            };
+        }
+        let rows = match after {
+            None => sqlx::query(concat!(expiring!(""), " LIMIT $3"))
+                .bind(provider.to_owned())
+                .bind(millis(before))
+                .bind(i64::from(limit)),
+            Some(a) => sqlx::query(concat!(
+                expiring!("AND (expires_at, connection_id, resource_id) > ($3, $4, $5)"),
+                " LIMIT $6"
+            ))
+            .bind(provider.to_owned())
+            .bind(millis(before))
+            .bind(opt_millis(a.expires_at).unwrap_or(i64::MIN))
+            .bind(a.connection_id.clone())
+            .bind(a.resource_id.clone())
+            .bind(i64::from(limit)),
+        }
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(Self::subscription_from_row).collect()
+    }
+
+    async fn delete_subscriptions(&self, connection_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM connection_subscriptions WHERE connection_id = $1")
+            .bind(connection_id.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn first_receipt(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO inbound_receipts (provider, delivery_id, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (provider, delivery_id) DO NOTHING",
+        )
+        .bind(provider.to_owned())
+        .bind(delivery_id.to_owned())
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge_receipts(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM inbound_receipts WHERE (provider, delivery_id) IN (SELECT provider, delivery_id \
+             FROM inbound_receipts WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
+        )
+        .bind(millis(before))
         .bind(i64::from(limit))
         .execute(&self.pool)
         .await

@@ -14,7 +14,7 @@ use grantry_core::events::{DeleteReason, Event, StatusChange};
 use grantry_core::keyring::{SealedValue, TokenField};
 use grantry_core::store::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
-    TokenHandout, TokenStore, TokenUpdate,
+    Subscription, TokenHandout, TokenStore, TokenUpdate,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -373,6 +373,50 @@ impl TokenStore for FaultyStore {
 
     async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
         self.inner.record_event(event).await
+    }
+
+    async fn put_subscription(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        self.inner.put_subscription(subscription).await
+    }
+
+    async fn subscriptions(&self, connection_id: &str) -> Result<Vec<Subscription>, StoreError> {
+        self.inner.subscriptions(connection_id).await
+    }
+
+    async fn subscription_by_secret(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        self.inner.subscription_by_secret(secret_hash).await
+    }
+
+    async fn subscriptions_expiring(
+        &self,
+        provider: &str,
+        before: DateTime<Utc>,
+        after: Option<&Subscription>,
+        limit: u32,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        self.inner
+            .subscriptions_expiring(provider, before, after, limit)
+            .await
+    }
+
+    async fn delete_subscriptions(&self, connection_id: &str) -> Result<u64, StoreError> {
+        self.inner.delete_subscriptions(connection_id).await
+    }
+
+    async fn first_receipt(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner.first_receipt(provider, delivery_id, at).await
+    }
+
+    async fn purge_receipts(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.inner.purge_receipts(before, limit).await
     }
 
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {

@@ -456,7 +456,7 @@ mod tests {
     use super::*;
 
     /// A context whose callers are all unauthenticated: enough to see which routes exist.
-    fn context() -> ProviderContext {
+    async fn context() -> ProviderContext {
         struct NoTokens;
         #[async_trait::async_trait]
         impl TokenSource for NoTokens {
@@ -474,7 +474,14 @@ mod tests {
                 Err(ApiError::unauthorized("nobody signs in here"))
             }
         }
-        ProviderContext::new(Arc::new(NoTokens), Authentication::new(Arc::new(Nobody)))
+        let store = grantry_server::SqlStore::connect("sqlite::memory:")
+            .await
+            .expect("in-memory store");
+        ProviderContext::new(
+            Arc::new(NoTokens),
+            Authentication::new(Arc::new(Nobody)),
+            Arc::new(store),
+        )
     }
 
     /// The Atlassian provider as a deployment that links this crate builds it.
@@ -535,7 +542,7 @@ mod tests {
 
     #[tokio::test]
     async fn linking_the_crate_mounts_the_routes_on_the_provider() {
-        let router = provider().routes(&context()).expect("routes");
+        let router = provider().routes(&context().await).expect("routes");
         for path in [
             "/sites",
             "/search?q=x",

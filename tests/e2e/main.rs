@@ -16,3 +16,4 @@ mod process;
 mod secrets;
 mod storm;
 mod tampering;
+mod webhooks;

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::data::{self, Issue, Page, Person};
-use super::{FakeAtlassian, bearer};
+use super::{FakeAtlassian, bearer, webhooks};
 
 /// Most items the fake puts in one page of projects, spaces or comments.
 pub(crate) const PAGE_CAP: usize = 2;
@@ -117,7 +117,7 @@ impl FakeAtlassian {
     }
 }
 
-/// The content routes, each behind the [`guard`].
+/// The content routes and the webhook routes, each behind the [`guard`].
 pub(crate) fn router(fake: &FakeAtlassian) -> Router<FakeAtlassian> {
     Router::new()
         .route(
@@ -145,6 +145,7 @@ pub(crate) fn router(fake: &FakeAtlassian) -> Router<FakeAtlassian> {
             "/ex/confluence/{cloud}/wiki/download/attachments/{page}/{file}",
             get(attachment),
         )
+        .merge(webhooks::routes())
         .route_layer(middleware::from_fn_with_state(fake.clone(), guard))
 }
 
@@ -212,7 +213,7 @@ async fn guard(State(fake): State<FakeAtlassian>, request: Request, next: Next) 
         .await
 }
 
-fn atlassian_error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn atlassian_error(status: StatusCode, message: &str) -> Response {
     (
         status,
         axum::Json(json!({"code": status.as_u16(), "message": message})),
@@ -228,7 +229,7 @@ fn rate_limited(secs: u64) -> Response {
     response
 }
 
-fn jira_errors(status: StatusCode, message: &str) -> Response {
+pub(crate) fn jira_errors(status: StatusCode, message: &str) -> Response {
     (
         status,
         axum::Json(json!({"errorMessages": [message], "errors": {}})),
@@ -236,11 +237,11 @@ fn jira_errors(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn gateway_self(product: &str, cloud: &str, rest: &str) -> String {
+pub(crate) fn gateway_self(product: &str, cloud: &str, rest: &str) -> String {
     format!("https://api.atlassian.com/ex/{product}/{cloud}{rest}")
 }
 
-fn person(p: Person) -> Value {
+pub(crate) fn person(p: Person) -> Value {
     json!({
         "accountId": p.account_id,
         "displayName": p.name,
@@ -290,7 +291,7 @@ fn matches(terms: &[String], haystack: &str) -> bool {
 }
 
 /// Every text of an ADF document, space separated.
-fn adf_words(value: &Value) -> String {
+pub(crate) fn adf_words(value: &Value) -> String {
     let mut out = String::new();
     let mut stack = vec![value];
     while let Some(v) = stack.pop() {
@@ -311,7 +312,7 @@ fn adf_words(value: &Value) -> String {
     out
 }
 
-fn issue_json(cloud: &str, issue: &Issue) -> Value {
+pub(crate) fn issue_json(cloud: &str, issue: &Issue) -> Value {
     json!({
         "id": issue.id,
         "key": issue.key,

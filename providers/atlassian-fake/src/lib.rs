@@ -18,6 +18,11 @@
 //! ([`FakeAtlassian::fail_content`]) and read what reached it
 //! ([`FakeAtlassian::content_requests`]).
 //!
+//! It also serves Jira's dynamic webhooks for OAuth 2.0 apps (`/ex/jira/{cloudid}/rest/api/3/webhook`
+//! and `…/webhook/refresh`): registration validated like Jira, webhooks owned by app, user and
+//! site, a 30-day expiry on the fake's clock, and deliveries signed the way Jira signs them for
+//! OAuth 2.0 apps (see [`FakeAtlassian::deliver_jira_event`]).
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
@@ -33,7 +38,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -50,8 +55,10 @@ use url::Url;
 
 mod content;
 mod data;
+mod webhooks;
 
 pub use content::{HUGE_STREAMED_ATTACHMENT, LARGE_STREAMED_ATTACHMENT, RecordedRequest};
+pub use webhooks::{Delivery, FakeWebhook, Signing, WEBHOOK_LIFETIME, WebhookOwner};
 
 /// How long an authorization code stays valid.
 const CODE_TTL: Duration = Duration::from_secs(10 * 60);
@@ -202,12 +209,20 @@ pub struct Counters {
     pub me: u64,
     /// Every `GET /oauth/token/accessible-resources`.
     pub accessible_resources: u64,
-    /// Every call under `/ex/` (Jira and Confluence content), answered or refused.
+    /// Every call under `/ex/` (Jira and Confluence content, Jira webhooks), answered or refused.
     pub content: u64,
     /// Content calls answered 429.
     pub content_rate_limited: u64,
     /// Content calls that came back before the `Retry-After` of their site and product passed.
     pub content_early: u64,
+    /// Webhooks created by `POST /rest/api/3/webhook` (one per accepted entry).
+    pub webhooks_registered: u64,
+    /// Webhooks whose expiry `PUT /rest/api/3/webhook/refresh` moved.
+    pub webhooks_refreshed: u64,
+    /// Webhooks removed by `DELETE /rest/api/3/webhook`.
+    pub webhooks_deleted: u64,
+    /// Webhook POSTs sent to receivers, replays included, whatever their outcome.
+    pub webhook_deliveries: u64,
 }
 
 /// The fake Atlassian: cheap to clone, every clone shares the same state.
@@ -273,6 +288,7 @@ struct Inner {
     failure: Option<Failure>,
     counters: Counters,
     content: content::ContentState,
+    webhooks: webhooks::WebhookState,
 }
 
 struct CodeEntry {
@@ -356,6 +372,7 @@ impl FakeAtlassian {
             failure: None,
             counters: Counters::default(),
             content: content::ContentState::default(),
+            webhooks: webhooks::WebhookState::default(),
         };
         Self {
             shared: Arc::new(Shared {
@@ -453,10 +470,16 @@ impl FakeAtlassian {
         inner.new_code(&config.client_id, &config.redirect_uri, scope)
     }
 
-    /// Moves the fake's clock forward (expires codes, access tokens, leeways, refresh tokens).
+    /// Moves the fake's clock forward (expires codes, access tokens, leeways, refresh tokens
+    /// and webhooks: one clock for all of them).
     pub fn advance_clock(&self, d: Duration) {
         let mut inner = self.lock();
         inner.clock_offset = inner.clock_offset.saturating_add(d);
+    }
+
+    /// The fake's current time: the real time moved forward by every [`Self::advance_clock`].
+    pub fn now(&self) -> SystemTime {
+        self.lock().wall_now()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -485,6 +508,12 @@ impl FakeAtlassian {
 impl Inner {
     fn now(&self) -> Instant {
         let real = Instant::now();
+        real.checked_add(self.clock_offset).unwrap_or(real)
+    }
+
+    /// The same clock as [`Self::now`], as a wall-clock time (for epoch dates such as expiries).
+    fn wall_now(&self) -> SystemTime {
+        let real = SystemTime::now();
         real.checked_add(self.clock_offset).unwrap_or(real)
     }
 
@@ -535,10 +564,19 @@ impl Inner {
     }
 
     fn access_token_is_valid(&self, token: &str) -> bool {
+        self.token_scope(token).is_some()
+    }
+
+    /// The scope granted to a live access token, `None` for an unknown, expired or revoked one.
+    fn token_scope(&self, token: &str) -> Option<&str> {
         let now = self.now();
-        self.access_tokens.get(token).is_some_and(|entry| {
-            self.grant_is_live(entry.grant) && entry.expires_at.is_none_or(|at| now < at)
-        })
+        let entry = self.access_tokens.get(token)?;
+        if !self.grant_is_live(entry.grant) || entry.expires_at.is_some_and(|at| now >= at) {
+            return None;
+        }
+        self.grants
+            .get(entry.grant)
+            .map(|grant| grant.scope.as_str())
     }
 
     fn exchange(&mut self, request: &TokenRequest) -> Response {

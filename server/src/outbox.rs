@@ -139,23 +139,23 @@ fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
     ms.map(time).transpose()
 }
 
-/// The claim of due deliveries: `$1` claim length (ms), `$2` claim id, `$3` batch size. The
-/// outer condition repeats the inner one, so of two workers racing for a row only one takes it.
-macro_rules! claim_sql {
-    ($now:expr, $lock:literal) => {
-        concat!(
-            "UPDATE event_deliveries SET next_attempt_at = ",
-            $now,
-            " + $1, claim = $2 WHERE id IN (SELECT id FROM event_deliveries WHERE status = 'pending' \
-             AND next_attempt_at <= ",
-            $now,
-            " ORDER BY next_attempt_at, id LIMIT $3",
-            $lock,
-            ") AND status = 'pending' AND next_attempt_at <= ",
-            $now
-        )
-    };
-}
+/// The claim of due deliveries on SQLite (one writer at a time): `$1` claim length (ms), `$2`
+/// claim id, `$3` batch size.
+const SQLITE_CLAIM: &str = "UPDATE event_deliveries SET \
+     next_attempt_at = CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) + $1, claim = $2 \
+     WHERE id IN (SELECT id FROM event_deliveries WHERE status = 'pending' \
+     AND next_attempt_at <= CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) \
+     ORDER BY next_attempt_at, id LIMIT $3)";
+
+/// The same on PostgreSQL: the due rows are picked once (a materialized CTE; a subquery in the
+/// `WHERE` may be evaluated again and take more than the batch), skipping rows another worker
+/// is claiming, and re-checked after their lock, so of two workers only one takes a row.
+const POSTGRES_CLAIM: &str = "WITH due AS MATERIALIZED (SELECT id FROM event_deliveries \
+     WHERE status = 'pending' AND next_attempt_at <= CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) \
+     ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+     UPDATE event_deliveries d SET \
+     next_attempt_at = CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) + $1, claim = $2 \
+     FROM due WHERE d.id = due.id AND d.status = 'pending'";
 
 impl Outbox {
     /// The outbox of `store`.
@@ -177,14 +177,8 @@ impl Outbox {
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let sql = match self.store.backend() {
-            Backend::Sqlite => claim_sql!(
-                "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-                ""
-            ),
-            Backend::Postgres => claim_sql!(
-                "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-                " FOR UPDATE SKIP LOCKED"
-            ),
+            Backend::Sqlite => SQLITE_CLAIM,
+            Backend::Postgres => POSTGRES_CLAIM,
         };
         let claimed = sqlx::query(sql)
             .bind(i64::try_from(claim_for.as_millis()).unwrap_or(i64::MAX / 2))
@@ -228,6 +222,35 @@ impl Outbox {
         at: DateTime<Utc>,
         attempt: &Attempt,
     ) -> Result<bool, StoreError> {
+        let mut conn = self.store.pool().acquire().await.map_err(db_err)?;
+        Self::settle_on(&mut conn, id, claim, at, attempt).await
+    }
+
+    /// Records the outcomes of a batch under `claim` in one transaction (one commit for the
+    /// batch); how many were still this worker's.
+    pub async fn settle_all(
+        &self,
+        claim: &str,
+        outcomes: &[(i64, DateTime<Utc>, Attempt)],
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.store.pool().begin().await.map_err(db_err)?;
+        let mut settled = 0;
+        for (id, at, attempt) in outcomes {
+            if Self::settle_on(&mut tx, *id, claim, *at, attempt).await? {
+                settled += 1;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(settled)
+    }
+
+    async fn settle_on(
+        conn: &mut sqlx::AnyConnection,
+        id: i64,
+        claim: &str,
+        at: DateTime<Utc>,
+        attempt: &Attempt,
+    ) -> Result<bool, StoreError> {
         let done = match attempt {
             Attempt::Delivered { status } => sqlx::query(
                 "UPDATE event_deliveries SET status = 'delivered', attempts = attempts + 1, \
@@ -238,7 +261,7 @@ impl Outbox {
             .bind(i64::from(*status))
             .bind(id)
             .bind(claim.to_owned())
-            .execute(self.store.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_err)?,
             Attempt::Failed {
@@ -262,7 +285,7 @@ impl Outbox {
             .bind(next_at.timestamp_millis())
             .bind(id)
             .bind(claim.to_owned())
-            .execute(self.store.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_err)?,
         };

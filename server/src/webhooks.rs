@@ -239,14 +239,29 @@ impl Webhooks {
         let mut running = JoinSet::new();
         for delivery in due {
             let this = self.clone();
-            let claim = claim.clone();
-            running.spawn(async move { this.attempt(&claim, delivery).await });
+            running.spawn(async move { this.attempt(delivery).await });
         }
-        while running.join_next().await.is_some() {}
+        let mut outcomes = Vec::with_capacity(count);
+        while let Some(done) = running.join_next().await {
+            if let Ok(outcome) = done {
+                outcomes.push(outcome);
+            }
+        }
+        match self.outbox.settle_all(&claim, &outcomes).await {
+            Ok(settled) if settled < outcomes.len() => tracing::debug!(
+                lapsed = outcomes.len() - settled,
+                "claims ran out before their outcomes were recorded"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record webhook outcomes; they will be attempted again")
+            }
+        }
         Ok(count)
     }
 
-    async fn attempt(&self, claim: &str, delivery: ClaimedDelivery) {
+    /// Attempts one delivery; its outcome, to be settled with the rest of the batch.
+    async fn attempt(&self, delivery: ClaimedDelivery) -> (i64, DateTime<Utc>, Attempt) {
         let now = Utc::now();
         let timestamp = now.timestamp();
         let signature = signature_header(
@@ -308,20 +323,7 @@ impl Webhooks {
                 }
             }
         };
-        match self
-            .outbox
-            .settle(delivery.id, claim, Utc::now(), &outcome)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => tracing::debug!(
-                delivery = delivery.id,
-                "the claim ran out before the outcome was recorded"
-            ),
-            Err(e) => {
-                tracing::warn!(delivery = delivery.id, error = %e, "cannot record a webhook outcome; it will be attempted again")
-            }
-        }
+        (delivery.id, Utc::now(), outcome)
     }
 
     async fn purge(&self) {

@@ -921,6 +921,112 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_come_from_the_environment_or_the_file_and_need_a_secret() {
+        const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let none = Config::load_from(env(&[]), &[]).expect("config");
+        assert!(none.webhooks.is_none());
+
+        let c = Config::load_from(
+            env(&[
+                (
+                    "GRANTRY_WEBHOOK_URL",
+                    "https://a.example/h, http://127.0.0.1:4000/hooks",
+                ),
+                ("GRANTRY_WEBHOOK_SECRET", &format!("{SECRET} {SECRET}")),
+                ("GRANTRY_WEBHOOK_TIMEOUT", "3"),
+            ]),
+            &[],
+        )
+        .expect("config");
+        let hooks = c.webhooks.expect("webhooks");
+        assert_eq!(hooks.endpoints.len(), 2);
+        assert_eq!(hooks.endpoints[1].as_str(), "http://127.0.0.1:4000/hooks");
+        assert_eq!(hooks.secrets.len(), 2);
+        assert_eq!(hooks.timeout, std::time::Duration::from_secs(3));
+        assert!(
+            !format!("{hooks:?}").contains("MfKQ9r8"),
+            "no secret in Debug"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.toml");
+        std::fs::write(
+            &path,
+            "[webhooks]\nurl = [\"https://file.example/h\"]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        )
+        .expect("write");
+        let file = Config::load_from(
+            env(&[("GRANTRY_CONFIG", path.to_str().expect("utf8"))]),
+            &[],
+        )
+        .expect("config");
+        assert_eq!(
+            file.webhooks.expect("webhooks").endpoints[0].as_str(),
+            "https://file.example/h"
+        );
+
+        for (vars, variable) in [
+            (
+                vec![("GRANTRY_WEBHOOK_URL", "https://a.example/h")],
+                "GRANTRY_WEBHOOK_SECRET",
+            ),
+            (
+                vec![("GRANTRY_WEBHOOK_SECRET", SECRET)],
+                "GRANTRY_WEBHOOK_URL",
+            ),
+            (
+                vec![
+                    ("GRANTRY_WEBHOOK_URL", "https://a.example/h"),
+                    ("GRANTRY_WEBHOOK_SECRET", "not-a-secret"),
+                ],
+                "GRANTRY_WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("GRANTRY_WEBHOOK_URL", "ftp://a.example/h"),
+                    ("GRANTRY_WEBHOOK_SECRET", SECRET),
+                ],
+                "GRANTRY_WEBHOOK_URL",
+            ),
+            (
+                vec![
+                    ("GRANTRY_WEBHOOK_URL", "https://user:pw@a.example/h"),
+                    ("GRANTRY_WEBHOOK_SECRET", SECRET),
+                ],
+                "GRANTRY_WEBHOOK_URL",
+            ),
+            (
+                vec![
+                    ("GRANTRY_WEBHOOK_URL", "https://a.example/h"),
+                    ("GRANTRY_WEBHOOK_SECRET", SECRET),
+                    ("GRANTRY_WEBHOOK_TIMEOUT", "0"),
+                ],
+                "GRANTRY_WEBHOOK_TIMEOUT",
+            ),
+            (
+                vec![("GRANTRY_PUBLIC_URL", "grantry.example.com")],
+                "GRANTRY_PUBLIC_URL",
+            ),
+        ] {
+            let e = Config::load_from(env(&vars), &[]).expect_err(variable);
+            assert!(e.to_string().starts_with(variable), "{variable}: {e}");
+            assert!(
+                !e.to_string().contains("MfKQ9r8"),
+                "no secret in errors: {e}"
+            );
+        }
+        let public = Config::load_from(
+            env(&[("GRANTRY_PUBLIC_URL", "https://g.example/base")]),
+            &[],
+        )
+        .expect("config");
+        assert_eq!(
+            public.providers.public_url().map(url::Url::as_str),
+            Some("https://g.example/base")
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         let e = Config::load_from(env(&[("GRANTRY_BIND", "nowhere")]), &[]).expect_err("bad bind");
         assert!(e.to_string().starts_with("GRANTRY_BIND is invalid"), "{e}");

@@ -330,7 +330,7 @@ impl Webhooks {
         let cutoff = Utc::now() - chrono::Duration::from_std(RETENTION).unwrap_or_default();
         loop {
             match self.outbox.purge(cutoff, 500).await {
-                Ok(n) if n == 500 => continue,
+                Ok(500) => continue,
                 Ok(_) => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot purge old events");

@@ -304,6 +304,7 @@ pub fn env_prefix(id: &str) -> String {
 pub struct ProvidersConfig {
     sections: BTreeMap<String, ProviderSettings>,
     public_url: Option<Url>,
+    event_delivery: bool,
 }
 
 impl ProvidersConfig {
@@ -312,6 +313,7 @@ impl ProvidersConfig {
         Self {
             sections: sections.into_iter().map(|s| (s.id.clone(), s)).collect(),
             public_url: None,
+            event_delivery: false,
         }
     }
 
@@ -326,6 +328,19 @@ impl ProvidersConfig {
     /// Where upstream services reach this server (`GRANTRY_PUBLIC_URL`), when configured.
     pub fn public_url(&self) -> Option<&Url> {
         self.public_url.as_ref()
+    }
+
+    /// This set, saying whether recorded events are delivered anywhere (`GRANTRY_WEBHOOK_URL`).
+    #[must_use]
+    pub fn with_event_delivery(mut self, delivered: bool) -> Self {
+        self.event_delivery = delivered;
+        self
+    }
+
+    /// Whether recorded events are delivered anywhere (`GRANTRY_WEBHOOK_URL` is set): a feature
+    /// whose only output is events can serve nothing without it.
+    pub fn event_delivery(&self) -> bool {
+        self.event_delivery
     }
 
     /// The section of `id`; an empty one when nothing was configured.

@@ -602,6 +602,7 @@ impl Config {
         .and_then(|n| u32::try_from(n).ok());
         let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
         let webhooks = webhook_settings(&raw.webhooks)?;
+        let event_delivery = webhooks.is_some();
         let public_url = match text(raw.public_url) {
             None => None,
             Some(t) => Some(
@@ -642,7 +643,9 @@ impl Config {
             max_pending_states,
             db_max_connections,
             log_level,
-            providers: ProvidersConfig::new(providers).with_public_url(public_url),
+            providers: ProvidersConfig::new(providers)
+                .with_public_url(public_url)
+                .with_event_delivery(event_delivery),
             file,
         })
     }

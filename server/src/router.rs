@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -42,7 +42,7 @@ async fn log_request(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let path = logged_path(&request);
     let started = Instant::now();
     let response = next.run(request).await;
     tracing::info!(
@@ -54,6 +54,15 @@ async fn log_request(request: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+/// The path a request is logged under: the route's template when it has a `{secret}` segment
+/// (the path secret of a webhook callback never reaches the logs), the request's path otherwise.
+fn logged_path(request: &Request) -> String {
+    match request.extensions().get::<MatchedPath>() {
+        Some(matched) if matched.as_str().contains("{secret}") => matched.as_str().to_owned(),
+        _ => request.uri().path().to_owned(),
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -10,6 +10,7 @@ mod faults;
 mod harness;
 mod helpers;
 mod hostile;
+mod jira_webhooks;
 mod lifecycle;
 mod openapi;
 mod process;

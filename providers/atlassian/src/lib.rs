@@ -3,10 +3,13 @@
 //! Linking this crate registers the `atlassian` provider; `ENABLE_ATLASSIAN_INTEGRATION=true`
 //! enables it. It speaks Atlassian's 3LO: the authorize URL (audience, `prompt=consent`, state),
 //! the JSON code exchange, rotating refresh, `/me` and the user's sites (accessible-resources).
+//! With `ATLASSIAN_WEBHOOK_EVENTS` set it also keeps Jira dynamic webhooks for every Jira site of
+//! a connection and records their deliveries as `atlassian.jira.*` events (see [`webhooks`]).
 
 mod config;
 mod routes;
 mod scopes;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -16,12 +19,14 @@ use grantry_core::{
     ProvidersConfig, RefreshPolicy, Resource,
 };
 use grantry_protocol::{
-    AccountCall, AccountFields, BodyEncoding, Client, Endpoints, Hooks, OAuthProvider, OAuthSpec,
+    AccountCall, AccountFields, BodyEncoding, Client, ConnectionCall, Endpoints, Hooks,
+    OAuthProvider, OAuthSpec,
 };
 use serde::Deserialize;
 
 pub use config::{
     AtlassianConfig, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES,
+    JIRA_WEBHOOK_EVENTS, JiraWebhookConfig, WEBHOOK_SCOPES,
 };
 pub use routes::{RouteExtension, Routes};
 pub use scopes::SCOPES;
@@ -32,10 +37,12 @@ pub const ID: &str = "atlassian";
 /// The Atlassian Cloud provider: Atlassian's spec with [`Atlassian`] as its hooks.
 pub type AtlassianProvider = OAuthProvider<Atlassian>;
 
-/// Atlassian's hooks and the state of its own routes: the configuration and the HTTP client.
+/// Atlassian's hooks and the state of its own routes: the configuration, the Jira webhooks'
+/// configuration when they are on, and the HTTP client.
 #[derive(Debug, Clone)]
 pub struct Atlassian {
     config: AtlassianConfig,
+    webhooks: Option<JiraWebhookConfig>,
     http: reqwest::Client,
 }
 
@@ -60,7 +67,23 @@ impl Atlassian {
                 reason: format!("cannot build the HTTP client: {e}"),
             }
         })?;
-        Ok(Self { config, http })
+        Ok(Self {
+            config,
+            webhooks: None,
+            http,
+        })
+    }
+
+    /// These hooks keeping Jira dynamic webhooks per `webhooks` (none when `None`).
+    #[must_use]
+    pub fn with_jira_webhooks(mut self, webhooks: Option<JiraWebhookConfig>) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
+    /// The Jira webhooks' configuration, when they are on.
+    pub fn webhooks(&self) -> Option<&JiraWebhookConfig> {
+        self.webhooks.as_ref()
     }
 
     /// The provider: Atlassian's 3LO as data (JSON token bodies, the client secret in the body,
@@ -139,7 +162,27 @@ impl Hooks for Atlassian {
     }
 
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
-        Some(routes::openapi())
+        Some(routes::openapi(self.webhooks.is_some()))
+    }
+
+    /// Registers a Jira webhook for every Jira site of the grant (when the webhooks are on).
+    async fn connected(&self, call: ConnectionCall<'_>) {
+        webhooks::connected(self, call).await;
+    }
+
+    /// Deletes the connection's Jira webhooks upstream and its subscriptions.
+    async fn disconnecting(&self, call: ConnectionCall<'_>) {
+        webhooks::disconnecting(self, call).await;
+    }
+
+    /// Renews the Jira webhooks that expire within ten days.
+    async fn maintain(
+        &self,
+        context: &ProviderContext,
+        _http: &reqwest::Client,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        webhooks::maintain(self, context, now).await;
     }
 }
 
@@ -176,18 +219,23 @@ fn merge_sites(list: Vec<Site>) -> Vec<Resource> {
     merged
 }
 
-fn build(config: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError> {
-    let section = config.section(ID);
+fn build(providers: &ProvidersConfig) -> Result<Vec<Arc<dyn Provider>>, ConfigError> {
+    let section = providers.section(ID);
     if !section.enabled()? {
         return Ok(Vec::new());
     }
     let config = AtlassianConfig::from_settings(&section)?;
+    let webhooks = JiraWebhookConfig::from_settings(&section, providers)?;
     if !config.scopes.yields_refresh_token(SCOPES) {
         tracing::warn!(
             "ATLASSIAN_OAUTH_SCOPE lacks offline_access: Atlassian will issue no refresh token and connections will need re-consent every hour"
         );
     }
-    Ok(vec![Arc::new(Atlassian::new(config)?.provider())])
+    Ok(vec![Arc::new(
+        Atlassian::new(config)?
+            .with_jira_webhooks(webhooks)
+            .provider(),
+    )])
 }
 
 grantry_core::register_provider!(ProviderFactory {
@@ -258,6 +306,68 @@ mod tests {
         .err()
         .expect("missing redirect");
         assert!(err.to_string().starts_with("ATLASSIAN_REDIRECT_URI"));
+    }
+
+    #[test]
+    fn jira_webhooks_are_checked_when_the_provider_is_built() {
+        let base = [
+            ("enabled", "true"),
+            ("client_id", "cid"),
+            ("client_secret", "sec"),
+            ("redirect_uri", "http://localhost:3000/settings/connections"),
+            ("webhook_events", "jira:issue_updated,comment_created"),
+        ];
+        let err = build(&providers(&base)).err().expect("no jql");
+        assert!(
+            err.to_string()
+                .starts_with("ATLASSIAN_WEBHOOK_JQL is required"),
+            "{err}"
+        );
+        let with_jql: Vec<(&str, &str)> = base
+            .iter()
+            .copied()
+            .chain([("webhook_jql", "project = ACME")])
+            .collect();
+        let err = build(&providers(&with_jql)).err().expect("no public url");
+        assert!(
+            err.to_string()
+                .starts_with("GRANTRY_PUBLIC_URL is required"),
+            "{err}"
+        );
+        let public = url::Url::parse("https://grantry.example.com").expect("url");
+        let built = build(
+            &providers(&with_jql)
+                .with_public_url(Some(public.clone()))
+                .with_event_delivery(true),
+        )
+        .expect("built");
+        assert!(built[0].requested_scopes().contains("manage:jira-webhook"));
+        let paths = serde_json::to_value(built[0].openapi().expect("openapi")).expect("json");
+        assert!(
+            paths["paths"]["/webhooks/jira/{secret}"].is_object(),
+            "{paths}"
+        );
+        let narrow: Vec<(&str, &str)> = with_jql
+            .iter()
+            .copied()
+            .chain([("oauth_scope", "read:me read:jira-work offline_access")])
+            .collect();
+        let err = build(
+            &providers(&narrow)
+                .with_public_url(Some(public.clone()))
+                .with_event_delivery(true),
+        )
+        .err()
+        .expect("scope missing");
+        assert!(
+            err.to_string()
+                .starts_with("ATLASSIAN_OAUTH_SCOPE is invalid"),
+            "{err}"
+        );
+        let off = build(&providers(&base[..4])).expect("feature off");
+        assert!(!off[0].requested_scopes().contains("manage:jira-webhook"));
+        let paths = serde_json::to_value(off[0].openapi().expect("openapi")).expect("json");
+        assert!(paths["paths"].get("/webhooks/jira/{secret}").is_none());
     }
 
     #[test]

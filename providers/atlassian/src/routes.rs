@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use grantry_core::{ApiError, FreshToken, ProviderContext, ProviderError, Resource};
 
@@ -44,12 +44,16 @@ impl FromRef<Routes> for ProviderContext {
     }
 }
 
-/// `/sites` and the routes of every linked [`RouteExtension`].
+/// `/sites`, the Jira webhook deliveries when they are on, and the routes of every linked
+/// [`RouteExtension`].
 pub(crate) fn router(provider: Arc<Atlassian>, context: ProviderContext) -> Router {
+    let webhooks = provider.webhooks().is_some();
     let state = Routes { provider, context };
-    let own = Router::new()
-        .route("/sites", get(sites))
-        .with_state(state.clone());
+    let mut own = Router::new().route("/sites", get(sites));
+    if webhooks {
+        own = own.route("/webhooks/jira/{secret}", post(crate::webhooks::deliver));
+    }
+    let own = own.with_state(state.clone());
     inventory::iter::<RouteExtension>
         .into_iter()
         .fold(own, |router, extension| {
@@ -57,9 +61,13 @@ pub(crate) fn router(provider: Arc<Atlassian>, context: ProviderContext) -> Rout
         })
 }
 
-/// The OpenAPI description of `/sites` and of every linked [`RouteExtension`].
-pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI description of `/sites`, of the Jira webhook deliveries when `webhooks`, and of
+/// every linked [`RouteExtension`].
+pub(crate) fn openapi(webhooks: bool) -> utoipa::openapi::OpenApi {
     let mut doc = <SitesApi as utoipa::OpenApi>::openapi();
+    if webhooks {
+        doc.merge(<crate::webhooks::JiraWebhooksApi as utoipa::OpenApi>::openapi());
+    }
     for extension in inventory::iter::<RouteExtension> {
         doc.merge((extension.openapi)());
     }
@@ -103,10 +111,25 @@ mod tests {
 
     #[test]
     fn without_extensions_the_document_lists_sites_only() {
-        let doc = serde_json::to_value(openapi()).expect("json");
+        let doc = serde_json::to_value(openapi(false)).expect("json");
         let paths = doc["paths"].as_object().expect("paths");
         assert!(paths["/sites"].get("get").is_some(), "{doc}");
         assert_eq!(paths.len(), 1, "{doc}");
         assert!(doc["components"]["schemas"]["Resource"].is_object());
+    }
+
+    #[test]
+    fn with_jira_webhooks_the_delivery_route_is_documented_as_public() {
+        let doc = serde_json::to_value(openapi(true)).expect("json");
+        let paths = doc["paths"].as_object().expect("paths");
+        assert_eq!(paths.len(), 2, "{doc}");
+        let deliver = &paths["/webhooks/jira/{secret}"]["post"];
+        assert_eq!(deliver["security"], serde_json::json!([{}]), "{deliver}");
+        for status in ["200", "400", "401", "413", "503"] {
+            assert!(
+                deliver["responses"][status].is_object(),
+                "{status}: {deliver}"
+            );
+        }
     }
 }

@@ -18,6 +18,10 @@ pub static SCOPES: &[ScopeInfo] = &[
     ),
     scope("manage:jira-project", "Manage Jira project settings"),
     scope(
+        "manage:jira-webhook",
+        "Register, refresh and delete Jira webhooks (ATLASSIAN_WEBHOOK_EVENTS)",
+    ),
+    scope(
         "manage:jira-configuration",
         "Manage Jira site configuration",
     ),

@@ -477,13 +477,15 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Deletes the subscriptions of a connection; how many.
     async fn delete_subscriptions(&self, connection_id: &str) -> Result<u64, StoreError>;
 
-    /// Records that `provider` delivered the notification `delivery_id` at `at`; whether it is
-    /// the first time (a repeat is a redelivery to ignore).
-    async fn first_receipt(
+    /// Records that `provider` delivered the notification `delivery_id` at `at` and, the first
+    /// time only, `event`, both in one transaction (so a failure never keeps the receipt and
+    /// loses the event); whether it was the first time (a repeat is a redelivery to ignore).
+    async fn record_event_once(
         &self,
         provider: &str,
         delivery_id: &str,
         at: DateTime<Utc>,
+        event: &Event,
     ) -> Result<bool, StoreError>;
 
     /// Deletes up to `limit` receipts recorded before `before`; how many.

@@ -1305,12 +1305,14 @@ impl TokenStore for SqlStore {
         Ok(done.rows_affected())
     }
 
-    async fn first_receipt(
+    async fn record_event_once(
         &self,
         provider: &str,
         delivery_id: &str,
         at: DateTime<Utc>,
+        event: &Event,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         let done = sqlx::query(
             "INSERT INTO inbound_receipts (provider, delivery_id, received_at) VALUES ($1, $2, $3) \
              ON CONFLICT (provider, delivery_id) DO NOTHING",
@@ -1318,10 +1320,15 @@ impl TokenStore for SqlStore {
         .bind(provider.to_owned())
         .bind(delivery_id.to_owned())
         .bind(millis(at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.write_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
     async fn purge_receipts(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {

@@ -406,13 +406,16 @@ impl TokenStore for FaultyStore {
         self.inner.delete_subscriptions(connection_id).await
     }
 
-    async fn first_receipt(
+    async fn record_event_once(
         &self,
         provider: &str,
         delivery_id: &str,
         at: DateTime<Utc>,
+        event: &Event,
     ) -> Result<bool, StoreError> {
-        self.inner.first_receipt(provider, delivery_id, at).await
+        self.inner
+            .record_event_once(provider, delivery_id, at, event)
+            .await
     }
 
     async fn purge_receipts(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {

@@ -436,11 +436,22 @@ async fn subscriptions_and_receipts() {
         );
         assert_eq!(store.delete_subscriptions("c-1").await.expect("delete"), 2);
 
-        assert!(store.first_receipt("p", "d-1", t).await.expect("first"));
-        assert!(!store.first_receipt("p", "d-1", t).await.expect("repeat"));
+        let ping = || Event::new("p.ping", json!({}));
         assert!(
             store
-                .first_receipt("q", "d-1", t)
+                .record_event_once("p", "d-1", t, &ping())
+                .await
+                .expect("first")
+        );
+        assert!(
+            !store
+                .record_event_once("p", "d-1", t, &ping())
+                .await
+                .expect("repeat")
+        );
+        assert!(
+            store
+                .record_event_once("q", "d-1", t, &ping())
                 .await
                 .expect("other provider")
         );
@@ -453,10 +464,29 @@ async fn subscriptions_and_receipts() {
         );
         assert!(
             store
-                .first_receipt("p", "d-1", t)
+                .record_event_once("p", "d-1", t, &ping())
                 .await
                 .expect("after purge")
         );
+
+        // With an endpoint, the first receipt records its event and a repeat records none.
+        let with_events = db
+            .store()
+            .await
+            .with_event_endpoints(vec!["http://a.test/h".into()]);
+        assert!(
+            with_events
+                .record_event_once("p", "d-9", t, &ping())
+                .await
+                .expect("first")
+        );
+        assert!(
+            !with_events
+                .record_event_once("p", "d-9", t, &ping())
+                .await
+                .expect("repeat")
+        );
+        assert_eq!(events(&with_events).await.len(), 1, "{}", db.kind);
         db.cleanup().await;
     }
 }

@@ -680,15 +680,6 @@ pub(crate) async fn deliver(
                 .ok_or_else(|| invalid("the X-Atlassian-Webhook-Identifier is not usable"))?,
         ),
     };
-    if let Some(id) = delivery_id
-        && !store
-            .first_receipt(ID, id, Utc::now())
-            .await
-            .map_err(|e| ApiError::database(&e))?
-    {
-        tracing::debug!(connection_id = %connection.id, "jira webhook redelivery ignored");
-        return Ok(StatusCode::OK);
-    }
     let site_url = connection
         .resources
         .iter()
@@ -712,10 +703,16 @@ pub(crate) async fn deliver(
             "delivery_id": delivery_id,
         }),
     );
-    store
-        .record_event(&event)
-        .await
-        .map_err(|e| ApiError::database(&e))?;
+    // The receipt and the event are written together: a redelivery after a failure here is
+    // recorded then, never dropped as a duplicate of an event that was not written.
+    let first = match delivery_id {
+        Some(id) => store.record_event_once(ID, id, Utc::now(), &event).await,
+        None => store.record_event(&event).await.map(|()| true),
+    }
+    .map_err(|e| ApiError::database(&e))?;
+    if !first {
+        tracing::debug!(connection_id = %connection.id, "jira webhook redelivery ignored");
+    }
     Ok(StatusCode::OK)
 }
 

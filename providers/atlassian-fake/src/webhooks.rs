@@ -24,6 +24,9 @@
 //! the event gets it), limits on the number of webhooks or URLs per app, failed-webhook
 //! listings and automatic retries.
 
+// The scopes every webhook operation needs, and the events a dynamic webhook may subscribe
+// to (Jira's `WebhookDetails.events` enum): Jira's API data, shared with the client.
+use grantry_atlassian::{JIRA_WEBHOOK_EVENTS as EVENTS, WEBHOOK_SCOPES};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,31 +59,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The first webhook id the fake hands out.
 const FIRST_WEBHOOK_ID: i64 = 10000;
-/// The scopes every webhook operation needs.
-const WEBHOOK_SCOPES: [&str; 2] = ["read:jira-work", "manage:jira-webhook"];
-/// The events a dynamic webhook may subscribe to (Jira's `WebhookDetails.events` enum).
-const EVENTS: [&str; 20] = [
-    "jira:issue_created",
-    "jira:issue_updated",
-    "jira:issue_deleted",
-    "comment_created",
-    "comment_updated",
-    "comment_deleted",
-    "issue_property_set",
-    "issue_property_deleted",
-    "sprint_created",
-    "sprint_updated",
-    "sprint_closed",
-    "sprint_deleted",
-    "sprint_started",
-    "jira:version_released",
-    "jira:version_unreleased",
-    "jira:version_created",
-    "jira:version_moved",
-    "jira:version_updated",
-    "jira:version_merged",
-    "jira:version_deleted",
-];
 
 /// Who a dynamic webhook belongs to: Jira keys them by app, user and site.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -183,6 +183,18 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, parts: &Parts) -> Result<Principal, ApiError>;
 }
 
+/// The authenticator of contexts that serve no request.
+struct NoCallers;
+
+#[async_trait]
+impl Authenticator for NoCallers {
+    async fn authenticate(&self, _parts: &Parts) -> Result<Principal, ApiError> {
+        Err(ApiError::unauthorized(
+            "background upkeep serves no request",
+        ))
+    }
+}
+
 /// The authenticator a router's state provides to the [`Principal`] extractor.
 #[derive(Clone)]
 pub struct Authentication(Arc<dyn Authenticator>);
@@ -265,6 +277,12 @@ impl ProviderContext {
             authentication,
             store,
         }
+    }
+
+    /// The context of background upkeep (maintenance passes): the provider's fresh tokens and
+    /// the store, serving no request (its authentication refuses every caller).
+    pub fn for_upkeep(tokens: Arc<dyn TokenSource>, store: Arc<dyn TokenStore>) -> Self {
+        Self::new(tokens, Authentication::new(Arc::new(NoCallers)), store)
     }
 
     /// The token store: a provider's subscriptions and receipts, and the events it records.

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::error::StoreError;
 use crate::events::{ReauthReason, StatusChange};
+use crate::http::ProviderContext;
 use crate::provider::Provider;
 use crate::refresh::{AccessError, Refresher};
 use crate::store::{DueConnection, TokenStore};
@@ -213,7 +214,40 @@ async fn renew_lease(
     }
 }
 
+/// How long receipts of upstream notifications are kept for deduplication.
+const RECEIPT_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
 async fn pass(
+    refresher: &Arc<Refresher>,
+    providers: &[Arc<dyn Provider>],
+    settings: &MaintenanceSettings,
+    now: DateTime<Utc>,
+    lost: &AtomicBool,
+    report: &mut MaintenanceReport,
+) -> Result<(), StoreError> {
+    grants(refresher, providers, settings, now, lost, report).await?;
+    let store = refresher.vault().store();
+    // The providers' own upkeep (Jira webhooks, say) runs under the pass lease too: one
+    // replica at a time.
+    for provider in providers {
+        if lost.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let context = ProviderContext::for_upkeep(
+            refresher.token_source(provider.clone()),
+            Arc::clone(store),
+        );
+        provider.maintain(&context, now).await;
+    }
+    let batch = settings.batch_size.max(1);
+    while !lost.load(Ordering::Relaxed)
+        && store.purge_receipts(now - RECEIPT_RETENTION, batch).await? == u64::from(batch)
+    {}
+    Ok(())
+}
+
+/// Expired states purged, grants past their absolute expiry retired, idle grants kept alive.
+async fn grants(
     refresher: &Arc<Refresher>,
     providers: &[Arc<dyn Provider>],
     settings: &MaintenanceSettings,

@@ -455,6 +455,18 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Inserts or replaces the subscription of (`connection_id`, `resource_id`).
     async fn put_subscription(&self, subscription: &Subscription) -> Result<(), StoreError>;
 
+    /// Moves the expiry of the subscription of (`connection_id`, `resource_id`) to `expires_at`,
+    /// only while it still holds `secret_hash` (a renewal never overwrites a newer set-up);
+    /// whether it did.
+    async fn renew_subscription(
+        &self,
+        connection_id: &str,
+        resource_id: &str,
+        secret_hash: &str,
+        expires_at: DateTime<Utc>,
+        renewed_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// The subscriptions of a connection, by resource id.
     async fn subscriptions(&self, connection_id: &str) -> Result<Vec<Subscription>, StoreError>;
 

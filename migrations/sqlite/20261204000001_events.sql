@@ -22,9 +22,14 @@ CREATE TABLE event_deliveries (
     last_status     BIGINT,               -- the HTTP status of the last answer
     last_error      TEXT,
     created_at      BIGINT NOT NULL,
+    window_start    BIGINT NOT NULL,      -- the retry window runs from here (creation, or an admin's retry)
     delivered_at    BIGINT
 );
 
 -- The deliveries a worker may take: pending ones whose next attempt is due.
 CREATE INDEX event_deliveries_due ON event_deliveries (next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX event_deliveries_event ON event_deliveries (event_id);
+-- The deliveries of a claim in progress (the claim is cleared when its outcome is recorded).
+CREATE INDEX event_deliveries_claim ON event_deliveries (claim) WHERE claim IS NOT NULL;
+-- The age of the oldest pending delivery (/metrics).
+CREATE INDEX event_deliveries_pending_age ON event_deliveries (created_at) WHERE status = 'pending';

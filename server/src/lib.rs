@@ -186,43 +186,8 @@ pub async fn maintain(
         )
         .await;
         state.maintenance_metrics().record(&outcome);
-        if outcome
-            .as_ref()
-            .is_ok_and(|report| !report.skipped && !report.lease_lost)
-        {
-            upkeep(&state).await;
-        }
         if *stop.borrow() {
             return;
-        }
-    }
-}
-
-/// How long receipts of upstream notifications are kept for deduplication.
-const RECEIPT_RETENTION: chrono::Duration = chrono::Duration::days(7);
-
-/// The providers' own upkeep ([`Provider::maintain`]) and the purge of old receipts, after a
-/// maintenance pass this replica ran.
-pub async fn upkeep(state: &AppState) {
-    let now = chrono::Utc::now();
-    for provider in state.providers() {
-        provider
-            .maintain(&state.provider_context(provider), now)
-            .await;
-    }
-    let batch = state.maintenance().batch_size.max(1);
-    loop {
-        match state
-            .store()
-            .purge_receipts(now - RECEIPT_RETENTION, batch)
-            .await
-        {
-            Ok(n) if n == u64::from(batch) => continue,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot purge old receipts");
-                return;
-            }
         }
     }
 }

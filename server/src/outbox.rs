@@ -49,10 +49,10 @@ pub struct ClaimedDelivery {
     pub event_id: String,
     /// The endpoint URL.
     pub endpoint: String,
-    /// Attempts made before this one.
+    /// Attempts made before this one (since the last retry by an admin).
     pub attempts: i64,
-    /// When the delivery was created (its retry window starts here).
-    pub created_at: DateTime<Utc>,
+    /// Where its retry window starts: its creation, or an admin's retry.
+    pub window_start: DateTime<Utc>,
     /// The event's JSON body.
     pub body: String,
 }
@@ -191,7 +191,7 @@ impl Outbox {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT d.id, d.event_id, d.endpoint, d.attempts, d.created_at, e.body \
+            "SELECT d.id, d.event_id, d.endpoint, d.attempts, d.window_start, e.body \
              FROM event_deliveries d JOIN events e ON e.id = d.event_id \
              WHERE d.claim = $1 AND d.status = 'pending' ORDER BY d.id",
         )
@@ -206,7 +206,7 @@ impl Outbox {
                     event_id: row.try_get("event_id").map_err(corrupt)?,
                     endpoint: row.try_get("endpoint").map_err(corrupt)?,
                     attempts: row.try_get("attempts").map_err(corrupt)?,
-                    created_at: time(row.try_get("created_at").map_err(corrupt)?)?,
+                    window_start: time(row.try_get("window_start").map_err(corrupt)?)?,
                     body: row.try_get("body").map_err(corrupt)?,
                 })
             })
@@ -292,11 +292,12 @@ impl Outbox {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Makes delivery `id` pending again and due now (an admin's retry); whether it exists.
+    /// Makes delivery `id` pending again and due now, with a new retry window and its attempts
+    /// counted anew (an admin's retry); whether it exists.
     pub async fn retry(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE event_deliveries SET status = 'pending', next_attempt_at = $1, claim = NULL \
-             WHERE id = $2 AND (status <> 'pending' OR claim IS NULL)",
+            "UPDATE event_deliveries SET status = 'pending', next_attempt_at = $1, window_start = $1, \
+             attempts = 0, claim = NULL WHERE id = $2 AND (status <> 'pending' OR claim IS NULL)",
         )
         .bind(now.timestamp_millis())
         .bind(id)

@@ -213,11 +213,25 @@ struct NotConnected<'a> {
     connected: bool,
 }
 
+/// How long a provider may undo its upstream set-up before a connection is deleted anyway.
+const DISCONNECT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn remove(s: &RouteState, user_id: &str, reason: DeleteReason) -> Result<Response, ApiError> {
     if let Ok(Some(connection)) = s.app.store().connection(user_id, s.provider.id()).await {
-        s.provider
-            .disconnecting(&s.app.provider_context(&s.provider), &connection)
-            .await;
+        // Best effort, and bounded: a slow upstream never keeps the connection from going.
+        let context = s.app.provider_context(&s.provider);
+        if tokio::time::timeout(
+            DISCONNECT_HOOK_TIMEOUT,
+            s.provider.disconnecting(&context, &connection),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                provider = s.provider.id(),
+                "the provider's disconnect upkeep took too long; deleting the connection anyway"
+            );
+        }
     }
     let revocation = s
         .app

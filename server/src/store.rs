@@ -373,8 +373,8 @@ impl SqlStore {
             .map_err(db_err)?;
         for endpoint in self.endpoints.iter() {
             sqlx::query(
-                "INSERT INTO event_deliveries (event_id, endpoint, status, attempts, next_attempt_at, created_at) \
-                 VALUES ($1, $2, 'pending', 0, $3, $3)",
+                "INSERT INTO event_deliveries (event_id, endpoint, status, attempts, next_attempt_at, created_at, \
+                 window_start) VALUES ($1, $2, 'pending', 0, $3, $3, $3)",
             )
             .bind(event.id.clone())
             .bind(endpoint.clone())
@@ -1227,6 +1227,29 @@ impl TokenStore for SqlStore {
             _ => db_err(e),
         })?;
         Ok(())
+    }
+
+    async fn renew_subscription(
+        &self,
+        connection_id: &str,
+        resource_id: &str,
+        secret_hash: &str,
+        expires_at: DateTime<Utc>,
+        renewed_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connection_subscriptions SET expires_at = $1, renewed_at = $2 \
+             WHERE connection_id = $3 AND resource_id = $4 AND secret_hash = $5",
+        )
+        .bind(millis(expires_at))
+        .bind(millis(renewed_at))
+        .bind(connection_id.to_owned())
+        .bind(resource_id.to_owned())
+        .bind(secret_hash.to_owned())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn subscriptions(&self, connection_id: &str) -> Result<Vec<Subscription>, StoreError> {

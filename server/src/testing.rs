@@ -379,6 +379,25 @@ impl TokenStore for FaultyStore {
         self.inner.put_subscription(subscription).await
     }
 
+    async fn renew_subscription(
+        &self,
+        connection_id: &str,
+        resource_id: &str,
+        secret_hash: &str,
+        expires_at: DateTime<Utc>,
+        renewed_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .renew_subscription(
+                connection_id,
+                resource_id,
+                secret_hash,
+                expires_at,
+                renewed_at,
+            )
+            .await
+    }
+
     async fn subscriptions(&self, connection_id: &str) -> Result<Vec<Subscription>, StoreError> {
         self.inner.subscriptions(connection_id).await
     }

@@ -236,6 +236,9 @@ impl Webhooks {
         let claim_for = self.settings.timeout + CLAIM_MARGIN;
         let due = self.outbox.claim(&claim, claim_for, CONCURRENCY).await?;
         let count = due.len();
+        if count == 0 {
+            return Ok(0);
+        }
         let mut running = JoinSet::new();
         for delivery in due {
             let this = self.clone();
@@ -248,11 +251,14 @@ impl Webhooks {
             }
         }
         match self.outbox.settle_all(&claim, &outcomes).await {
-            Ok(settled) if settled < outcomes.len() => tracing::debug!(
-                lapsed = outcomes.len() - settled,
-                "claims ran out before their outcomes were recorded"
-            ),
-            Ok(_) => {}
+            Ok(settled) if settled < outcomes.len() => {
+                self.count(&outcomes);
+                tracing::debug!(
+                    lapsed = outcomes.len() - settled,
+                    "claims ran out before their outcomes were recorded"
+                );
+            }
+            Ok(_) => self.count(&outcomes),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot record webhook outcomes; they will be attempted again")
             }
@@ -263,6 +269,21 @@ impl Webhooks {
     /// Attempts one delivery; its outcome, to be settled with the rest of the batch.
     async fn attempt(&self, delivery: ClaimedDelivery) -> (i64, DateTime<Utc>, Attempt) {
         let now = Utc::now();
+        // An endpoint removed from the configuration gets nothing more, pending events included.
+        if !self
+            .settings
+            .endpoints
+            .iter()
+            .any(|e| e.as_str() == delivery.endpoint)
+        {
+            let outcome = Attempt::Failed {
+                status: None,
+                error: "the endpoint is no longer configured".into(),
+                next_at: now,
+                give_up: true,
+            };
+            return (delivery.id, now, outcome);
+        }
         let timestamp = now.timestamp();
         let signature = signature_header(
             &self.settings.secrets,
@@ -281,14 +302,11 @@ impl Webhooks {
             .send()
             .await;
         let outcome = match answer {
-            Ok(response) if response.status().is_success() => {
-                self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
-                Attempt::Delivered {
-                    status: response.status().as_u16(),
-                }
-            }
+            Ok(response) if response.status().is_success() => Attempt::Delivered {
+                status: response.status().as_u16(),
+            },
             failed => {
-                self.metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                // Errors never name the URL: an endpoint's query may hold the receiver's token.
                 let (status, error) = match failed {
                     Ok(response) => (
                         Some(response.status().as_u16()),
@@ -298,17 +316,20 @@ impl Webhooks {
                         (None, "the endpoint did not answer in time".into())
                     }
                     Err(e) if e.is_connect() => (None, "cannot connect to the endpoint".into()),
-                    Err(e) => (None, shorten(&format!("request failed: {e}"))),
+                    Err(e) => (
+                        None,
+                        shorten(&format!("request failed: {}", e.without_url())),
+                    ),
                 };
                 let give_up = now
-                    .signed_duration_since(delivery.created_at)
+                    .signed_duration_since(delivery.window_start)
                     .to_std()
                     .is_ok_and(|age| age >= self.settings.retry_window);
+                let host = endpoint_host(&delivery.endpoint);
                 if give_up {
-                    self.metrics.given_up.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(event = %delivery.event_id, endpoint = %delivery.endpoint, attempts = delivery.attempts + 1, "webhook delivery failed for good");
+                    tracing::warn!(event = %delivery.event_id, endpoint = %host, attempts = delivery.attempts + 1, error, "webhook delivery failed for good");
                 } else {
-                    tracing::debug!(event = %delivery.event_id, endpoint = %delivery.endpoint, error, "webhook delivery failed; will retry");
+                    tracing::debug!(event = %delivery.event_id, endpoint = %host, error, "webhook delivery failed; will retry");
                 }
                 let delay = chrono::Duration::from_std(retry_delay(
                     self.settings.first_retry,
@@ -326,6 +347,23 @@ impl Webhooks {
         (delivery.id, Utc::now(), outcome)
     }
 
+    /// Counts the outcomes a batch recorded.
+    fn count(&self, outcomes: &[(i64, DateTime<Utc>, Attempt)]) {
+        for (_, _, attempt) in outcomes {
+            match attempt {
+                Attempt::Delivered { .. } => {
+                    self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Attempt::Failed { give_up, .. } => {
+                    self.metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    if *give_up {
+                        self.metrics.given_up.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
     async fn purge(&self) {
         let cutoff = Utc::now() - chrono::Duration::from_std(RETENTION).unwrap_or_default();
         loop {
@@ -339,6 +377,13 @@ impl Webhooks {
             }
         }
     }
+}
+
+/// The scheme, host and port of an endpoint, for logs (its path and query may hold secrets).
+fn endpoint_host(endpoint: &str) -> String {
+    url::Url::parse(endpoint)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "<endpoint>".into())
 }
 
 fn shorten(text: &str) -> String {

@@ -406,6 +406,20 @@ async fn subscriptions_and_receipts() {
             None
         );
         assert_eq!(store.subscriptions("c-1").await.expect("list").len(), 2);
+        let later = t + chrono::Duration::days(40);
+        assert!(
+            !store
+                .renew_subscription("c-1", "site-b", "h-old", later, t)
+                .await
+                .expect("stale"),
+            "a renewal of a replaced subscription writes nothing"
+        );
+        assert!(
+            store
+                .renew_subscription("c-1", "site-b", "h2", renewed.expires_at.expect("at"), t)
+                .await
+                .expect("renew")
+        );
 
         let soon = t + chrono::Duration::days(10);
         let first = store

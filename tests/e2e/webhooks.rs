@@ -403,14 +403,22 @@ async fn a_receiver_failing_five_times_gets_the_event_once_and_the_admin_sees_it
         );
 
         let http = reqwest::Client::new();
-        let list = http
-            .get(format!("{base}/api/v1/webhooks/deliveries"))
-            .bearer_auth(token("root", "admin"))
-            .send()
-            .await
-            .expect("list");
-        assert_eq!(list.status(), 200);
-        let rows: Value = list.json().await.expect("json");
+        // The outcome is recorded just after the receiver answered.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let rows = loop {
+            let list = http
+                .get(format!("{base}/api/v1/webhooks/deliveries"))
+                .bearer_auth(token("root", "admin"))
+                .send()
+                .await
+                .expect("list");
+            assert_eq!(list.status(), 200);
+            let rows: Value = list.json().await.expect("json");
+            if rows[0]["status"] == "delivered" || Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(rows[0]["event_id"], event.id.as_str());
         assert_eq!(rows[0]["event_type"], "test.ping");
         assert_eq!(rows[0]["status"], "delivered");
@@ -430,14 +438,23 @@ async fn a_receiver_failing_five_times_gets_the_event_once_and_the_admin_sees_it
             .await
             .expect("list");
         assert_eq!(bad.status(), 400);
-        let metrics = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let metrics = loop {
+            let text = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            if text.contains("grantry_webhook_attempts_total{result=\"delivered\"} 1")
+                || Instant::now() > deadline
+            {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert!(metrics.contains("grantry_webhook_attempts_total{result=\"delivered\"} 1"));
         assert!(metrics.contains("grantry_webhook_attempts_total{result=\"failed\"} 5"));
         assert!(metrics.contains("grantry_webhook_deliveries_pending 0"));
@@ -488,8 +505,45 @@ async fn a_delivery_past_its_window_fails_and_an_admin_retry_delivers_it() {
         assert!(failed["next_attempt_at"].is_null());
         assert!(receiver.delivered().is_empty());
 
-        receiver.set_then(Answer::Status(200));
+        // An admin's retry opens a new retry window: the endpoint, still failing, is tried
+        // again with backoff until that window has passed too.
         let id = failed["id"].as_i64().expect("id");
+        let before = receiver.got().len();
+        let retry = http
+            .post(format!("{base}/api/v1/webhooks/deliveries/{id}/retry"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("retry");
+        assert_eq!(retry.status(), 202);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let again = loop {
+            let rows: Value = http
+                .get(format!("{base}/api/v1/webhooks/deliveries?status=failed"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            if rows.as_array().is_some_and(|r| !r.is_empty()) {
+                break rows[0].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fails again after its new window ({})",
+                db.kind
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            again["attempts"].as_i64().expect("attempts") >= 2,
+            "more than one attempt after the retry: {again}"
+        );
+        assert!(receiver.got().len() >= before + 2);
+
+        receiver.set_then(Answer::Status(200));
         let retry = http
             .post(format!("{base}/api/v1/webhooks/deliveries/{id}/retry"))
             .bearer_auth(&admin)
@@ -615,6 +669,55 @@ async fn two_replicas_deliver_a_thousand_events_each_once() {
         assert_eq!(seen.len(), 1000, "every event arrives ({})", db.kind);
         assert!(delivered.iter().all(|r| r.verified));
         assert_eq!(duplicates, 0, "claims keep replicas apart ({})", db.kind);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_removed_from_the_configuration_gets_nothing_more() {
+    for db in TestDatabase::all().await {
+        let secret = secret();
+        let receiver = Receiver::start(&secret, Vec::new(), Answer::Status(200)).await;
+        let removed = Receiver::start(&secret, Vec::new(), Answer::Status(200)).await;
+        // Recorded while both endpoints were configured; delivered by a worker that has one.
+        let old = db
+            .store()
+            .await
+            .with_event_endpoints(vec![receiver.url.clone(), removed.url.clone()]);
+        let event = Event::new("test.ping", json!({}));
+        old.record_event(&event).await.expect("record");
+        let (state, _store, _stop) = in_process(
+            &db,
+            &receiver.url,
+            &secret,
+            Duration::from_millis(50),
+            Duration::from_secs(3600),
+        )
+        .await;
+        assert_eq!(receiver.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+        let outbox = state.webhooks().expect("hooks").outbox().clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let failed = loop {
+            let failed = outbox
+                .deliveries(
+                    Some(grantry_server::outbox::DeliveryStatus::Failed),
+                    None,
+                    10,
+                )
+                .await
+                .expect("list");
+            if !failed.is_empty() || Instant::now() > deadline {
+                break failed;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(failed.len(), 1, "{}", db.kind);
+        assert_eq!(failed[0].endpoint, removed.url);
+        assert_eq!(
+            failed[0].last_error.as_deref(),
+            Some("the endpoint is no longer configured")
+        );
+        assert!(removed.got().is_empty(), "nothing was sent to it");
         db.cleanup().await;
     }
 }

@@ -455,13 +455,15 @@ async fn renew(
                 .all(|id| listed.contains(id))
         });
         if present {
-            let renewed = Subscription {
-                expires_at: Some(expires_at.unwrap_or(now + LIFETIME)),
-                renewed_at: now,
-                ..subscription.clone()
-            };
+            // A reconnect meanwhile set up a new subscription: this renewal leaves it alone.
             store
-                .put_subscription(&renewed)
+                .renew_subscription(
+                    &subscription.connection_id,
+                    &subscription.resource_id,
+                    &subscription.secret_hash,
+                    expires_at.unwrap_or(now + LIFETIME),
+                    now,
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             return Ok(Renewal::Renewed);
@@ -685,10 +687,16 @@ pub(crate) async fn deliver(
         .iter()
         .find(|r| r.id == subscription.resource_id)
         .and_then(|r| r.url.clone());
+    // Only short scalar ids pass into the event, whatever the body holds.
+    let scalar = |v: Option<&Value>| match v {
+        Some(Value::String(s)) if s.len() <= MAX_IDENTIFIER => Value::String(s.clone()),
+        Some(Value::Number(n)) => Value::Number(n.clone()),
+        _ => Value::Null,
+    };
     let issue = document.get("issue").filter(|i| i.is_object()).map(|i| {
         json!({
-            "id": i.get("id").cloned().unwrap_or(Value::Null),
-            "key": i.get("key").cloned().unwrap_or(Value::Null),
+            "id": scalar(i.get("id")),
+            "key": scalar(i.get("key")),
         })
     });
     let event = Event::new(
@@ -706,7 +714,13 @@ pub(crate) async fn deliver(
     // The receipt and the event are written together: a redelivery after a failure here is
     // recorded then, never dropped as a duplicate of an event that was not written.
     let first = match delivery_id {
-        Some(id) => store.record_event_once(ID, id, Utc::now(), &event).await,
+        // Per connection: one Jira delivery id never hides another user's webhook delivery.
+        Some(id) => {
+            let receipt = format!("{}:{id}", connection.id);
+            store
+                .record_event_once(ID, &receipt, Utc::now(), &event)
+                .await
+        }
         None => store.record_event(&event).await.map(|()| true),
     }
     .map_err(|e| ApiError::database(&e))?;

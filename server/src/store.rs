@@ -56,6 +56,8 @@ pub struct SqlStore {
     backend: Backend,
     /// Where events go: each recorded event gets one delivery row per endpoint; none, no event.
     endpoints: Arc<[String]>,
+    /// Told after a transaction that wrote an event commits (this process's delivery worker).
+    events_signal: Arc<tokio::sync::Notify>,
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {
@@ -309,6 +311,7 @@ impl SqlStore {
             pool,
             backend,
             endpoints: Arc::from(Vec::new()),
+            events_signal: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -346,6 +349,18 @@ impl SqlStore {
     pub fn with_event_endpoints(mut self, endpoints: Vec<String>) -> Self {
         self.endpoints = Arc::from(endpoints);
         self
+    }
+
+    /// Notified each time this store (or a clone) committed an event: the delivery worker
+    /// takes it at once instead of at its next poll.
+    pub fn events_signal(&self) -> &Arc<tokio::sync::Notify> {
+        &self.events_signal
+    }
+
+    fn events_written(&self) {
+        if !self.endpoints.is_empty() {
+            self.events_signal.notify_one();
+        }
     }
 
     /// The webhook endpoints events are recorded for.
@@ -423,6 +438,7 @@ impl SqlStore {
         });
         self.write_event(&mut tx, &event).await?;
         tx.commit().await.map_err(db_err)?;
+        self.events_written();
         self.announce(connection_id).await;
         Ok(true)
     }
@@ -686,6 +702,7 @@ impl TokenStore for SqlStore {
         );
         self.write_event(&mut tx, &event).await?;
         tx.commit().await.map_err(db_err)?;
+        self.events_written();
         self.announce(&r.id).await;
         self.connection_by_id(&r.id)
             .await?
@@ -855,6 +872,7 @@ impl TokenStore for SqlStore {
         );
         self.write_event(&mut tx, &event).await?;
         tx.commit().await.map_err(db_err)?;
+        self.events_written();
         Ok(true)
     }
 
@@ -989,7 +1007,9 @@ impl TokenStore for SqlStore {
     async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         self.write_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        self.events_written();
+        Ok(())
     }
 
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {
@@ -1351,6 +1371,7 @@ impl TokenStore for SqlStore {
         }
         self.write_event(&mut tx, event).await?;
         tx.commit().await.map_err(db_err)?;
+        self.events_written();
         Ok(true)
     }
 

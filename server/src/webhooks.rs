@@ -220,9 +220,11 @@ impl Webhooks {
             if worked {
                 continue;
             }
+            let recorded = Arc::clone(self.outbox.store().events_signal());
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
                 () = self.wake.notified() => {}
+                () = recorded.notified() => {}
                 _ = stop.changed() => return,
             }
         }

@@ -291,7 +291,11 @@ async fn claims_keep_workers_apart_and_a_lapsed_claim_is_taken_over() {
         assert!(!short.retry(9_999_999, Utc::now()).await.expect("none"));
         let again = short.claim("again", long, 10).await.expect("due again");
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].attempts, 1);
+        assert_eq!(again[0].attempts, 0, "a retry counts its attempts anew");
+        assert!(
+            again[0].window_start > d.window_start,
+            "and opens a new retry window"
+        );
         db.cleanup().await;
     }
 }

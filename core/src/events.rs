@@ -49,6 +49,17 @@ pub enum DeleteReason {
 }
 
 impl DeleteReason {
+    /// The `connection.deleted` event of `connection`, deleted for this reason.
+    pub fn event(self, connection: ConnectionRef<'_>) -> Event {
+        Event::connection(
+            ConnectionEventKind::Deleted,
+            connection,
+            "deleted",
+            Some(self.as_str()),
+            None,
+        )
+    }
+
     /// The `reason` of the event: `user`, `admin`, `upstream` or `account_closed`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -175,6 +186,21 @@ impl Event {
             timestamp: Utc::now(),
             data,
         }
+    }
+
+    /// The event of a stored grant with `status`: `connection.created` for a new connection,
+    /// `connection.reconnected` when it replaced one (active or `needs_reauth`).
+    pub fn connected(
+        connection: ConnectionRef<'_>,
+        status: ConnectionStatus,
+        replaced: bool,
+    ) -> Self {
+        let kind = if replaced {
+            ConnectionEventKind::Reconnected
+        } else {
+            ConnectionEventKind::Created
+        };
+        Self::connection(kind, connection, status.as_str(), None, None)
     }
 
     /// A connection event: `data` holds the provider, user, connection, its status after the

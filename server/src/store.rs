@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grantry_core::error::StoreError;
-use grantry_core::events::{ConnectionEventKind, ConnectionRef, DeleteReason, Event, StatusChange};
+use grantry_core::events::{ConnectionRef, DeleteReason, Event, StatusChange};
 use grantry_core::keyring::SealedValue;
 use grantry_core::store::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
@@ -357,25 +357,15 @@ impl SqlStore {
         &self.events_signal
     }
 
-    fn events_written(&self) {
-        if !self.endpoints.is_empty() {
-            self.events_signal.notify_one();
-        }
-    }
-
-    /// The webhook endpoints events are recorded for.
-    pub fn event_endpoints(&self) -> &[String] {
-        &self.endpoints
-    }
-
-    /// Writes `event` and one pending delivery per endpoint in `tx`.
-    async fn write_event<'c>(
+    /// Writes `event` and one pending delivery per endpoint in `tx`, commits it, then wakes
+    /// this process's delivery worker: every write of an event ends here.
+    async fn commit_with_event(
         &self,
-        tx: &mut sqlx::Transaction<'c, sqlx::Any>,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
         event: &Event,
     ) -> Result<(), StoreError> {
         if self.endpoints.is_empty() {
-            return Ok(());
+            return tx.commit().await.map_err(db_err);
         }
         let at = millis(event.timestamp);
         sqlx::query("INSERT INTO events (id, type, created_at, body) VALUES ($1, $2, $3, $4)")
@@ -383,7 +373,7 @@ impl SqlStore {
             .bind(event.kind.clone())
             .bind(at)
             .bind(event.body())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
         for endpoint in self.endpoints.iter() {
@@ -394,10 +384,12 @@ impl SqlStore {
             .bind(event.id.clone())
             .bind(endpoint.clone())
             .bind(at)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
         }
+        tx.commit().await.map_err(db_err)?;
+        self.events_signal.notify_one();
         Ok(())
     }
 
@@ -436,9 +428,7 @@ impl SqlStore {
             user_id: &user_id,
             provider: &provider,
         });
-        self.write_event(&mut tx, &event).await?;
-        tx.commit().await.map_err(db_err)?;
-        self.events_written();
+        self.commit_with_event(tx, &event).await?;
         self.announce(connection_id).await;
         Ok(true)
     }
@@ -684,25 +674,16 @@ impl TokenStore for SqlStore {
             .try_get("version")
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Self::write_resources(&mut tx, &r.id, &r.resources).await?;
-        let kind = if version == 0 {
-            ConnectionEventKind::Created
-        } else {
-            ConnectionEventKind::Reconnected
-        };
-        let event = Event::connection(
-            kind,
+        let event = Event::connected(
             ConnectionRef {
                 connection_id: &r.id,
                 user_id: &r.user_id,
                 provider: &r.provider,
             },
-            r.status.as_str(),
-            None,
-            None,
+            r.status,
+            version > 0,
         );
-        self.write_event(&mut tx, &event).await?;
-        tx.commit().await.map_err(db_err)?;
-        self.events_written();
+        self.commit_with_event(tx, &event).await?;
         self.announce(&r.id).await;
         self.connection_by_id(&r.id)
             .await?
@@ -859,20 +840,12 @@ impl TokenStore for SqlStore {
         let connection_id: String = row
             .try_get("id")
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let event = Event::connection(
-            ConnectionEventKind::Deleted,
-            ConnectionRef {
-                connection_id: &connection_id,
-                user_id,
-                provider,
-            },
-            "deleted",
-            Some(reason.as_str()),
-            None,
-        );
-        self.write_event(&mut tx, &event).await?;
-        tx.commit().await.map_err(db_err)?;
-        self.events_written();
+        let event = reason.event(ConnectionRef {
+            connection_id: &connection_id,
+            user_id,
+            provider,
+        });
+        self.commit_with_event(tx, &event).await?;
         Ok(true)
     }
 
@@ -1005,11 +978,8 @@ impl TokenStore for SqlStore {
     }
 
     async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        self.write_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err)?;
-        self.events_written();
-        Ok(())
+        let tx = self.pool.begin().await.map_err(db_err)?;
+        self.commit_with_event(tx, event).await
     }
 
     async fn connection_counts(&self) -> Result<Vec<(String, ConnectionStatus, u64)>, StoreError> {
@@ -1369,9 +1339,7 @@ impl TokenStore for SqlStore {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        self.write_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err)?;
-        self.events_written();
+        self.commit_with_event(tx, event).await?;
         Ok(true)
     }
 

@@ -59,7 +59,8 @@ pub(crate) struct Page {
     pub(crate) after: Option<String>,
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+/// 400 `invalid_request` with `message`.
+pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
@@ -114,6 +115,20 @@ pub(crate) fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
                     "limit must be a whole number from 1 to {MAX_LIMIT}"
                 ))
             }),
+    }
+}
+
+/// The id a newest-first page starts below, from a `cursor` parameter (the last id of the page
+/// before): `None` when absent or empty, 400 `invalid_request` unless a positive whole number.
+pub(crate) fn parse_id_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(Some)
+            .ok_or_else(|| invalid("cursor is not one this server gave")),
     }
 }
 

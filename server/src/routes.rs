@@ -411,17 +411,7 @@ async fn admin_token_handouts(
     principal.require_admin()?;
     let Query(query) = query.map_err(|r| bad_request("invalid_request", r.body_text()))?;
     let limit = paging::parse_limit(query.limit.as_deref())?;
-    let before = match query.cursor.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(
-            text.parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| {
-                    bad_request("invalid_request", "cursor is not one this server gave")
-                })?,
-        ),
-    };
+    let before = paging::parse_id_cursor(query.cursor.as_deref())?;
     let mut rows = s
         .app
         .store()

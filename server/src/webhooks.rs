@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::app::AppState;
 use crate::outbox::{Attempt, ClaimedDelivery, DeliveryStatus, DeliveryView, Outbox};
-use crate::paging;
+use crate::paging::{self, invalid};
 
 /// Default time one delivery attempt may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -458,10 +458,6 @@ impl From<DeliveryView> for DeliveryJson {
     }
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-}
-
 fn not_configured() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -496,15 +492,7 @@ async fn list(
                 .ok_or_else(|| invalid("status must be pending, delivered or failed"))?,
         ),
     };
-    let before = match query.cursor.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(
-            text.parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| invalid("cursor is not one this server gave"))?,
-        ),
-    };
+    let before = paging::parse_id_cursor(query.cursor.as_deref())?;
     let mut rows = hooks
         .outbox()
         .deliveries(status, before, limit + 1)

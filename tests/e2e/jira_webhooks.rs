@@ -6,14 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::process::Child;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use base64::Engine;
 use grantry::core::keyring::KeyRing;
 use grantry::core::provider::build_providers;
 use grantry::core::refresh::RefreshSettings;
@@ -32,6 +27,7 @@ use serde_json::{Value, json};
 use crate::harness::REDIRECT;
 use crate::helpers::{Scratch, free_port};
 use crate::process::atlassian_env;
+use crate::receiver::{Answer, Receiver, secret};
 
 const EVENTS: &str = "jira:issue_created,jira:issue_updated,comment_created";
 const JQL: &str = "status != Done";
@@ -48,85 +44,29 @@ fn fake_config() -> FakeConfig {
     }
 }
 
-/// The signing secret of grantry's outgoing events, in the `whsec_` form.
-fn event_secret() -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-    )
+/// The `atlassian.jira.*` events `receiver` got so far, each with whether its signature verified.
+fn jira_events(receiver: &Receiver) -> Vec<(bool, Value)> {
+    receiver
+        .got()
+        .into_iter()
+        .filter(|r| {
+            r.body["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("atlassian.jira."))
+        })
+        .map(|r| (r.verified, r.body))
+        .collect()
 }
 
-#[derive(Clone)]
-struct ReceiverState {
-    verifier: Arc<standardwebhooks::Webhook>,
-    got: Arc<Mutex<Vec<(bool, Value)>>>,
-}
-
-/// Where grantry delivers its events: every body kept with whether its signature verified.
-struct Receiver {
-    url: String,
-    state: ReceiverState,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn receive(State(s): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let verified = s.verifier.verify(&body, &headers).is_ok();
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    s.got.lock().expect("got").push((verified, body));
-    StatusCode::NO_CONTENT
-}
-
-impl Receiver {
-    async fn start(secret: &str) -> Self {
-        let state = ReceiverState {
-            verifier: Arc::new(standardwebhooks::Webhook::new(secret).expect("secret")),
-            got: Arc::default(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let url = format!("http://{}/events", listener.local_addr().expect("addr"));
-        let app = axum::Router::new()
-            .route("/events", post(receive))
-            .with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { url, state, task }
-    }
-
-    /// The `atlassian.jira.*` events received so far.
-    fn jira_events(&self) -> Vec<(bool, Value)> {
-        self.state
-            .got
-            .lock()
-            .expect("got")
-            .iter()
-            .filter(|(_, body)| {
-                body["type"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("atlassian.jira."))
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Waits until `n` `atlassian.jira.*` events arrived (at most 20 s).
-    async fn wait_for_jira_events(&self, n: usize) -> Vec<(bool, Value)> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = self.jira_events();
-            if got.len() >= n || Instant::now() > deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// Waits until `n` `atlassian.jira.*` events arrived at `receiver` (at most 20 s).
+async fn wait_for_jira_events(receiver: &Receiver, n: usize) -> Vec<(bool, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = jira_events(receiver);
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -153,8 +93,8 @@ impl Drop for Jira {
 impl Jira {
     async fn start(db: &TestDatabase) -> Self {
         let fake = FakeAtlassian::start(fake_config()).await.expect("fake");
-        let secret = event_secret();
-        let receiver = Receiver::start(&secret).await;
+        let secret = secret();
+        let receiver = Receiver::start(&secret, Vec::new(), Answer::Status(204)).await;
         // The address first: the configuration names it as the public URL.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -568,7 +508,7 @@ async fn maintenance_refreshes_the_webhooks_before_jira_drops_them() {
             .deliver_jira_event(ACME_SITE_ID, "jira:issue_created", "ACME-2", Signing::Valid)
             .await;
         assert_eq!(statuses(&deliveries), [Some(200)], "{}", db.kind);
-        let got = jira.receiver.wait_for_jira_events(1).await;
+        let got = wait_for_jira_events(&jira.receiver, 1).await;
         assert_eq!(got.len(), 1, "{}", db.kind);
         assert_eq!(got[0].1["type"], "atlassian.jira.issue_created");
         assert_eq!(got[0].1["data"]["issue"]["key"], "ACME-2");
@@ -597,7 +537,7 @@ async fn signed_deliveries_become_one_event_each_and_nothing_else_does() {
             .deliver_jira_event(ACME_SITE_ID, "jira:issue_updated", "ACME-1", Signing::Valid)
             .await;
         assert_eq!(statuses(&deliveries), [Some(200)], "{}", db.kind);
-        let got = jira.receiver.wait_for_jira_events(1).await;
+        let got = wait_for_jira_events(&jira.receiver, 1).await;
         assert_eq!(got.len(), 1, "{}", db.kind);
         let (verified, event) = &got[0];
         assert!(verified, "grantry signs the event it delivers");
@@ -671,7 +611,7 @@ async fn signed_deliveries_become_one_event_each_and_nothing_else_does() {
             .deliver_jira_event(BETA_SITE_ID, "comment_created", "BETA-7", Signing::Valid)
             .await;
         assert_eq!(statuses(&comment), [Some(200)]);
-        let got = jira.receiver.wait_for_jira_events(2).await;
+        let got = wait_for_jira_events(&jira.receiver, 2).await;
         assert_eq!(got.len(), 2, "{}", db.kind);
         let comment_event = &got[1].1;
         assert_eq!(comment_event["type"], "atlassian.jira.comment_created");
@@ -686,7 +626,7 @@ async fn signed_deliveries_become_one_event_each_and_nothing_else_does() {
         // Exactly the two valid deliveries were recorded: nothing for the refused or the replay.
         assert_eq!(jira.recorded_jira_events().await, 2, "{}", db.kind);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(jira.receiver.jira_events().len(), 2, "{}", db.kind);
+        assert_eq!(jira_events(&jira.receiver).len(), 2, "{}", db.kind);
         drop(jira);
         db.cleanup().await;
     }
@@ -772,8 +712,8 @@ impl Drop for ServeProcess {
 #[tokio::test]
 async fn the_binary_delivers_jira_events_and_never_logs_the_path_secret() {
     let fake = FakeAtlassian::start(fake_config()).await.expect("fake");
-    let secret = event_secret();
-    let receiver = Receiver::start(&secret).await;
+    let secret = secret();
+    let receiver = Receiver::start(&secret, Vec::new(), Answer::Status(204)).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let jwt = "jira-webhook-logs-jwt";
@@ -862,7 +802,7 @@ async fn the_binary_delivers_jira_events_and_never_logs_the_path_secret() {
         .deliver_jira_event(ACME_SITE_ID, "jira:issue_updated", "ACME-1", Signing::None)
         .await;
     assert_eq!(statuses(&unsigned), [Some(401)]);
-    let got = receiver.wait_for_jira_events(1).await;
+    let got = wait_for_jira_events(&receiver, 1).await;
     assert_eq!(got.len(), 1, "the binary delivers the event");
     assert!(got[0].0, "signed");
     assert_eq!(got[0].1["type"], "atlassian.jira.issue_updated");

@@ -14,6 +14,7 @@ mod jira_webhooks;
 mod lifecycle;
 mod openapi;
 mod process;
+mod receiver;
 mod secrets;
 mod storm;
 mod tampering;

@@ -2,15 +2,10 @@
 //! Webhooks reference library), retries until a failing receiver answers, delivery after
 //! `kill -9`, the admin view, and two replicas sharing the outbox.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use base64::Engine;
 use grantry::core::events::Event;
 use grantry::core::keyring::KeyRing;
 use grantry::core::refresh::RefreshSettings;
@@ -27,137 +22,7 @@ use serde_json::{Value, json};
 use crate::harness::{fake_config, spawn_server};
 use crate::helpers::{Scratch, free_port};
 use crate::process::{alice_and_admin, atlassian_env, connect_alice};
-
-/// A signing secret in the `whsec_` form.
-fn secret() -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-    )
-}
-
-/// What the receiver answers next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
-    Status(u16),
-    /// Never answers (the sender's timeout ends the attempt).
-    Hang,
-}
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    id: String,
-    verified: bool,
-    body: Value,
-    answered: Option<u16>,
-}
-
-#[derive(Clone)]
-struct ReceiverState {
-    verifier: Arc<standardwebhooks::Webhook>,
-    plan: Arc<Mutex<VecDeque<Answer>>>,
-    then: Arc<Mutex<Answer>>,
-    got: Arc<Mutex<Vec<Received>>>,
-}
-
-/// A webhook receiver on a loopback port that verifies every request with the
-/// `standardwebhooks` crate and answers as planned (then `then` for the rest).
-struct Receiver {
-    url: String,
-    state: ReceiverState,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn receive(State(s): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let verified = s.verifier.verify(&body, &headers).is_ok();
-    let answer = s
-        .plan
-        .lock()
-        .expect("plan")
-        .pop_front()
-        .unwrap_or_else(|| *s.then.lock().expect("then"));
-    let id = headers
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let answered = match answer {
-        Answer::Status(code) => Some(code),
-        Answer::Hang => None,
-    };
-    s.got.lock().expect("got").push(Received {
-        id,
-        verified,
-        body,
-        answered,
-    });
-    match answer {
-        Answer::Status(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
-        Answer::Hang => std::future::pending().await,
-    }
-}
-
-impl Receiver {
-    async fn start(secret: &str, plan: Vec<Answer>, then: Answer) -> Self {
-        Self::start_on(secret, plan, then, 0).await
-    }
-
-    async fn start_on(secret: &str, plan: Vec<Answer>, then: Answer, port: u16) -> Self {
-        let state = ReceiverState {
-            verifier: Arc::new(standardwebhooks::Webhook::new(secret).expect("secret")),
-            plan: Arc::new(Mutex::new(plan.into())),
-            then: Arc::new(Mutex::new(then)),
-            got: Arc::default(),
-        };
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind receiver");
-        let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
-        let app = axum::Router::new()
-            .route("/hooks", post(receive))
-            .with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { url, state, task }
-    }
-
-    fn set_then(&self, answer: Answer) {
-        *self.state.then.lock().expect("then") = answer;
-    }
-
-    fn got(&self) -> Vec<Received> {
-        self.state.got.lock().expect("got").clone()
-    }
-
-    /// The events answered 2xx, in arrival order.
-    fn delivered(&self) -> Vec<Received> {
-        self.got()
-            .into_iter()
-            .filter(|r| r.answered.is_some_and(|s| (200..300).contains(&s)))
-            .collect()
-    }
-
-    /// Waits until `n` events were answered 2xx (at most `within`).
-    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + within;
-        loop {
-            let delivered = self.delivered();
-            if delivered.len() >= n || Instant::now() > deadline {
-                return delivered;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
+use crate::receiver::{Answer, Received, Receiver, secret};
 
 /// An in-process grantry whose store records events for `endpoint`, with a delivery worker
 /// retrying after `first_retry`; returns the state, the store and the worker's stop switch.
@@ -197,6 +62,27 @@ async fn in_process(
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(hooks.run(stop_rx));
     (state, store, stop)
+}
+
+/// The newest `failed` delivery of the admin view, polled for up to 20 s; `None` if none came.
+async fn first_failed(http: &reqwest::Client, base: &str, admin: &str) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let rows: Value = http
+            .get(format!("{base}/api/v1/webhooks/deliveries?status=failed"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        if rows.as_array().is_some_and(|r| !r.is_empty()) {
+            return Some(rows[0].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 fn token(user: &str, role: &str) -> String {
@@ -480,27 +366,9 @@ async fn a_delivery_past_its_window_fails_and_an_admin_retry_delivers_it() {
         store.record_event(&event).await.expect("record");
         let http = reqwest::Client::new();
         let admin = token("root", "admin");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let failed = loop {
-            let rows: Value = http
-                .get(format!("{base}/api/v1/webhooks/deliveries?status=failed"))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
-            if rows.as_array().is_some_and(|r| !r.is_empty()) {
-                break rows[0].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the delivery fails for good ({})",
-                db.kind
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let failed = first_failed(&http, &base, &admin)
+            .await
+            .unwrap_or_else(|| panic!("the delivery fails for good ({})", db.kind));
         assert_eq!(failed["last_status"], 503);
         assert!(failed["next_attempt_at"].is_null());
         assert!(receiver.delivered().is_empty());
@@ -516,27 +384,9 @@ async fn a_delivery_past_its_window_fails_and_an_admin_retry_delivers_it() {
             .await
             .expect("retry");
         assert_eq!(retry.status(), 202);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let again = loop {
-            let rows: Value = http
-                .get(format!("{base}/api/v1/webhooks/deliveries?status=failed"))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
-            if rows.as_array().is_some_and(|r| !r.is_empty()) {
-                break rows[0].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fails again after its new window ({})",
-                db.kind
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let again = first_failed(&http, &base, &admin)
+            .await
+            .unwrap_or_else(|| panic!("fails again after its new window ({})", db.kind));
         assert!(
             again["attempts"].as_i64().expect("attempts") >= 2,
             "more than one attempt after the retry: {again}"

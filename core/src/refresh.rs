@@ -112,7 +112,9 @@ pub struct Refresher {
     vault: Vault,
     owner: String,
     settings: RefreshSettings,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per connection: the in-process lock of its refresh, holding the last token a caller under
+    /// it got, which the callers queued behind it take instead of reading the row again.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<FreshAccess>>>>>,
     wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     metrics: RefreshMetrics,
 }
@@ -366,9 +368,25 @@ impl Refresher {
             locks.entry(connection_id.to_owned()).or_default().clone()
         };
         let result = {
-            let _guard = lock.lock().await;
-            self.refresh_locked(connection_id, provider, due, seen_version)
-                .await
+            let mut last = lock.lock().await;
+            let now = Utc::now();
+            match last.as_ref().filter(|access| {
+                // Newer than the row this caller found due, and not expired.
+                seen_version.is_some_and(|seen| access.version > seen)
+                    && access.expires_at.is_none_or(|exp| exp > now)
+            }) {
+                Some(access) => Ok(FreshAccess {
+                    refreshed: false,
+                    ..access.clone()
+                }),
+                None => {
+                    let result = self
+                        .refresh_locked(connection_id, provider, due, seen_version)
+                        .await;
+                    *last = result.as_ref().ok().cloned();
+                    result
+                }
+            }
         };
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         if Arc::strong_count(&lock) <= 2 {

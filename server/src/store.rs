@@ -19,6 +19,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
+mod handouts;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -58,6 +60,8 @@ pub struct SqlStore {
     endpoints: Arc<[String]>,
     /// Told after a transaction that wrote an event commits (this process's delivery worker).
     events_signal: Arc<tokio::sync::Notify>,
+    /// The token hand-out audit, committed in groups.
+    handouts: Arc<handouts::HandoutLog>,
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {
@@ -312,6 +316,7 @@ impl SqlStore {
             backend,
             endpoints: Arc::from(Vec::new()),
             events_signal: Arc::new(tokio::sync::Notify::new()),
+            handouts: Arc::default(),
         })
     }
 
@@ -1363,26 +1368,9 @@ impl TokenStore for SqlStore {
         user_id: &str,
         at: DateTime<Utc>,
     ) -> Result<TokenHandout, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO token_handouts (provider, admin_id, user_id, handed_out_at) \
-             VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(provider.to_owned())
-        .bind(admin_id.to_owned())
-        .bind(user_id.to_owned())
-        .bind(millis(at))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(TokenHandout {
-            id: row
-                .try_get("id")
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            provider: provider.to_owned(),
-            admin_id: admin_id.to_owned(),
-            user_id: user_id.to_owned(),
-            handed_out_at: time(millis(at))?,
-        })
+        self.handouts
+            .record(&self.pool, provider, admin_id, user_id, at)
+            .await
     }
 
     async fn token_handouts(
@@ -1401,18 +1389,7 @@ impl TokenStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-        rows.iter()
-            .map(|row| {
-                Ok(TokenHandout {
-                    id: row.try_get("id").map_err(get)?,
-                    provider: row.try_get("provider").map_err(get)?,
-                    admin_id: row.try_get("admin_id").map_err(get)?,
-                    user_id: row.try_get("user_id").map_err(get)?,
-                    handed_out_at: time(row.try_get("handed_out_at").map_err(get)?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(handouts::stored).collect()
     }
 }
 

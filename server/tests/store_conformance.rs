@@ -1124,6 +1124,72 @@ async fn token_handouts_are_recorded_and_paged_newest_first_per_provider() {
     }
 }
 
+#[tokio::test]
+async fn concurrent_token_handouts_each_get_their_own_committed_row() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let t = now();
+        // 300 at once: more than one group (at most 256 rows a write), several callers with
+        // equal values (admin-0 and admin-1 repeat every other call at the same instant).
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..300_i64 {
+            let store = store.clone();
+            calls.spawn(async move {
+                let admin = format!("admin-{}", i % 2);
+                let user = format!("u-{}", i % 7);
+                let at = t + Duration::milliseconds(i / 3);
+                let row = store
+                    .record_token_handout("p", &admin, &user, at)
+                    .await
+                    .expect("record");
+                assert_eq!(
+                    (row.admin_id.as_str(), row.user_id.as_str(), row.handed_out_at),
+                    (admin.as_str(), user.as_str(), at)
+                );
+                row.id
+            });
+        }
+        let mut ids: Vec<i64> = calls.join_all().await;
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 300, "{}: every caller has a row of its own", db.kind);
+        let mut listed = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.token_handouts("p", before, 1000).await.expect("page");
+            let Some(last) = page.last() else { break };
+            before = Some(last.id);
+            listed.extend(page.iter().map(|h| h.id));
+        }
+        listed.sort_unstable();
+        assert_eq!(listed, ids, "{}: exactly the rows handed back", db.kind);
+
+        // A write that fails answers every caller in it with the error, and stores nothing.
+        sqlx::query("DROP TABLE token_handouts")
+            .execute(store.pool())
+            .await
+            .expect("drop");
+        let mut failed = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let store = store.clone();
+            failed.spawn(async move {
+                store
+                    .record_token_handout("p", "admin", &format!("u-{i}"), t)
+                    .await
+            });
+        }
+        for outcome in failed.join_all().await {
+            assert!(
+                matches!(outcome, Err(StoreError::Database(_))),
+                "{}",
+                db.kind
+            );
+        }
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
 /// A connection of `provider` with the given status, refresh token and expiries (`None`: unset).
 fn due_record(
     id: &str,

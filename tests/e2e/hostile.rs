@@ -557,6 +557,37 @@ async fn live_tokens_are_handed_out_by_bearer_only_uncached_and_audited() {
 }
 
 #[tokio::test]
+async fn no_audit_row_no_token() {
+    for db in TestDatabase::all().await {
+        let h = Harness::start(&db, fake_config(), true).await;
+        h.connect("alice").await;
+        sqlx::query("DROP TABLE token_handouts")
+            .execute(h.store.pool())
+            .await
+            .expect("drop");
+        let route = h.url(&format!("{API}/admin/connections/alice/access-token"));
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let request = h
+                .http
+                .get(&route)
+                .bearer_auth(h.token(&format!("admin-{i}"), "admin"));
+            calls.spawn(async move {
+                let resp = request.send().await.expect("send");
+                (resp.status(), resp.text().await.expect("body"))
+            });
+        }
+        for (status, body) in calls.join_all().await {
+            assert_eq!(status, 503, "{}: {body}", db.kind);
+            assert!(body.contains("database_unavailable"), "{body}");
+            assert!(!body.contains("access_token"), "{body}");
+        }
+        drop(h);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
 async fn metrics_with_a_token_setting_need_that_token() {
     let db = TestDatabase::sqlite();
     let h = Harness::start(&db, fake_config(), true).await;

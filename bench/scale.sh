@@ -32,7 +32,8 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 cargo build --release --bin grantry --example seed
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-GRANTRY="$TARGET/release/grantry"
+# SCALE_GRANTRY measures another build of the server (an A/B run) with this one's seed tool.
+GRANTRY=${SCALE_GRANTRY:-$TARGET/release/grantry}
 SEED="$TARGET/release/examples/seed"
 WORK="$TARGET/scale"
 mkdir -p "$WORK"

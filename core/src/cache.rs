@@ -1,5 +1,6 @@
-//! A read cache in front of a token store: the hot read (`connection(user, provider)`) is served
-//! from memory for a short time; every write through this cache invalidates what it touches.
+//! A read cache in front of a token store: the hot reads (`connection(user, provider)` and its
+//! summary) are served from memory for a short time; every write through this cache invalidates
+//! what it touches.
 //!
 //! Writes made by other processes become visible when the entry's time is up, so the time to live
 //! bounds how stale a replica may be (default 1 second; 0 turns the cache off).
@@ -15,8 +16,8 @@ use crate::error::StoreError;
 use crate::events::{DeleteReason, Event, StatusChange};
 use crate::keyring::SealedValue;
 use crate::store::{
-    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
-    Subscription, TokenHandout, TokenStore, TokenUpdate,
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionSummary, DueConnection,
+    StateRecord, Subscription, TokenHandout, TokenStore, TokenUpdate,
 };
 use crate::token::Resource;
 
@@ -25,9 +26,26 @@ const MAX_ENTRIES: usize = 100_000;
 
 type Key = (String, String);
 
+/// What the cache holds of one (user, provider): the stored row, or only its summary (read by
+/// the status route, which needs no tokens).
+#[derive(Clone)]
+enum Cached {
+    Record(Option<ConnectionRecord>),
+    Summary(Option<ConnectionSummary>),
+}
+
+impl Cached {
+    fn id(&self) -> Option<&str> {
+        match self {
+            Self::Record(r) => r.as_ref().map(|r| r.id.as_str()),
+            Self::Summary(s) => s.as_ref().map(|s| s.id.as_str()),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Entries {
-    by_key: HashMap<Key, (Instant, Option<ConnectionRecord>)>,
+    by_key: HashMap<Key, (Instant, Cached)>,
     keys_by_id: HashMap<String, Key>,
     /// Bumped by every invalidation, so a read that raced a write is not cached.
     generation: u64,
@@ -71,9 +89,50 @@ impl<S: TokenStore> CachedStore<S> {
         let mut entries = self.entries();
         entries.generation += 1;
         let key = (user_id.to_owned(), provider.to_owned());
-        if let Some((_, Some(record))) = entries.by_key.remove(&key) {
-            entries.keys_by_id.remove(&record.id);
+        if let Some((_, cached)) = entries.by_key.remove(&key)
+            && let Some(id) = cached.id()
+        {
+            entries.keys_by_id.remove(id);
         }
+    }
+
+    /// The cached answer for (`user_id`, `provider`) when a fresh entry gives one (`hit`);
+    /// otherwise `fetch`'s, kept as `keep` makes it unless a write raced the read.
+    async fn read_through<T>(
+        &self,
+        user_id: &str,
+        provider: &str,
+        hit: impl Fn(&Cached) -> Option<Option<T>>,
+        fetch: impl std::future::Future<Output = Result<Option<T>, StoreError>>,
+        keep: impl FnOnce(&Option<T>) -> Cached,
+    ) -> Result<Option<T>, StoreError> {
+        let key = (user_id.to_owned(), provider.to_owned());
+        let generation = {
+            let entries = self.entries();
+            if let Some((at, cached)) = entries.by_key.get(&key)
+                && at.elapsed() < self.ttl
+                && let Some(answer) = hit(cached)
+            {
+                return Ok(answer);
+            }
+            entries.generation
+        };
+        let fetched_at = Instant::now();
+        let fetched = fetch.await?;
+        let cached = keep(&fetched);
+        let mut entries = self.entries();
+        if entries.generation != generation {
+            return Ok(fetched);
+        }
+        if entries.by_key.len() >= MAX_ENTRIES {
+            entries.by_key.clear();
+            entries.keys_by_id.clear();
+        }
+        if let Some(id) = cached.id() {
+            entries.keys_by_id.insert(id.to_owned(), key.clone());
+        }
+        entries.by_key.insert(key, (fetched_at, cached));
+        Ok(fetched)
     }
 
     fn forget_id(&self, connection_id: &str) {
@@ -109,33 +168,40 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         if self.ttl.is_zero() {
             return self.inner.connection(user_id, provider).await;
         }
-        let key = (user_id.to_owned(), provider.to_owned());
-        let generation = {
-            let entries = self.entries();
-            if let Some((at, cached)) = entries.by_key.get(&key)
-                && at.elapsed() < self.ttl
-            {
-                return Ok(cached.clone());
-            }
-            entries.generation
-        };
-        let fetched_at = Instant::now();
-        let record = self.inner.connection(user_id, provider).await?;
-        {
-            let mut entries = self.entries();
-            if entries.generation != generation {
-                return Ok(record);
-            }
-            if entries.by_key.len() >= MAX_ENTRIES {
-                entries.by_key.clear();
-                entries.keys_by_id.clear();
-            }
-            if let Some(r) = &record {
-                entries.keys_by_id.insert(r.id.clone(), key.clone());
-            }
-            entries.by_key.insert(key, (fetched_at, record.clone()));
+        self.read_through(
+            user_id,
+            provider,
+            |cached| match cached {
+                Cached::Record(r) => Some(r.clone()),
+                Cached::Summary(_) => None,
+            },
+            self.inner.connection(user_id, provider),
+            |r| Cached::Record(r.clone()),
+        )
+        .await
+    }
+
+    async fn connection_summary(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<ConnectionSummary>, StoreError> {
+        if self.ttl.is_zero() {
+            return self.inner.connection_summary(user_id, provider).await;
         }
-        Ok(record)
+        self.read_through(
+            user_id,
+            provider,
+            |cached| {
+                Some(match cached {
+                    Cached::Record(r) => r.as_ref().map(ConnectionSummary::of),
+                    Cached::Summary(s) => s.clone(),
+                })
+            },
+            self.inner.connection_summary(user_id, provider),
+            |s| Cached::Summary(s.clone()),
+        )
+        .await
     }
 
     async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
@@ -154,6 +220,13 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         query: &ConnectionPageQuery<'_>,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
         self.inner.connections_page(query).await
+    }
+
+    async fn connection_summaries_page(
+        &self,
+        query: &ConnectionPageQuery<'_>,
+    ) -> Result<Vec<ConnectionSummary>, StoreError> {
+        self.inner.connection_summaries_page(query).await
     }
 
     async fn delete_connection(

@@ -14,7 +14,7 @@ use crate::http::ApiError;
 use crate::keyring::{SealContext, TokenField};
 use crate::provider::{AuthorizeRequest, CallbackContext, Provider, RevokeOutcome};
 use crate::secret::{PkceVerifier, StateToken};
-use crate::store::{ConnectionRecord, StateRecord};
+use crate::store::{ConnectionRecord, ConnectionSummary, StateRecord};
 use crate::vault::Vault;
 
 /// Tuning of the lifecycle.
@@ -308,11 +308,11 @@ impl Connections {
         &self,
         user_id: &str,
         provider: &dyn Provider,
-    ) -> Result<Option<ConnectionRecord>, LifecycleError> {
+    ) -> Result<Option<ConnectionSummary>, LifecycleError> {
         Ok(self
             .vault
             .store()
-            .connection(user_id, provider.id())
+            .connection_summary(user_id, provider.id())
             .await?)
     }
 

@@ -84,6 +84,56 @@ pub struct ConnectionRecord {
     pub resources: Vec<Resource>,
 }
 
+/// A connection without its tokens: what the status route and the admin list show, read
+/// without carrying the sealed tokens out of the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSummary {
+    /// Random id.
+    pub id: String,
+    /// The user who owns it.
+    pub user_id: String,
+    /// The provider id.
+    pub provider: String,
+    /// The upstream account.
+    pub account: Account,
+    /// Scopes granted.
+    pub scopes: ScopeSet,
+    /// Usable or needing re-consent.
+    pub status: ConnectionStatus,
+    /// When the access token expires.
+    pub access_expires_at: Option<DateTime<Utc>>,
+    /// When the refresh token dies of inactivity, if it does.
+    pub refresh_idle_expires_at: Option<DateTime<Utc>>,
+    /// When the grant dies whatever happens, if it does.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// The last refresh failure, a message without secrets.
+    pub last_failure: Option<String>,
+    /// When the user first connected.
+    pub connected_at: DateTime<Utc>,
+    /// Resources (sites) the grant reaches.
+    pub resources: Vec<Resource>,
+}
+
+impl ConnectionSummary {
+    /// The summary of a stored connection.
+    pub fn of(record: &ConnectionRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            user_id: record.user_id.clone(),
+            provider: record.provider.clone(),
+            account: record.account.clone(),
+            scopes: record.scopes.clone(),
+            status: record.status,
+            access_expires_at: record.access_expires_at,
+            refresh_idle_expires_at: record.refresh_idle_expires_at,
+            refresh_expires_at: record.refresh_expires_at,
+            last_failure: record.last_failure.clone(),
+            connected_at: record.connected_at,
+            resources: record.resources.clone(),
+        }
+    }
+}
+
 /// New sealed tokens written by a refresh.
 #[derive(Debug, Clone)]
 pub struct TokenUpdate {
@@ -296,6 +346,19 @@ pub trait TokenStore: Send + Sync + 'static {
         provider: &str,
     ) -> Result<Option<ConnectionRecord>, StoreError>;
 
+    /// The connection of `user_id` to `provider` without its tokens.
+    async fn connection_summary(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<ConnectionSummary>, StoreError> {
+        Ok(self
+            .connection(user_id, provider)
+            .await?
+            .as_ref()
+            .map(ConnectionSummary::of))
+    }
+
     /// A connection by id.
     async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError>;
 
@@ -314,6 +377,19 @@ pub trait TokenStore: Send + Sync + 'static {
         &self,
         query: &ConnectionPageQuery<'_>,
     ) -> Result<Vec<ConnectionRecord>, StoreError>;
+
+    /// [`connections_page`](Self::connections_page) without the tokens.
+    async fn connection_summaries_page(
+        &self,
+        query: &ConnectionPageQuery<'_>,
+    ) -> Result<Vec<ConnectionSummary>, StoreError> {
+        Ok(self
+            .connections_page(query)
+            .await?
+            .iter()
+            .map(ConnectionSummary::of)
+            .collect())
+    }
 
     /// Deletes the connection and its resources, recording `connection.deleted` with `reason`;
     /// whether one existed.

@@ -12,7 +12,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use grantry_core::http::Authentication;
-use grantry_core::store::{ConnectionKey, ConnectionPageQuery, ConnectionRecord};
+use grantry_core::store::{ConnectionKey, ConnectionPageQuery, ConnectionSummary};
 use grantry_core::{ApiError, ErrorBody, Principal, Provider, Resource};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -93,7 +93,7 @@ struct StatusView<'a> {
     last_failure: Option<&'a str>,
 }
 
-fn view(record: &ConnectionRecord, with_user: bool) -> StatusView<'_> {
+fn view(record: &ConnectionSummary, with_user: bool) -> StatusView<'_> {
     StatusView {
         user_id: with_user.then_some(record.user_id.as_str()),
         connection_id: &record.id,
@@ -180,7 +180,7 @@ async fn callback(
         record.clone(),
     );
     tokio::spawn(async move { provider.connected(&context, &connection).await });
-    Ok(Json(view(&record, false)).into_response())
+    Ok(Json(view(&ConnectionSummary::of(&record), false)).into_response())
 }
 
 /// The user's connection to this provider, or `{"provider","connected":false}`.
@@ -289,7 +289,7 @@ async fn admin_list(
     let mut list = s
         .app
         .store()
-        .connections_page(&ConnectionPageQuery {
+        .connection_summaries_page(&ConnectionPageQuery {
             provider: Some(s.provider.id()),
             status: page.status,
             after: after.as_ref(),

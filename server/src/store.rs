@@ -11,8 +11,8 @@ use grantry_core::error::StoreError;
 use grantry_core::events::{ConnectionRef, DeleteReason, Event, StatusChange};
 use grantry_core::keyring::SealedValue;
 use grantry_core::store::{
-    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
-    Subscription, TokenHandout, TokenStore, TokenUpdate,
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionSummary, DueConnection,
+    StateRecord, Subscription, TokenHandout, TokenStore, TokenUpdate,
 };
 use grantry_core::{Account, Resource, ScopeSet};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -160,19 +160,51 @@ macro_rules! select_with_resources {
     };
 }
 
+/// [`select_with_resources`] without the tokens and the refresh bookkeeping (a summary).
+macro_rules! select_summary_with_resources {
+    ($where:literal) => {
+        concat!(
+            "SELECT c.id, c.user_id, c.provider, c.account_id, c.account_name, c.account_email, \
+             c.scopes, c.status, c.access_expires_at, c.refresh_idle_expires_at, \
+             c.refresh_expires_at, c.last_failure, c.connected_at, \
+             r.resource_id AS r_id, r.name AS r_name, r.url AS r_url, r.scopes AS r_scopes, \
+             r.avatar_url AS r_avatar_url \
+             FROM connections c LEFT JOIN connection_resources r ON r.connection_id = c.id ",
+            $where,
+            " ORDER BY r.position"
+        )
+    };
+}
+
+/// The columns of a connection's summary, for [`select_page`].
+macro_rules! summary_columns {
+    () => {
+        "id, user_id, provider, account_id, account_name, account_email, scopes, status, \
+         access_expires_at, refresh_idle_expires_at, refresh_expires_at, last_failure, connected_at"
+    };
+}
+
+/// The columns of a whole connection row, for [`select_page`].
+macro_rules! record_columns {
+    () => {
+        "id, user_id, provider, account_id, account_name, account_email, scopes, status, \
+         access_token, refresh_token, key_id, access_expires_at, refresh_idle_expires_at, \
+         refresh_expires_at, version, lease_until, lease_owner, last_failure, connected_at, \
+         updated_at, last_refreshed_at, access_issued_at"
+    };
+}
+
 /// One page of connections with their resources in one round trip: the page is chosen (ordered
 /// and limited, through an index) in a derived table, then joined with its resources. `$1` is the
 /// limit; `$where` binds from `$2`.
 macro_rules! select_page {
-    ($where:literal, $order:literal, $outer_order:literal) => {
+    ($columns:ident, $where:literal, $order:literal, $outer_order:literal) => {
         concat!(
-            "SELECT c.id, c.user_id, c.provider, c.account_id, c.account_name, c.account_email, \
-             c.scopes, c.status, c.access_token, c.refresh_token, c.key_id, c.access_expires_at, \
-             c.refresh_idle_expires_at, c.refresh_expires_at, c.version, c.lease_until, c.lease_owner, \
-             c.last_failure, c.connected_at, c.updated_at, c.last_refreshed_at, c.access_issued_at, \
-             r.resource_id AS r_id, r.name AS r_name, r.url AS r_url, r.scopes AS r_scopes, \
-             r.avatar_url AS r_avatar_url FROM (",
-            select_connections!($where),
+            "SELECT c.*, r.resource_id AS r_id, r.name AS r_name, r.url AS r_url, \
+             r.scopes AS r_scopes, r.avatar_url AS r_avatar_url FROM (SELECT ",
+            $columns!(),
+            " FROM connections ",
+            $where,
             " ORDER BY ",
             $order,
             " LIMIT $1) c LEFT JOIN connection_resources r ON r.connection_id = c.id ORDER BY ",
@@ -185,34 +217,65 @@ macro_rules! select_page {
 /// [`select_page`] of one provider's connections in user-id order (index `(provider, user_id)`,
 /// or `(provider, status, user_id)` with a status).
 macro_rules! select_provider_page {
-    ($where:literal) => {
-        select_page!($where, "user_id", "c.user_id")
+    ($columns:ident, $where:literal) => {
+        select_page!($columns, $where, "user_id", "c.user_id")
     };
 }
 
 /// [`select_page`] of every provider's connections in (provider, user id) order.
 macro_rules! select_all_page {
-    ($where:literal) => {
-        select_page!($where, "provider, user_id", "c.provider, c.user_id")
+    ($columns:ident, $where:literal) => {
+        select_page!(
+            $columns,
+            $where,
+            "provider, user_id",
+            "c.provider, c.user_id"
+        )
     };
 }
 
-/// The statement of a page: of one provider or all, with a status filter or not, from the start
-/// or after a key. Binds: limit, provider, status, key (user id, or provider and user id).
-fn page_sql(one_provider: bool, status: bool, after: bool) -> &'static str {
-    match (one_provider, status, after) {
-        (true, false, false) => select_provider_page!("WHERE provider = $2"),
-        (true, false, true) => select_provider_page!("WHERE provider = $2 AND user_id > $3"),
-        (true, true, false) => select_provider_page!("WHERE provider = $2 AND status = $3"),
-        (true, true, true) => {
-            select_provider_page!("WHERE provider = $2 AND status = $3 AND user_id > $4")
+/// The statements of a page in every variant, for one column list: of one provider or all,
+/// with a status filter or not, from the start or after a key. Binds: limit, provider, status,
+/// key (user id, or provider and user id).
+macro_rules! page_statements {
+    ($columns:ident, $one_provider:expr, $status:expr, $after:expr) => {
+        match ($one_provider, $status, $after) {
+            (true, false, false) => select_provider_page!($columns, "WHERE provider = $2"),
+            (true, false, true) => {
+                select_provider_page!($columns, "WHERE provider = $2 AND user_id > $3")
+            }
+            (true, true, false) => {
+                select_provider_page!($columns, "WHERE provider = $2 AND status = $3")
+            }
+            (true, true, true) => select_provider_page!(
+                $columns,
+                "WHERE provider = $2 AND status = $3 AND user_id > $4"
+            ),
+            (false, false, false) => select_all_page!($columns, ""),
+            (false, false, true) => {
+                select_all_page!($columns, "WHERE (provider, user_id) > ($2, $3)")
+            }
+            (false, true, false) => select_all_page!($columns, "WHERE status = $2"),
+            (false, true, true) => select_all_page!(
+                $columns,
+                "WHERE status = $2 AND (provider, user_id) > ($3, $4)"
+            ),
         }
-        (false, false, false) => select_all_page!(""),
-        (false, false, true) => select_all_page!("WHERE (provider, user_id) > ($2, $3)"),
-        (false, true, false) => select_all_page!("WHERE status = $2"),
-        (false, true, true) => {
-            select_all_page!("WHERE status = $2 AND (provider, user_id) > ($3, $4)")
-        }
+    };
+}
+
+/// What a page carries: whole rows, or summaries without tokens.
+#[derive(Clone, Copy)]
+enum PageOf {
+    Records,
+    Summaries,
+}
+
+/// The statement of a page (see [`page_statements`]).
+fn page_sql(of: PageOf, one_provider: bool, status: bool, after: bool) -> &'static str {
+    match of {
+        PageOf::Records => page_statements!(record_columns, one_provider, status, after),
+        PageOf::Summaries => page_statements!(summary_columns, one_provider, status, after),
     }
 }
 
@@ -484,6 +547,80 @@ impl SqlStore {
             .collect()
     }
 
+    /// The rows of one page (a row per resource) of `of`, for [`TokenStore::connections_page`]
+    /// and [`TokenStore::connection_summaries_page`].
+    async fn page_rows(
+        &self,
+        of: PageOf,
+        query: &ConnectionPageQuery<'_>,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::from(query.limit);
+        let status = query.status.map(ConnectionStatus::as_str);
+        // Every statement binds the limit first, then the provider (when filtered), the status
+        // (when filtered) and the key to start after (when given).
+        let (sql, provider, after) = match query.provider {
+            Some(provider) => {
+                // Within one provider the key is the user id; a key of another provider places
+                // the page before (nothing to skip) or after (nothing left) all of its rows.
+                let after = match query.after {
+                    Some(key) if key.provider.as_str() > provider => return Ok(Vec::new()),
+                    Some(key) if key.provider == provider => vec![key.user_id.clone()],
+                    _ => Vec::new(),
+                };
+                let sql = page_sql(of, true, status.is_some(), !after.is_empty());
+                (sql, Some(provider), after)
+            }
+            None => {
+                let after = query
+                    .after
+                    .map(|key| vec![key.provider.clone(), key.user_id.clone()])
+                    .unwrap_or_default();
+                let sql = page_sql(of, false, status.is_some(), !after.is_empty());
+                (sql, None, after)
+            }
+        };
+        let mut q = sqlx::query(sql).bind(limit);
+        if let Some(provider) = provider {
+            q = q.bind(provider.to_owned());
+        }
+        if let Some(status) = status {
+            q = q.bind(status);
+        }
+        for value in after {
+            q = q.bind(value);
+        }
+        q.fetch_all(&self.pool).await.map_err(db_err)
+    }
+
+    fn summary_from_row(row: &AnyRow) -> Result<ConnectionSummary, StoreError> {
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        let status: String = row.try_get("status").map_err(get)?;
+        Ok(ConnectionSummary {
+            id: row.try_get("id").map_err(get)?,
+            user_id: row.try_get("user_id").map_err(get)?,
+            provider: row.try_get("provider").map_err(get)?,
+            account: Account {
+                id: row.try_get("account_id").map_err(get)?,
+                name: row.try_get("account_name").map_err(get)?,
+                email: row.try_get("account_email").map_err(get)?,
+            },
+            scopes: ScopeSet::parse(&row.try_get::<String, _>("scopes").map_err(get)?),
+            status: ConnectionStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown status `{status}`")))?,
+            access_expires_at: opt_time(row.try_get("access_expires_at").map_err(get)?)?,
+            refresh_idle_expires_at: opt_time(
+                row.try_get("refresh_idle_expires_at").map_err(get)?,
+            )?,
+            refresh_expires_at: opt_time(row.try_get("refresh_expires_at").map_err(get)?)?,
+            last_failure: row.try_get("last_failure").map_err(get)?,
+            connected_at: time(row.try_get("connected_at").map_err(get)?)?,
+            resources: Vec::new(),
+        })
+    }
+
     fn record_from_row(row: &AnyRow) -> Result<ConnectionRecord, StoreError> {
         let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
         let status: String = row.try_get("status").map_err(get)?;
@@ -558,13 +695,29 @@ impl SqlStore {
             return Ok(None);
         };
         let mut record = Self::record_from_row(first)?;
+        record.resources = Self::resources_of(rows)?;
+        Ok(Some(record))
+    }
+
+    fn summary_with_resources(rows: &[AnyRow]) -> Result<Option<ConnectionSummary>, StoreError> {
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut summary = Self::summary_from_row(first)?;
+        summary.resources = Self::resources_of(rows)?;
+        Ok(Some(summary))
+    }
+
+    /// The resources of one connection's rows (none when its only row has NULL resource columns).
+    fn resources_of(rows: &[AnyRow]) -> Result<Vec<Resource>, StoreError> {
         let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        let mut resources = Vec::new();
         for row in rows {
             let Some(id) = row.try_get::<Option<String>, _>("r_id").map_err(get)? else {
                 continue;
             };
             let scopes: String = row.try_get("r_scopes").map_err(get)?;
-            record.resources.push(Resource {
+            resources.push(Resource {
                 id,
                 name: row.try_get("r_name").map_err(get)?,
                 url: row.try_get("r_url").map_err(get)?,
@@ -572,14 +725,17 @@ impl SqlStore {
                 avatar_url: row.try_get("r_avatar_url").map_err(get)?,
             });
         }
-        Ok(Some(record))
+        Ok(resources)
     }
 
-    /// The connections of [`select_page!`] rows: consecutive rows of one id make one record.
-    fn records_with_resources(rows: &[AnyRow]) -> Result<Vec<ConnectionRecord>, StoreError> {
+    /// The connections of [`select_page!`] rows: consecutive rows of one id make one.
+    fn rows_by_connection<T>(
+        rows: &[AnyRow],
+        one: impl Fn(&[AnyRow]) -> Result<Option<T>, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let id = |row: &AnyRow| row.try_get::<String, _>("id").ok();
         rows.chunk_by(|a, b| id(a) == id(b))
-            .filter_map(|chunk| Self::record_with_resources(chunk).transpose())
+            .filter_map(|chunk| one(chunk).transpose())
             .collect()
     }
 
@@ -711,6 +867,22 @@ impl TokenStore for SqlStore {
         Self::record_with_resources(&rows)
     }
 
+    async fn connection_summary(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<ConnectionSummary>, StoreError> {
+        let rows = sqlx::query(select_summary_with_resources!(
+            "WHERE c.user_id = $1 AND c.provider = $2"
+        ))
+        .bind(user_id.to_owned())
+        .bind(provider.to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Self::summary_with_resources(&rows)
+    }
+
     async fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
         let rows = sqlx::query(select_with_resources!("WHERE c.id = $1"))
             .bind(id.to_owned())
@@ -773,46 +945,16 @@ impl TokenStore for SqlStore {
         &self,
         query: &ConnectionPageQuery<'_>,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
-        if query.limit == 0 {
-            return Ok(Vec::new());
-        }
-        let limit = i64::from(query.limit);
-        let status = query.status.map(ConnectionStatus::as_str);
-        // Every statement binds the limit first, then the provider (when filtered), the status
-        // (when filtered) and the key to start after (when given).
-        let (sql, provider, after) = match query.provider {
-            Some(provider) => {
-                // Within one provider the key is the user id; a key of another provider places
-                // the page before (nothing to skip) or after (nothing left) all of its rows.
-                let after = match query.after {
-                    Some(key) if key.provider.as_str() > provider => return Ok(Vec::new()),
-                    Some(key) if key.provider == provider => vec![key.user_id.clone()],
-                    _ => Vec::new(),
-                };
-                let sql = page_sql(true, status.is_some(), !after.is_empty());
-                (sql, Some(provider), after)
-            }
-            None => {
-                let after = query
-                    .after
-                    .map(|key| vec![key.provider.clone(), key.user_id.clone()])
-                    .unwrap_or_default();
-                let sql = page_sql(false, status.is_some(), !after.is_empty());
-                (sql, None, after)
-            }
-        };
-        let mut q = sqlx::query(sql).bind(limit);
-        if let Some(provider) = provider {
-            q = q.bind(provider.to_owned());
-        }
-        if let Some(status) = status {
-            q = q.bind(status);
-        }
-        for value in after {
-            q = q.bind(value);
-        }
-        let rows = q.fetch_all(&self.pool).await.map_err(db_err)?;
-        Self::records_with_resources(&rows)
+        let rows = self.page_rows(PageOf::Records, query).await?;
+        Self::rows_by_connection(&rows, Self::record_with_resources)
+    }
+
+    async fn connection_summaries_page(
+        &self,
+        query: &ConnectionPageQuery<'_>,
+    ) -> Result<Vec<ConnectionSummary>, StoreError> {
+        let rows = self.page_rows(PageOf::Summaries, query).await?;
+        Self::rows_by_connection(&rows, Self::summary_with_resources)
     }
 
     async fn delete_connection(
@@ -1404,7 +1546,10 @@ mod tests {
             Backend::Sqlite => "EXPLAIN QUERY PLAN ",
             Backend::Postgres => "EXPLAIN ",
         };
-        let sql = format!("{explain}{}", page_sql(one_provider, status, after));
+        let sql = format!(
+            "{explain}{}",
+            page_sql(PageOf::Summaries, one_provider, status, after)
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(10_i64);
         if one_provider {
             q = q.bind("atlassian");

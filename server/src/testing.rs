@@ -13,8 +13,8 @@ use grantry_core::error::StoreError;
 use grantry_core::events::{DeleteReason, Event, StatusChange};
 use grantry_core::keyring::{SealedValue, TokenField};
 use grantry_core::store::{
-    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, DueConnection, StateRecord,
-    Subscription, TokenHandout, TokenStore, TokenUpdate,
+    ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionSummary, DueConnection,
+    StateRecord, Subscription, TokenHandout, TokenStore, TokenUpdate,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -263,6 +263,21 @@ impl TokenStore for FaultyStore {
         provider: Option<&str>,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
         self.inner.list_connections(provider).await
+    }
+
+    async fn connection_summary(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<ConnectionSummary>, StoreError> {
+        self.inner.connection_summary(user_id, provider).await
+    }
+
+    async fn connection_summaries_page(
+        &self,
+        query: &ConnectionPageQuery<'_>,
+    ) -> Result<Vec<ConnectionSummary>, StoreError> {
+        self.inner.connection_summaries_page(query).await
     }
 
     async fn connections_page(

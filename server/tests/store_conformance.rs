@@ -7,8 +7,8 @@ use grantry_core::error::{Error, StoreError};
 use grantry_core::events::{DeleteReason, ReauthReason, StatusChange};
 use grantry_core::keyring::{KeyRing, SealedValue};
 use grantry_core::store::{
-    ConnectionKey, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionWalk,
-    StateRecord, TokenStore,
+    ConnectionKey, ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionSummary,
+    ConnectionWalk, StateRecord, TokenStore,
 };
 use grantry_core::vault::Vault;
 use grantry_core::{
@@ -778,12 +778,40 @@ async fn the_read_cache_is_invalidated_by_local_writes_and_expires() {
             )
             .await
             .expect("status");
+        let summary = cached
+            .connection_summary("u-1", "p")
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(summary.last_failure.as_deref(), Some("here"));
+
+        // A cached summary serves summaries only: the whole row is read again.
+        store
+            .set_status(
+                "c-1",
+                StatusChange::NeedsReauth {
+                    reason: ReauthReason::InvalidGrant,
+                    failure: "elsewhere again",
+                },
+            )
+            .await
+            .expect("status");
+        let summary = cached.connection_summary("u-1", "p").await.expect("read");
+        assert_eq!(
+            summary.and_then(|s| s.last_failure).as_deref(),
+            Some("here"),
+            "{}: the summary from memory",
+            db.kind
+        );
         let fresh = cached
             .connection("u-1", "p")
             .await
             .expect("read")
             .expect("row");
-        assert_eq!(fresh.last_failure.as_deref(), Some("here"));
+        assert_eq!(fresh.last_failure.as_deref(), Some("elsewhere again"));
+        // ... and the whole row, once cached, serves summaries too.
+        let summary = cached.connection_summary("u-1", "p").await.expect("read");
+        assert_eq!(summary, Some(ConnectionSummary::of(&fresh)));
         assert!(
             cached
                 .delete_connection("u-1", "p", DeleteReason::User)
@@ -791,6 +819,10 @@ async fn the_read_cache_is_invalidated_by_local_writes_and_expires() {
                 .expect("delete")
         );
         assert_eq!(cached.connection("u-1", "p").await.expect("read"), None);
+        assert_eq!(
+            cached.connection_summary("u-1", "p").await.expect("read"),
+            None
+        );
 
         // A short time to live shows other processes' writes soon after.
         let short = CachedStore::new(store.clone(), Duration::from_millis(50));
@@ -830,6 +862,27 @@ async fn walk_pages(
             .await
             .expect("page");
         assert!(page.len() <= limit as usize, "a page exceeds its limit");
+        // The same page without tokens holds the same connections, summarized.
+        let summaries = store
+            .connection_summaries_page(&ConnectionPageQuery {
+                provider,
+                status,
+                after: after.as_ref(),
+                limit,
+            })
+            .await
+            .expect("summaries");
+        assert_eq!(
+            summaries,
+            page.iter().map(ConnectionSummary::of).collect::<Vec<_>>()
+        );
+        for record in &page {
+            let one = store
+                .connection_summary(&record.user_id, &record.provider)
+                .await
+                .expect("summary");
+            assert_eq!(one, Some(ConnectionSummary::of(record)));
+        }
         let full = page.len() == limit as usize;
         all.extend(page);
         if !full {
@@ -1143,7 +1196,11 @@ async fn concurrent_token_handouts_each_get_their_own_committed_row() {
                     .await
                     .expect("record");
                 assert_eq!(
-                    (row.admin_id.as_str(), row.user_id.as_str(), row.handed_out_at),
+                    (
+                        row.admin_id.as_str(),
+                        row.user_id.as_str(),
+                        row.handed_out_at
+                    ),
                     (admin.as_str(), user.as_str(), at)
                 );
                 row.id
@@ -1152,7 +1209,12 @@ async fn concurrent_token_handouts_each_get_their_own_committed_row() {
         let mut ids: Vec<i64> = calls.join_all().await;
         ids.sort_unstable();
         ids.dedup();
-        assert_eq!(ids.len(), 300, "{}: every caller has a row of its own", db.kind);
+        assert_eq!(
+            ids.len(),
+            300,
+            "{}: every caller has a row of its own",
+            db.kind
+        );
         let mut listed = Vec::new();
         let mut before = None;
         loop {

@@ -50,7 +50,9 @@ impl Queue {
 }
 
 fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
-    queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The writer task's hold on the queue: should the task end without draining it (a panic, its
@@ -148,11 +150,15 @@ async fn write(pool: &AnyPool, batch: Vec<Pending>) {
             .bind(p.user_id.clone())
             .bind(p.at);
     }
-    match query.fetch_all(pool).await.map_err(db_err).and_then(|rows| {
-        rows.iter()
-            .map(stored)
-            .collect::<Result<Vec<TokenHandout>, _>>()
-    }) {
+    match query
+        .fetch_all(pool)
+        .await
+        .map_err(db_err)
+        .and_then(|rows| {
+            rows.iter()
+                .map(stored)
+                .collect::<Result<Vec<TokenHandout>, _>>()
+        }) {
         Ok(mut stored) => {
             for p in batch {
                 // `RETURNING` promises no order: each caller takes a row with its own values

@@ -195,10 +195,10 @@ macro_rules! record_columns {
 }
 
 /// One page of connections with their resources in one round trip: the page is chosen (ordered
-/// and limited, through an index) in a derived table, then joined with its resources. `$1` is the
-/// limit; `$where` binds from `$2`.
+/// and limited, through an index) in a derived table, then joined with its resources by
+/// `$join`. `$1` is the limit; `$where` binds from `$2`.
 macro_rules! select_page {
-    ($columns:ident, $where:literal, $order:literal, $outer_order:literal) => {
+    ($columns:ident, $join:ident, $where:literal, $order:literal, $outer_order:literal) => {
         concat!(
             "SELECT c.*, r.resource_id AS r_id, r.name AS r_name, r.url AS r_url, \
              r.scopes AS r_scopes, r.avatar_url AS r_avatar_url FROM (SELECT ",
@@ -207,26 +207,47 @@ macro_rules! select_page {
             $where,
             " ORDER BY ",
             $order,
-            " LIMIT $1) c LEFT JOIN connection_resources r ON r.connection_id = c.id ORDER BY ",
+            " LIMIT $1) c ",
+            $join!(),
+            " ORDER BY ",
             $outer_order,
             ", r.position"
         )
     };
 }
 
+/// How a page joins its resources on SQLite, whose planner probes the resources' index per row.
+macro_rules! resources_join_sqlite {
+    () => {
+        "LEFT JOIN connection_resources r ON r.connection_id = c.id"
+    };
+}
+
+/// How a page joins its resources on PostgreSQL: a probe of the resources' index per connection
+/// of the page, always. As a plain join the planner may hash the whole resources table instead
+/// (seen at 100k connections: 100 ms a page of 1,000 against 10 ms); `OFFSET 0` keeps the
+/// subquery from being flattened back into one.
+macro_rules! resources_join_postgres {
+    () => {
+        "LEFT JOIN LATERAL (SELECT * FROM connection_resources r WHERE r.connection_id = c.id \
+         OFFSET 0) r ON true"
+    };
+}
+
 /// [`select_page`] of one provider's connections in user-id order (index `(provider, user_id)`,
 /// or `(provider, status, user_id)` with a status).
 macro_rules! select_provider_page {
-    ($columns:ident, $where:literal) => {
-        select_page!($columns, $where, "user_id", "c.user_id")
+    ($columns:ident, $join:ident, $where:literal) => {
+        select_page!($columns, $join, $where, "user_id", "c.user_id")
     };
 }
 
 /// [`select_page`] of every provider's connections in (provider, user id) order.
 macro_rules! select_all_page {
-    ($columns:ident, $where:literal) => {
+    ($columns:ident, $join:ident, $where:literal) => {
         select_page!(
             $columns,
+            $join,
             $where,
             "provider, user_id",
             "c.provider, c.user_id"
@@ -234,30 +255,32 @@ macro_rules! select_all_page {
     };
 }
 
-/// The statements of a page in every variant, for one column list: of one provider or all,
-/// with a status filter or not, from the start or after a key. Binds: limit, provider, status,
-/// key (user id, or provider and user id).
+/// The statements of a page in every variant, for one column list and one join: of one provider
+/// or all, with a status filter or not, from the start or after a key. Binds: limit, provider,
+/// status, key (user id, or provider and user id).
 macro_rules! page_statements {
-    ($columns:ident, $one_provider:expr, $status:expr, $after:expr) => {
+    ($columns:ident, $join:ident, $one_provider:expr, $status:expr, $after:expr) => {
         match ($one_provider, $status, $after) {
-            (true, false, false) => select_provider_page!($columns, "WHERE provider = $2"),
+            (true, false, false) => select_provider_page!($columns, $join, "WHERE provider = $2"),
             (true, false, true) => {
-                select_provider_page!($columns, "WHERE provider = $2 AND user_id > $3")
+                select_provider_page!($columns, $join, "WHERE provider = $2 AND user_id > $3")
             }
             (true, true, false) => {
-                select_provider_page!($columns, "WHERE provider = $2 AND status = $3")
+                select_provider_page!($columns, $join, "WHERE provider = $2 AND status = $3")
             }
             (true, true, true) => select_provider_page!(
                 $columns,
+                $join,
                 "WHERE provider = $2 AND status = $3 AND user_id > $4"
             ),
-            (false, false, false) => select_all_page!($columns, ""),
+            (false, false, false) => select_all_page!($columns, $join, ""),
             (false, false, true) => {
-                select_all_page!($columns, "WHERE (provider, user_id) > ($2, $3)")
+                select_all_page!($columns, $join, "WHERE (provider, user_id) > ($2, $3)")
             }
-            (false, true, false) => select_all_page!($columns, "WHERE status = $2"),
+            (false, true, false) => select_all_page!($columns, $join, "WHERE status = $2"),
             (false, true, true) => select_all_page!(
                 $columns,
+                $join,
                 "WHERE status = $2 AND (provider, user_id) > ($3, $4)"
             ),
         }
@@ -272,10 +295,42 @@ enum PageOf {
 }
 
 /// The statement of a page (see [`page_statements`]).
-fn page_sql(of: PageOf, one_provider: bool, status: bool, after: bool) -> &'static str {
-    match of {
-        PageOf::Records => page_statements!(record_columns, one_provider, status, after),
-        PageOf::Summaries => page_statements!(summary_columns, one_provider, status, after),
+fn page_sql(
+    backend: Backend,
+    of: PageOf,
+    one_provider: bool,
+    status: bool,
+    after: bool,
+) -> &'static str {
+    match (backend, of) {
+        (Backend::Sqlite, PageOf::Records) => page_statements!(
+            record_columns,
+            resources_join_sqlite,
+            one_provider,
+            status,
+            after
+        ),
+        (Backend::Sqlite, PageOf::Summaries) => page_statements!(
+            summary_columns,
+            resources_join_sqlite,
+            one_provider,
+            status,
+            after
+        ),
+        (Backend::Postgres, PageOf::Records) => page_statements!(
+            record_columns,
+            resources_join_postgres,
+            one_provider,
+            status,
+            after
+        ),
+        (Backend::Postgres, PageOf::Summaries) => page_statements!(
+            summary_columns,
+            resources_join_postgres,
+            one_provider,
+            status,
+            after
+        ),
     }
 }
 
@@ -570,7 +625,7 @@ impl SqlStore {
                     Some(key) if key.provider == provider => vec![key.user_id.clone()],
                     _ => Vec::new(),
                 };
-                let sql = page_sql(of, true, status.is_some(), !after.is_empty());
+                let sql = page_sql(self.backend, of, true, status.is_some(), !after.is_empty());
                 (sql, Some(provider), after)
             }
             None => {
@@ -578,7 +633,7 @@ impl SqlStore {
                     .after
                     .map(|key| vec![key.provider.clone(), key.user_id.clone()])
                     .unwrap_or_default();
-                let sql = page_sql(of, false, status.is_some(), !after.is_empty());
+                let sql = page_sql(self.backend, of, false, status.is_some(), !after.is_empty());
                 (sql, None, after)
             }
         };
@@ -1548,7 +1603,13 @@ mod tests {
         };
         let sql = format!(
             "{explain}{}",
-            page_sql(PageOf::Summaries, one_provider, status, after)
+            page_sql(
+                store.backend(),
+                PageOf::Summaries,
+                one_provider,
+                status,
+                after
+            )
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(10_i64);
         if one_provider {

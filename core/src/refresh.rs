@@ -143,6 +143,32 @@ impl Drop for Waker<'_> {
     }
 }
 
+/// A caller's hold on the refresh lock of one connection; the last caller to let go, finished
+/// or cancelled, removes the lock and the token it keeps.
+struct LockEntry<'a> {
+    refresher: &'a Refresher,
+    connection_id: &'a str,
+    lock: Arc<tokio::sync::Mutex<Option<FreshAccess>>>,
+}
+
+impl Drop for LockEntry<'_> {
+    fn drop(&mut self) {
+        let mut locks = self
+            .refresher
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Held by the map and this caller only: nobody else waits.
+        if Arc::strong_count(&self.lock) <= 2
+            && locks
+                .get(self.connection_id)
+                .is_some_and(|l| Arc::ptr_eq(l, &self.lock))
+        {
+            locks.remove(self.connection_id);
+        }
+    }
+}
+
 impl std::fmt::Debug for Refresher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Refresher")
@@ -363,35 +389,32 @@ impl Refresher {
         due: Due,
         seen_version: Option<i64>,
     ) -> Result<FreshAccess, AccessError> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(connection_id.to_owned()).or_default().clone()
+        let entry = LockEntry {
+            refresher: self,
+            connection_id,
+            lock: {
+                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+                locks.entry(connection_id.to_owned()).or_default().clone()
+            },
         };
-        let result = {
-            let mut last = lock.lock().await;
-            let now = Utc::now();
-            match last.as_ref().filter(|access| {
-                // Newer than the row this caller found due, and not expired.
-                seen_version.is_some_and(|seen| access.version > seen)
-                    && access.expires_at.is_none_or(|exp| exp > now)
-            }) {
-                Some(access) => Ok(FreshAccess {
-                    refreshed: false,
-                    ..access.clone()
-                }),
-                None => {
-                    let result = self
-                        .refresh_locked(connection_id, provider, due, seen_version)
-                        .await;
-                    *last = result.as_ref().ok().cloned();
-                    result
-                }
-            }
-        };
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if Arc::strong_count(&lock) <= 2 {
-            locks.remove(connection_id);
+        let mut last = entry.lock.lock().await;
+        let now = Utc::now();
+        // Newer than the row this caller found due, and not expired. (A status change does not
+        // bump the version: a caller already queued when one lands may still get the token
+        // the caller before it got, as it would have had it come a moment earlier.)
+        if let Some(access) = last.as_ref().filter(|access| {
+            seen_version.is_some_and(|seen| access.version > seen)
+                && access.expires_at.is_none_or(|exp| exp > now)
+        }) {
+            return Ok(FreshAccess {
+                refreshed: false,
+                ..access.clone()
+            });
         }
+        let result = self
+            .refresh_locked(connection_id, provider, due, seen_version)
+            .await;
+        *last = result.as_ref().ok().cloned();
         result
     }
 

@@ -1182,15 +1182,15 @@ async fn concurrent_token_handouts_each_get_their_own_committed_row() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
         let t = now();
-        // 300 at once: more than one group (at most 256 rows a write), several callers with
-        // equal values (admin-0 and admin-1 repeat every other call at the same instant).
+        // 300 at once: more than one group (at most 256 rows a write), and pairs of callers
+        // with equal values (calls i and i + 6 within each block of 12).
         let mut calls = tokio::task::JoinSet::new();
         for i in 0..300_i64 {
             let store = store.clone();
             calls.spawn(async move {
                 let admin = format!("admin-{}", i % 2);
-                let user = format!("u-{}", i % 7);
-                let at = t + Duration::milliseconds(i / 3);
+                let user = format!("u-{}", i % 3);
+                let at = t + Duration::milliseconds(i / 12);
                 let row = store
                     .record_token_handout("p", &admin, &user, at)
                     .await
@@ -1226,7 +1226,23 @@ async fn concurrent_token_handouts_each_get_their_own_committed_row() {
         listed.sort_unstable();
         assert_eq!(listed, ids, "{}: exactly the rows handed back", db.kind);
 
-        // A write that fails answers every caller in it with the error, and stores nothing.
+        // A row the database refuses (PostgreSQL takes no NUL in text) fails its own caller
+        // only, whatever group it was written with.
+        let mut mixed = tokio::task::JoinSet::new();
+        for i in 0..21 {
+            let store = store.clone();
+            mixed.spawn(async move {
+                let admin = if i == 10 { "admin\0" } else { "admin" };
+                let outcome = store.record_token_handout("m", admin, "u", t).await;
+                (i, outcome.is_ok())
+            });
+        }
+        for (i, ok) in mixed.join_all().await {
+            let refused = i == 10 && db.kind == "postgres";
+            assert_eq!(ok, !refused, "{}: call {i}", db.kind);
+        }
+
+        // A write that fails answers every caller in it with the database's error.
         sqlx::query("DROP TABLE token_handouts")
             .execute(store.pool())
             .await
@@ -1242,8 +1258,8 @@ async fn concurrent_token_handouts_each_get_their_own_committed_row() {
         }
         for outcome in failed.join_all().await {
             assert!(
-                matches!(outcome, Err(StoreError::Database(_))),
-                "{}",
+                matches!(&outcome, Err(StoreError::Database(m)) if m.contains("token_handouts")),
+                "{}: {outcome:?}",
                 db.kind
             );
         }

@@ -128,12 +128,36 @@ impl HandoutLog {
     }
 }
 
-/// Inserts `batch` in one statement and answers every caller in it.
+/// Writes `batch` and answers every caller in it. When a write of several rows fails, each row
+/// is written again on its own, so that one row the database refuses fails only its own caller.
 async fn write(pool: &AnyPool, batch: Vec<Pending>) {
+    match insert(pool, &batch).await {
+        Ok(stored) => answer(batch, stored),
+        Err(e) if batch.len() == 1 => {
+            if let Some(p) = batch.into_iter().next() {
+                let _ = p.done.send(Err(e));
+            }
+        }
+        Err(_) => {
+            for p in batch {
+                let one = std::slice::from_ref(&p);
+                match insert(pool, one).await {
+                    Ok(stored) => answer(vec![p], stored),
+                    Err(e) => {
+                        let _ = p.done.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Inserts `rows` in one statement (one commit); the stored rows, in no particular order.
+async fn insert(pool: &AnyPool, rows: &[Pending]) -> Result<Vec<TokenHandout>, StoreError> {
     let mut sql = String::from(
         "INSERT INTO token_handouts (provider, admin_id, user_id, handed_out_at) VALUES ",
     );
-    for i in 0..batch.len() {
+    for i in 0..rows.len() {
         let n = i * 4;
         if i > 0 {
             sql.push(',');
@@ -143,52 +167,36 @@ async fn write(pool: &AnyPool, batch: Vec<Pending>) {
     sql.push_str(" RETURNING id, provider, admin_id, user_id, handed_out_at");
     // Placeholders only: every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for p in &batch {
+    for p in rows {
         query = query
             .bind(p.provider.clone())
             .bind(p.admin_id.clone())
             .bind(p.user_id.clone())
             .bind(p.at);
     }
-    match query
+    query
         .fetch_all(pool)
         .await
-        .map_err(db_err)
-        .and_then(|rows| {
-            rows.iter()
-                .map(stored)
-                .collect::<Result<Vec<TokenHandout>, _>>()
-        }) {
-        Ok(mut stored) => {
-            for p in batch {
-                // `RETURNING` promises no order: each caller takes a row with its own values
-                // (rows with equal values are interchangeable).
-                let found = stored.iter().position(|h| {
-                    h.provider == p.provider
-                        && h.admin_id == p.admin_id
-                        && h.user_id == p.user_id
-                        && h.handed_out_at.timestamp_millis() == p.at
-                });
-                let answer = found.map(|i| stored.swap_remove(i)).ok_or_else(|| {
-                    StoreError::Corrupt("the audit insert returned other rows".into())
-                });
-                let _ = p.done.send(answer);
-            }
-        }
-        Err(e) => {
-            for p in batch {
-                let _ = p.done.send(Err(copy(&e)));
-            }
-        }
-    }
+        .map_err(db_err)?
+        .iter()
+        .map(stored)
+        .collect()
 }
 
-/// The same error again, for each caller of a failed write.
-fn copy(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Database(m) => StoreError::Database(m.clone()),
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+/// Hands each caller of `batch` a row of `stored` with its own values: `RETURNING` promises no
+/// order, and rows with equal values are interchangeable.
+fn answer(batch: Vec<Pending>, mut stored: Vec<TokenHandout>) {
+    for p in batch {
+        let found = stored.iter().position(|h| {
+            h.provider == p.provider
+                && h.admin_id == p.admin_id
+                && h.user_id == p.user_id
+                && h.handed_out_at.timestamp_millis() == p.at
+        });
+        let answer = found
+            .map(|i| stored.swap_remove(i))
+            .ok_or_else(|| StoreError::Corrupt("the audit insert returned other rows".into()));
+        let _ = p.done.send(answer);
     }
 }
 

@@ -650,6 +650,7 @@ impl SqlStore {
         q.fetch_all(&self.pool).await.map_err(db_err)
     }
 
+    /// The summary columns of a row (of a summary or a whole-row statement).
     fn summary_from_row(row: &AnyRow) -> Result<ConnectionSummary, StoreError> {
         let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
         let status: String = row.try_get("status").map_err(get)?;
@@ -676,37 +677,31 @@ impl SqlStore {
         })
     }
 
+    /// A whole row: its summary's columns plus the tokens and the refresh bookkeeping.
     fn record_from_row(row: &AnyRow) -> Result<ConnectionRecord, StoreError> {
         let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-        let status: String = row.try_get("status").map_err(get)?;
+        let summary = Self::summary_from_row(row)?;
         Ok(ConnectionRecord {
-            id: row.try_get("id").map_err(get)?,
-            user_id: row.try_get("user_id").map_err(get)?,
-            provider: row.try_get("provider").map_err(get)?,
-            account: Account {
-                id: row.try_get("account_id").map_err(get)?,
-                name: row.try_get("account_name").map_err(get)?,
-                email: row.try_get("account_email").map_err(get)?,
-            },
-            scopes: ScopeSet::parse(&row.try_get::<String, _>("scopes").map_err(get)?),
-            status: ConnectionStatus::parse(&status)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown status `{status}`")))?,
+            id: summary.id,
+            user_id: summary.user_id,
+            provider: summary.provider,
+            account: summary.account,
+            scopes: summary.scopes,
+            status: summary.status,
             access_token: SealedValue::from_bytes(row.try_get("access_token").map_err(get)?),
             refresh_token: row
                 .try_get::<Option<Vec<u8>>, _>("refresh_token")
                 .map_err(get)?
                 .map(SealedValue::from_bytes),
             key_id: row.try_get("key_id").map_err(get)?,
-            access_expires_at: opt_time(row.try_get("access_expires_at").map_err(get)?)?,
-            refresh_idle_expires_at: opt_time(
-                row.try_get("refresh_idle_expires_at").map_err(get)?,
-            )?,
-            refresh_expires_at: opt_time(row.try_get("refresh_expires_at").map_err(get)?)?,
+            access_expires_at: summary.access_expires_at,
+            refresh_idle_expires_at: summary.refresh_idle_expires_at,
+            refresh_expires_at: summary.refresh_expires_at,
             version: row.try_get("version").map_err(get)?,
             lease_until: opt_time(row.try_get("lease_until").map_err(get)?)?,
             lease_owner: row.try_get("lease_owner").map_err(get)?,
-            last_failure: row.try_get("last_failure").map_err(get)?,
-            connected_at: time(row.try_get("connected_at").map_err(get)?)?,
+            last_failure: summary.last_failure,
+            connected_at: summary.connected_at,
             updated_at: time(row.try_get("updated_at").map_err(get)?)?,
             last_refreshed_at: opt_time(row.try_get("last_refreshed_at").map_err(get)?)?,
             access_issued_at: opt_time(row.try_get("access_issued_at").map_err(get)?)?,

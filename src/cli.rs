@@ -85,7 +85,10 @@ async fn execute(command: Command) -> Result<(), ServerError> {
     match command {
         Command::Serve => {
             let state = grantry_server::prepare(&config).await?;
-            grantry_server::serve(&config, state, grantry_server::shutdown_signal()).await
+            let served =
+                grantry_server::serve(&config, state, grantry_server::shutdown_signal()).await;
+            let _ = tokio::task::spawn_blocking(logging::flush).await;
+            served
         }
         Command::Migrate => {
             let store = grantry_server::open_store(&config).await?;

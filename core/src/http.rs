@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::access::{AccessError, FreshAccess};
 use crate::error::Error;
 use crate::store::TokenStore;
+use crate::telemetry::Telemetry;
 
 /// An HTTP error answered as `{"error": code, "message": text}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub struct ErrorBody {
     pub error: String,
     /// A human explanation.
     pub message: String,
+    /// The id of the request that failed (its `x-request-id`), for finding its log lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -119,6 +123,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 error: self.code.to_owned(),
                 message: self.message,
+                request_id: crate::telemetry::request_id().map(|id| id.to_string()),
             }),
         )
             .into_response()
@@ -255,6 +260,7 @@ pub struct ProviderContext {
     tokens: Arc<dyn TokenSource>,
     authentication: Authentication,
     store: Arc<dyn TokenStore>,
+    telemetry: Telemetry,
 }
 
 impl std::fmt::Debug for ProviderContext {
@@ -276,7 +282,20 @@ impl ProviderContext {
             tokens,
             authentication,
             store,
+            telemetry: Telemetry::default(),
         }
+    }
+
+    /// This context recording its upstream calls into `telemetry`.
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// Where the provider's routes record their upstream calls.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// The context of background upkeep (maintenance passes): the provider's fresh tokens and

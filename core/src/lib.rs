@@ -45,6 +45,7 @@
 //! - [`callback`]: the validated parameters of the OAuth callback.
 //! - [`http`]: the [`Authenticator`](http::Authenticator) and the rest of the web glue.
 //! - [`provider`]: [`build_providers`](provider::build_providers) and the factory registry.
+//! - [`telemetry`]: latency histograms, the request id and the trace context of upstream calls.
 //! - [`error`]: every error, including [`StoreError`](error::StoreError) and
 //!   [`Error`](error::Error).
 //! - [`scope`], [`secret`], [`token`]: the modules behind the front door's types.
@@ -63,6 +64,7 @@ pub mod refresh;
 pub mod scope;
 pub mod secret;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 pub mod vault;
 

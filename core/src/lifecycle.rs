@@ -15,6 +15,7 @@ use crate::keyring::{SealContext, TokenField};
 use crate::provider::{AuthorizeRequest, CallbackContext, Provider, RevokeOutcome};
 use crate::secret::{PkceVerifier, StateToken};
 use crate::store::{ConnectionRecord, ConnectionSummary, StateRecord};
+use crate::telemetry::Telemetry;
 use crate::vault::Vault;
 
 /// Tuning of the lifecycle.
@@ -174,12 +175,24 @@ impl From<LifecycleError> for ApiError {
 pub struct Connections {
     vault: Vault,
     settings: ConnectionSettings,
+    telemetry: Telemetry,
 }
 
 impl Connections {
     /// The lifecycle over `vault`.
     pub fn new(vault: Vault, settings: ConnectionSettings) -> Self {
-        Self { vault, settings }
+        Self {
+            vault,
+            settings,
+            telemetry: Telemetry::default(),
+        }
+    }
+
+    /// This lifecycle recording its calls to providers into `telemetry`.
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The tuning.
@@ -280,12 +293,22 @@ impl Connections {
             pkce: pkce.as_ref(),
             issuer: callback.issuer.as_deref(),
         };
-        let tokens = provider
-            .exchange_code(&code, &context)
+        let tokens = self
+            .telemetry
+            .upstream(
+                provider.id(),
+                "exchange_code",
+                provider.exchange_code(&code, &context),
+            )
             .await
             .map_err(|e| exchange_failed(provider.id(), e))?;
-        let details = provider
-            .account(&tokens.access_token)
+        let details = self
+            .telemetry
+            .upstream(
+                provider.id(),
+                "account",
+                provider.account(&tokens.access_token),
+            )
             .await
             .map_err(|e| exchange_failed(provider.id(), e))?;
         let record = self
@@ -333,7 +356,11 @@ impl Connections {
             return Err(not_connected());
         };
         let revocation = match self.vault.open_tokens(&record) {
-            Ok(tokens) => match provider.revoke(&tokens).await {
+            Ok(tokens) => match self
+                .telemetry
+                .upstream(provider.id(), "revoke", provider.revoke(&tokens))
+                .await
+            {
                 Ok(RevokeOutcome::Revoked) => Revocation::Revoked,
                 Ok(RevokeOutcome::Unsupported) => Revocation::Unsupported,
                 Err(e) => {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 pub use crate::access::{AccessError, FreshAccess};
 use crate::error::ProviderError;
@@ -15,6 +16,7 @@ use crate::http::TokenSource;
 use crate::provider::{Provider, RefreshPolicy};
 use crate::secret::AccessToken;
 use crate::store::{ConnectionRecord, ConnectionStatus, TokenUpdate};
+use crate::telemetry::{Telemetry, WaitRole};
 use crate::token::TokenSet;
 use crate::vault::Vault;
 
@@ -117,6 +119,7 @@ pub struct Refresher {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<FreshAccess>>>>>,
     wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     metrics: RefreshMetrics,
+    telemetry: Telemetry,
 }
 
 /// This process's waiter on another replica's refresh of one connection, registered so that a
@@ -195,7 +198,20 @@ impl Refresher {
             locks: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
             metrics: RefreshMetrics::default(),
+            telemetry: Telemetry::default(),
         }
+    }
+
+    /// This refresher recording its refreshes, waits and token calls into `telemetry`.
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// Where refreshes, waits and token calls are recorded.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// The counters of this refresher.
@@ -336,6 +352,7 @@ impl Refresher {
             .vault
             .store()
             .connection(user_id, provider.id())
+            .instrument(tracing::info_span!("db", db.operation = "read_connection"))
             .await?
             .ok_or(AccessError::NotConnected)?;
         if record.status == ConnectionStatus::NeedsReauth {
@@ -349,7 +366,8 @@ impl Refresher {
                 None => self.open(&record, false),
             };
         }
-        let access = self
+        let started = std::time::Instant::now();
+        let (access, role) = self
             .single_flight(
                 &record.id,
                 provider,
@@ -360,6 +378,8 @@ impl Refresher {
         if !access.refreshed {
             RefreshMetrics::bump(&self.metrics.waiters_served);
         }
+        self.telemetry
+            .observe_wait(provider.id(), role, started.elapsed());
         Ok(access)
     }
 
@@ -371,7 +391,7 @@ impl Refresher {
         window: Duration,
     ) -> Result<bool, AccessError> {
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
-        let access = self
+        let (access, _) = self
             .single_flight(connection_id, provider, Due::IdleExpiry(window), None)
             .await?;
         if access.refreshed {
@@ -381,14 +401,15 @@ impl Refresher {
     }
 
     /// Runs the refresh protocol for one connection; `seen_version` is the version at which the
-    /// caller found the token due (a later version means another caller refreshed it).
+    /// caller found the token due (a later version means another caller refreshed it). Also
+    /// says how the caller was served.
     async fn single_flight(
         self: &Arc<Self>,
         connection_id: &str,
         provider: &Arc<dyn Provider>,
         due: Due,
         seen_version: Option<i64>,
-    ) -> Result<FreshAccess, AccessError> {
+    ) -> Result<(FreshAccess, WaitRole), AccessError> {
         let entry = LockEntry {
             refresher: self,
             connection_id,
@@ -406,16 +427,27 @@ impl Refresher {
             seen_version.is_some_and(|seen| access.version > seen)
                 && access.expires_at.is_none_or(|exp| exp > now)
         }) {
-            return Ok(FreshAccess {
-                refreshed: false,
-                ..access.clone()
-            });
+            return Ok((
+                FreshAccess {
+                    refreshed: false,
+                    ..access.clone()
+                },
+                WaitRole::Waiter,
+            ));
         }
         let result = self
             .refresh_locked(connection_id, provider, due, seen_version)
+            .instrument(tracing::info_span!("lease", provider = provider.id()))
             .await;
         *last = result.as_ref().ok().cloned();
-        result
+        result.map(|access| {
+            let role = if access.refreshed {
+                WaitRole::Winner
+            } else {
+                WaitRole::CrossReplica
+            };
+            (access, role)
+        })
     }
 
     async fn refresh_locked(
@@ -487,11 +519,15 @@ impl Refresher {
                 Arc::clone(provider),
                 policy.clone(),
             );
-            tokio::spawn(async move {
-                this.redeem(&id, &provider, &policy, due, seen_version)
-                    .await
-            })
+            tokio::spawn(
+                async move {
+                    this.redeem(&id, &provider, &policy, due, seen_version)
+                        .await
+                }
+                .in_current_span(),
+            )
         };
+        let started = std::time::Instant::now();
         let result = match task.await {
             Ok(result) => result,
             Err(e) => Err(AccessError::Upstream(ProviderError::Transient {
@@ -499,6 +535,16 @@ impl Refresher {
                 retry_after: None,
             })),
         };
+        let outcome = match &result {
+            Ok(access) if access.refreshed => "ok",
+            Ok(_) => "not_needed",
+            Err(AccessError::NeedsReauth) => "invalid_grant",
+            Err(AccessError::Upstream(ProviderError::Transient { .. })) => "transient",
+            Err(AccessError::Upstream(_)) => "rejected",
+            Err(AccessError::NotConnected | AccessError::Core(_)) => "store",
+        };
+        self.telemetry
+            .observe_refresh(provider.id(), outcome, started.elapsed());
         if let Err(e) = &result {
             let counter = match e {
                 AccessError::NeedsReauth => &self.metrics.failed_invalid_grant,
@@ -620,14 +666,19 @@ impl Refresher {
         let mut attempt = 1;
         RefreshMetrics::bump(&self.metrics.started);
         loop {
-            let answer =
-                match tokio::time::timeout_at(deadline, provider.refresh(&refresh_token)).await {
-                    Ok(answer) => answer,
-                    Err(_) => Err(ProviderError::Transient {
-                        reason: "the token endpoint did not answer within the refresh lease".into(),
-                        retry_after: None,
-                    }),
-                };
+            let answer = match tokio::time::timeout_at(
+                deadline,
+                self.telemetry
+                    .upstream(provider.id(), "refresh", provider.refresh(&refresh_token)),
+            )
+            .await
+            {
+                Ok(answer) => answer,
+                Err(_) => Err(ProviderError::Transient {
+                    reason: "the token endpoint did not answer within the refresh lease".into(),
+                    retry_after: None,
+                }),
+            };
             match answer {
                 Ok(new_tokens) => {
                     let now = Utc::now();

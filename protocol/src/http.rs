@@ -121,6 +121,7 @@ impl std::fmt::Debug for Answer {
 pub async fn send(request: RequestBuilder, what: &str) -> Result<Answer, ProviderError> {
     let response = request
         .header(ACCEPT, "application/json")
+        .headers(grantry_core::telemetry::trace_headers())
         .send()
         .await
         .map_err(|e| send_error(what, &e))?;

@@ -9,6 +9,7 @@ use grantry_core::lifecycle::{ConnectionSettings, Connections};
 use grantry_core::maintenance::{MaintenanceMetrics, MaintenanceSettings};
 use grantry_core::refresh::{RefreshSettings, Refresher};
 use grantry_core::store::TokenStore;
+use grantry_core::telemetry::Telemetry;
 use grantry_core::vault::Vault;
 use grantry_core::{Provider, ProviderContext};
 
@@ -37,6 +38,7 @@ struct Inner {
     maintenance_metrics: Arc<MaintenanceMetrics>,
     counts: Arc<CountsCache>,
     webhooks: Option<Arc<Webhooks>>,
+    telemetry: Telemetry,
 }
 
 /// `authenticator` behind the guard that refuses cookie-signed writes from other sites.
@@ -63,11 +65,11 @@ impl AppState {
         authenticator: Arc<dyn Authenticator>,
         refresh: RefreshSettings,
     ) -> Self {
-        let refresher = Arc::new(Refresher::new(
-            vault.clone(),
-            Refresher::random_owner(),
-            refresh,
-        ));
+        let telemetry = Telemetry::default();
+        let refresher = Arc::new(
+            Refresher::new(vault.clone(), Refresher::random_owner(), refresh)
+                .with_telemetry(telemetry.clone()),
+        );
         let settings = ApiSettings::default();
         let connections = Connections::new(
             vault.clone(),
@@ -75,7 +77,8 @@ impl AppState {
                 max_pending_states: crate::config::DEFAULT_MAX_PENDING_STATES,
                 ..ConnectionSettings::default()
             },
-        );
+        )
+        .with_telemetry(telemetry.clone());
         Self {
             inner: Arc::new(Inner {
                 vault,
@@ -91,6 +94,7 @@ impl AppState {
                     crate::config::DEFAULT_METRICS_COUNTS_TTL_SECS,
                 ))),
                 webhooks: None,
+                telemetry,
             }),
         }
     }
@@ -126,7 +130,8 @@ impl AppState {
                 max_pending_states: max.max(1),
                 ..inner.connections.settings().clone()
             },
-        );
+        )
+        .with_telemetry(inner.telemetry.clone());
         Self {
             inner: Arc::new(inner),
         }
@@ -195,6 +200,12 @@ impl AppState {
             self.inner.authentication.clone(),
             self.store().clone(),
         )
+        .with_telemetry(self.inner.telemetry.clone())
+    }
+
+    /// The latency histograms `/metrics` shows.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
     }
 
     /// The vault (store plus keys).
@@ -242,6 +253,7 @@ impl FromRef<AppState> for MetricsSource {
             counts: state.inner.counts.clone(),
             token: state.inner.settings.metrics_token.clone(),
             webhooks: state.inner.webhooks.clone(),
+            telemetry: state.inner.telemetry.clone(),
         }
     }
 }

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use grantry_core::Provider;
+use tracing::Instrument;
 
 pub use app::AppState;
 pub use auth::{CrossSitePolicy, JwtAuthenticator};
@@ -178,14 +179,22 @@ pub async fn maintain(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
+        let started = std::time::Instant::now();
         let outcome = grantry_core::maintenance::run_once(
             state.refresher(),
             state.providers(),
             state.maintenance(),
             chrono::Utc::now(),
         )
+        .instrument(tracing::info_span!("maintenance_pass"))
         .await;
         state.maintenance_metrics().record(&outcome);
+        let result = match &outcome {
+            Ok(report) if report.skipped => "skipped",
+            Ok(_) => "completed",
+            Err(_) => "failed",
+        };
+        state.telemetry().observe_pass(result, started.elapsed());
         if *stop.borrow() {
             return;
         }

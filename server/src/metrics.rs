@@ -1,9 +1,9 @@
-//! `GET /metrics`: refresh and maintenance counters and connections by status in the Prometheus
-//! text format.
+//! `GET /metrics`: the application's latency histograms, refresh, maintenance and webhook
+//! counters, and connections by provider and status, in the Prometheus text format
+//! (`prometheus-client`, one registry per application).
 
-use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -13,8 +13,15 @@ use axum::response::{IntoResponse, Response};
 use grantry_core::ApiError;
 use grantry_core::error::StoreError;
 use grantry_core::maintenance::MaintenanceMetrics;
-use grantry_core::refresh::{RefreshMetrics, Refresher};
+use grantry_core::refresh::Refresher;
 use grantry_core::store::{ConnectionStatus, TokenStore};
+use grantry_core::telemetry::Telemetry;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -36,6 +43,8 @@ pub(crate) struct MetricsSource {
     pub(crate) token: Option<MetricsToken>,
     /// The webhook delivery worker, when endpoints are configured.
     pub(crate) webhooks: Option<Arc<Webhooks>>,
+    /// The latency histograms.
+    pub(crate) telemetry: Telemetry,
 }
 
 /// The bearer token `/metrics` requires (`GRANTRY_METRICS_TOKEN`); only its SHA-256 is kept.
@@ -73,18 +82,6 @@ impl MetricsToken {
     }
 }
 
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
 type Counts = Vec<(String, ConnectionStatus, u64)>;
 
 /// The connection counts of the last count, reused for a while so that a scrape does not count
@@ -118,118 +115,233 @@ impl CountsCache {
     }
 }
 
-fn maintenance(out: &mut String, m: &MaintenanceMetrics) {
-    family(
-        out,
-        "grantry_maintenance_passes_total",
-        "counter",
-        "Maintenance passes of this process, by result (skipped: another replica held the pass lease).",
-    );
-    for (result, counter) in [
-        ("completed", &m.completed),
-        ("skipped", &m.skipped),
-        ("failed", &m.failed),
-    ] {
-        let _ = writeln!(
-            out,
-            "grantry_maintenance_passes_total{{result=\"{result}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-    for (name, help, counter) in [
-        (
-            "grantry_maintenance_expired_total",
-            "Grants marked needs_reauth by maintenance for passing their absolute expiry.",
-            &m.expired,
-        ),
-        (
-            "grantry_maintenance_keep_alive_failures_total",
-            "Keep-alive refreshes of maintenance passes that failed.",
-            &m.keep_alive_failures,
-        ),
-        (
-            "grantry_maintenance_states_purged_total",
-            "Expired OAuth states deleted by maintenance.",
-            &m.states_purged,
-        ),
-    ] {
-        family(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
-    }
-    family(
-        out,
-        "grantry_maintenance_last_pass_duration_seconds",
-        "gauge",
-        "Duration of this process's last completed maintenance pass.",
-    );
-    let _ = writeln!(
-        out,
-        "grantry_maintenance_last_pass_duration_seconds {}",
-        m.last_duration_micros.load(Ordering::Relaxed) as f64 / 1e6
-    );
-    family(
-        out,
-        "grantry_maintenance_last_pass_timestamp_seconds",
-        "gauge",
-        "When this process's last completed maintenance pass ended, Unix time (0: none yet).",
-    );
-    let _ = writeln!(
-        out,
-        "grantry_maintenance_last_pass_timestamp_seconds {}",
-        m.last_completed_at.load(Ordering::Relaxed)
-    );
+/// A counter, gauge or labelled family of either, as read at one scrape.
+#[derive(Debug)]
+struct Figure {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    /// The label's name, when the samples carry one.
+    label: Option<&'static str>,
+    /// The samples: a label value (empty without a label) and the value.
+    samples: Vec<(String, f64)>,
 }
 
-async fn webhooks(out: &mut String, hooks: &Webhooks, up: bool) {
-    let m = hooks.metrics();
-    family(
-        out,
-        "grantry_webhook_attempts_total",
-        "counter",
-        "Webhook delivery attempts of this process, by result.",
-    );
-    for (result, counter) in [("delivered", &m.delivered), ("failed", &m.failed_attempts)] {
-        let _ = writeln!(
-            out,
-            "grantry_webhook_attempts_total{{result=\"{result}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
+impl Figure {
+    fn counter(name: &'static str, help: &'static str, value: &AtomicU64) -> Self {
+        Self::labelled_counter(name, help, None, [(String::new(), value)])
     }
-    family(
-        out,
-        "grantry_webhook_deliveries_failed_total",
-        "counter",
-        "Webhook deliveries this process gave up after the retry window.",
-    );
-    let _ = writeln!(
-        out,
-        "grantry_webhook_deliveries_failed_total {}",
-        m.given_up.load(Ordering::Relaxed)
-    );
+
+    fn labelled_counter<'a>(
+        name: &'static str,
+        help: &'static str,
+        label: Option<&'static str>,
+        samples: impl IntoIterator<Item = (String, &'a AtomicU64)>,
+    ) -> Self {
+        Self {
+            name,
+            help,
+            kind: MetricType::Counter,
+            label,
+            samples: samples
+                .into_iter()
+                .map(|(l, v)| (l, v.load(Ordering::Relaxed) as f64))
+                .collect(),
+        }
+    }
+
+    fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            help,
+            kind: MetricType::Gauge,
+            label: None,
+            samples: vec![(String::new(), value)],
+        }
+    }
+
+    fn encode_sample(
+        &self,
+        encoder: prometheus_client::encoding::MetricEncoder<'_>,
+        value: f64,
+    ) -> Result<(), std::fmt::Error> {
+        match self.kind {
+            // Counters count whole events.
+            MetricType::Counter => ConstCounter::new(value as u64).encode(encoder),
+            // Whole numbers (flags, counts, timestamps) print without a fraction.
+            _ if value.fract() == 0.0 && value.abs() < 9e15 => {
+                ConstGauge::new(value as i64).encode(encoder)
+            }
+            _ => ConstGauge::new(value).encode(encoder),
+        }
+    }
+}
+
+/// What one scrape read: the counters and the figures of the database.
+#[derive(Debug)]
+struct Scrape(Vec<Figure>);
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for figure in &self.0 {
+            let mut metric =
+                encoder.encode_descriptor(figure.name, figure.help, None, figure.kind)?;
+            match figure.label {
+                Some(label) => {
+                    for (value_label, value) in &figure.samples {
+                        let set = [(label, value_label.as_str())];
+                        figure.encode_sample(metric.encode_family(&set)?, *value)?;
+                    }
+                }
+                None => {
+                    if let Some((_, value)) = figure.samples.first() {
+                        figure.encode_sample(metric, *value)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refresh_figures(refresher: &Refresher, out: &mut Vec<Figure>) {
+    let m = refresher.metrics();
+    out.extend([
+        Figure::counter(
+            "grantry_refreshes_started",
+            "Refreshes this process started at a token endpoint",
+            &m.started,
+        ),
+        Figure::counter(
+            "grantry_refreshes_succeeded",
+            "Refreshes that stored a new token pair",
+            &m.succeeded,
+        ),
+        Figure::counter(
+            "grantry_refresh_waiters_served",
+            "Callers that needed a refresh and were served by another caller's refresh",
+            &m.waiters_served,
+        ),
+        Figure::counter(
+            "grantry_keep_alive_refreshes",
+            "Idle grants refreshed before their inactivity expiry",
+            &m.keep_alive,
+        ),
+        Figure::labelled_counter(
+            "grantry_refreshes_failed",
+            "Refreshes that failed, by reason",
+            Some("reason"),
+            [
+                ("invalid_grant", &m.failed_invalid_grant),
+                ("transient", &m.failed_transient),
+                ("rejected", &m.failed_rejected),
+                ("store", &m.failed_store),
+            ]
+            .map(|(l, v)| (l.to_owned(), v)),
+        ),
+    ]);
+}
+
+fn maintenance_figures(m: &MaintenanceMetrics, out: &mut Vec<Figure>) {
+    out.extend([
+        Figure::labelled_counter(
+            "grantry_maintenance_passes",
+            "Maintenance passes of this process, by result (skipped: another replica held the pass lease)",
+            Some("result"),
+            [
+                ("completed", &m.completed),
+                ("skipped", &m.skipped),
+                ("failed", &m.failed),
+            ]
+            .map(|(l, v)| (l.to_owned(), v)),
+        ),
+        Figure::counter(
+            "grantry_maintenance_expired",
+            "Grants marked needs_reauth by maintenance for passing their absolute expiry",
+            &m.expired,
+        ),
+        Figure::counter(
+            "grantry_maintenance_keep_alive_failures",
+            "Keep-alive refreshes of maintenance passes that failed",
+            &m.keep_alive_failures,
+        ),
+        Figure::counter(
+            "grantry_maintenance_states_purged",
+            "Expired OAuth states deleted by maintenance",
+            &m.states_purged,
+        ),
+        Figure::gauge(
+            "grantry_maintenance_last_pass_duration_seconds",
+            "Duration of this process's last completed maintenance pass",
+            m.last_duration_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+        Figure::gauge(
+            "grantry_maintenance_last_pass_timestamp_seconds",
+            "When this process's last completed maintenance pass ended, Unix time (0: none yet)",
+            m.last_completed_at.load(Ordering::Relaxed) as f64,
+        ),
+    ]);
+}
+
+async fn webhook_figures(hooks: &Webhooks, up: bool, out: &mut Vec<Figure>) {
+    let m = hooks.metrics();
+    out.extend([
+        Figure::labelled_counter(
+            "grantry_webhook_attempts",
+            "Webhook delivery attempts of this process, by result",
+            Some("result"),
+            [("delivered", &m.delivered), ("failed", &m.failed_attempts)]
+                .map(|(l, v)| (l.to_owned(), v)),
+        ),
+        Figure::counter(
+            "grantry_webhook_deliveries_failed",
+            "Webhook deliveries this process gave up after the retry window",
+            &m.given_up,
+        ),
+    ]);
     if !up {
         return;
     }
     match hooks.outbox().pending().await {
         Ok(stats) => {
-            family(
-                out,
-                "grantry_webhook_deliveries_pending",
-                "gauge",
-                "Webhook deliveries waiting for an attempt (all replicas).",
-            );
-            let _ = writeln!(out, "grantry_webhook_deliveries_pending {}", stats.pending);
-            family(
-                out,
-                "grantry_webhook_oldest_pending_age_seconds",
-                "gauge",
-                "Age of the oldest pending webhook delivery (0: none).",
-            );
             let age = stats.oldest.map_or(0.0, |at| {
                 (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
             });
-            let _ = writeln!(out, "grantry_webhook_oldest_pending_age_seconds {age}");
+            out.extend([
+                Figure::gauge(
+                    "grantry_webhook_deliveries_pending",
+                    "Webhook deliveries waiting for an attempt (all replicas)",
+                    stats.pending as f64,
+                ),
+                Figure::gauge(
+                    "grantry_webhook_oldest_pending_age_seconds",
+                    "Age of the oldest pending webhook delivery (0: none)",
+                    age,
+                ),
+            ]);
         }
         Err(e) => tracing::warn!(error = %e, "metrics: pending webhook deliveries unavailable"),
+    }
+}
+
+/// The connections gauge: one sample per provider and status.
+#[derive(Debug)]
+struct Connections(Counts);
+
+impl Collector for Connections {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(
+            "grantry_connections",
+            "Connections by provider and status (counted at most once per GRANTRY_METRICS_COUNTS_TTL)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (provider, status, n) in &self.0 {
+            let set = [("provider", provider.as_str()), ("status", status.as_str())];
+            ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+                .encode(metric.encode_family(&set)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -253,90 +365,46 @@ pub(crate) async fn render(State(source): State<MetricsSource>, headers: HeaderM
         );
         return response;
     }
-    let m = source.refresher.metrics();
-    let mut out = String::with_capacity(2048);
-    let counters = [
-        (
-            "grantry_refreshes_started_total",
-            "Refreshes this process started at a token endpoint.",
-            &m.started,
-        ),
-        (
-            "grantry_refreshes_succeeded_total",
-            "Refreshes that stored a new token pair.",
-            &m.succeeded,
-        ),
-        (
-            "grantry_refresh_waiters_served_total",
-            "Callers that needed a refresh and were served by another caller's refresh.",
-            &m.waiters_served,
-        ),
-        (
-            "grantry_keep_alive_refreshes_total",
-            "Idle grants refreshed before their inactivity expiry.",
-            &m.keep_alive,
-        ),
-    ];
-    for (name, help, counter) in counters {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", RefreshMetrics::get(counter));
-    }
-    family(
-        &mut out,
-        "grantry_refreshes_failed_total",
-        "counter",
-        "Refreshes that failed, by reason.",
-    );
-    for (reason, counter) in [
-        ("invalid_grant", &m.failed_invalid_grant),
-        ("transient", &m.failed_transient),
-        ("rejected", &m.failed_rejected),
-        ("store", &m.failed_store),
-    ] {
-        let _ = writeln!(
-            out,
-            "grantry_refreshes_failed_total{{reason=\"{reason}\"}} {}",
-            RefreshMetrics::get(counter)
-        );
-    }
-    maintenance(&mut out, &source.maintenance);
+    let mut figures = Vec::with_capacity(24);
+    refresh_figures(&source.refresher, &mut figures);
+    maintenance_figures(&source.maintenance, &mut figures);
     let up = source.store.ping().await.is_ok();
-    family(
-        &mut out,
+    figures.push(Figure::gauge(
         "grantry_database_up",
-        "gauge",
-        "Whether the database answered this scrape.",
-    );
-    let _ = writeln!(out, "grantry_database_up {}", u8::from(up));
+        "Whether the database answered this scrape",
+        f64::from(u8::from(up)),
+    ));
+    if let Some(hooks) = &source.webhooks {
+        webhook_figures(hooks, up, &mut figures).await;
+    }
     let counts = if up {
         source.counts.get(source.store.as_ref()).await
     } else {
         Err(StoreError::Database("the database does not answer".into()))
     };
-    family(
-        &mut out,
-        "grantry_connections",
-        "gauge",
-        "Connections by provider and status (counted at most once per GRANTRY_METRICS_COUNTS_TTL).",
-    );
-    match counts {
-        Ok(rows) => {
-            for (provider, status, n) in rows {
-                let _ = writeln!(
-                    out,
-                    "grantry_connections{{provider=\"{}\",status=\"{}\"}} {n}",
-                    label(&provider),
-                    status.as_str()
-                );
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "metrics: connection counts unavailable"),
-    }
-    if let Some(hooks) = &source.webhooks {
-        webhooks(&mut out, hooks, up).await;
+    let counts = counts.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "metrics: connection counts unavailable");
+        Vec::new()
+    });
+    let mut registry = Registry::default();
+    source.telemetry.register(&mut registry);
+    registry.register_collector(Box::new(Scrape(figures)));
+    registry.register_collector(Box::new(Connections(counts)));
+    let mut out = String::with_capacity(8192);
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "metrics: encoding failed");
+        return ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the metrics could not be encoded",
+        )
+        .into_response();
     }
     (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
         out,
     )
         .into_response()

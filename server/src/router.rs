@@ -1,18 +1,32 @@
 //! The axum router: health probes, `/metrics`, `/openapi.json`, `/api/v1/providers`, every
-//! enabled provider's routes and the settings page.
+//! enabled provider's routes and the settings page, behind the request layers (request id,
+//! sensitive headers, a span and a log line per request, the latency histogram).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
-use axum::http::StatusCode;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
+use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use grantry_core::ApiError;
+use grantry_core::telemetry::{Telemetry, with_request_id};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::app::AppState;
 use crate::routes::provider_router;
+
+/// The header that carries a request's id, taken from the client when well formed.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The complete router: health probes, `/api/v1/providers` and every enabled provider's routes.
 pub fn router(state: AppState) -> Router {
@@ -32,26 +46,90 @@ pub fn router(state: AppState) -> Router {
             provider_router(state.clone(), provider.clone()),
         );
     }
-    app.merge(crate::ui::router())
-        .fallback(not_found)
-        .layer(middleware::from_fn(log_request))
+    let sensitive: Arc<[HeaderName]> = Arc::new([AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE]);
+    app.merge(crate::ui::router()).fallback(not_found).layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
+            .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
+            .layer(middleware::map_request(drop_unusable_request_id))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_request(())
+                    .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    .on_failure(()),
+            )
+            .layer(middleware::from_fn_with_state(
+                state.telemetry().clone(),
+                observe,
+            )),
+    )
 }
 
-async fn log_request(request: Request, next: Next) -> Response {
-    if !tracing::enabled!(target: "grantry::http", tracing::Level::INFO) {
-        return next.run(request).await;
+/// A client's `x-request-id` is kept when it is 1 to 64 characters of letters, digits, `-`,
+/// `_`, `.` and `:`; any other is dropped, and a fresh id is made instead.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = request.headers().get(&REQUEST_ID).is_none_or(|value| {
+        let bytes = value.as_bytes();
+        (1..=64).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    });
+    if !usable {
+        request.headers_mut().remove(&REQUEST_ID);
     }
+    request
+}
+
+/// The span of one request: method, route template, logged path and request id.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{} {route}", request.method()),
+        otel.kind = "server",
+        method = %request.method(),
+        route,
+        path = logged_path(request),
+        request_id,
+        status = tracing::field::Empty,
+    );
+    crate::logging::adopt_remote_parent(&span, request.headers());
+    span
+}
+
+/// Answers the request as its request id (error bodies carry it) and records its latency.
+async fn observe(State(telemetry): State<Telemetry>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
-    let path = logged_path(&request);
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::<str>::from);
     let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::info!(
-        target: "grantry::http",
-        %method,
-        path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
+    let response = match id {
+        Some(id) => with_request_id(id, next.run(request)).await,
+        None => next.run(request).await,
+    };
+    let status = response.status().as_u16();
+    tracing::Span::current().record("status", status);
+    telemetry.observe_http(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        &method,
+        status,
+        started.elapsed(),
     );
     response
 }

@@ -12,6 +12,7 @@ mod helpers;
 mod hostile;
 mod jira_webhooks;
 mod lifecycle;
+mod observability;
 mod openapi;
 mod process;
 mod receiver;

@@ -230,7 +230,7 @@ pub(crate) async fn search(
     );
     let what = format!("Confluence search on {}", site_label(site));
     let listing: Listing<SearchResult> = g
-        .json(&what, || {
+        .json("confluence_search", &what, || {
             g.http
                 .get(url.clone())
                 .query(&[("cql", cql.as_str()), ("limit", &limit.to_string())])
@@ -271,7 +271,7 @@ pub(crate) async fn spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, C
     for _ in 0..MAX_PAGES {
         let start = spaces.len();
         let page: Listing<Space> = g
-            .json(&what, || {
+            .json("confluence_spaces", &what, || {
                 g.http.get(url.clone()).query(&[
                     ("start", start.to_string()),
                     ("limit", SPACE_PAGE.to_string()),
@@ -321,7 +321,7 @@ pub(crate) async fn pages(
     )?;
     let what = format!("pages of Confluence space {space_key}");
     let listing: Listing<Content> = g
-        .json(&what, || {
+        .json("confluence_pages", &what, || {
             g.http.get(url.clone()).query(&[
                 ("spaceKey", space_key.to_owned()),
                 ("type", "page".to_owned()),
@@ -369,7 +369,7 @@ pub(crate) async fn page(
     )?;
     let what = format!("Confluence page {id}");
     let content: Content = g
-        .json(&what, || {
+        .json("confluence_page", &what, || {
             g.http
                 .get(url.clone())
                 .query(&[("expand", "body.storage,version,space")])

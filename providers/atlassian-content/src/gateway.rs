@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use grantry_core::telemetry::{Telemetry, trace_headers, upstream_span};
 use grantry_core::{AccessToken, ApiError, Resource};
 use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 use url::Url;
 
 use grantry_protocol::http::{read_capped_to, retry_after};
@@ -167,11 +169,15 @@ pub(crate) async fn off_thread<T: Send + 'static>(
         .map_err(|_| ContentError::Internal("the conversion to Markdown failed".into()))
 }
 
-/// The user's view of the gateway: the HTTP client, the gateway URL and the user's token.
+/// The user's view of the gateway: the HTTP client, the gateway URL, the user's token and
+/// where calls are recorded.
 pub(crate) struct Gateway<'a> {
     pub(crate) http: &'a reqwest::Client,
     pub(crate) api: &'a Url,
     pub(crate) token: &'a AccessToken,
+    /// The provider's id, for the upstream histogram.
+    pub(crate) provider: &'a str,
+    pub(crate) telemetry: &'a Telemetry,
 }
 
 impl Gateway<'_> {
@@ -198,8 +204,34 @@ impl Gateway<'_> {
 
     /// Sends the request `build` makes (once per attempt) with the user's token; a 429 is
     /// waited out at most [`MAX_RETRIES`] times and never longer than [`MAX_WAIT`] at once.
-    /// The last response comes back whatever its status (a 429 included).
+    /// The last response comes back whatever its status (a 429 included). The call is one
+    /// `upstream` span and one sample of the upstream histogram, labelled `operation`.
     pub(crate) async fn send(
+        &self,
+        operation: &'static str,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<reqwest::Response, ContentError> {
+        let span = upstream_span(self.provider, operation);
+        let started = std::time::Instant::now();
+        let result = self
+            .send_retrying(what, build)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            Ok(response) if response.status().is_server_error() => "transient",
+            Ok(response) if response.status().is_client_error() => "rejected",
+            Ok(_) => "ok",
+            Err(_) => "transient",
+        };
+        span.record("outcome", outcome);
+        self.telemetry
+            .observe_upstream(self.provider, operation, outcome, started.elapsed());
+        result
+    }
+
+    async fn send_retrying(
         &self,
         what: &str,
         build: impl Fn() -> RequestBuilder,
@@ -207,6 +239,7 @@ impl Gateway<'_> {
         let mut retries = 0;
         loop {
             let response = build()
+                .headers(trace_headers())
                 .bearer_auth(self.token.secret())
                 .send()
                 .await
@@ -229,10 +262,11 @@ impl Gateway<'_> {
     /// Sends the request and reads a JSON answer.
     pub(crate) async fn json<T: DeserializeOwned>(
         &self,
+        operation: &'static str,
         what: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<T, ContentError> {
-        let response = self.send(what, build).await?;
+        let response = self.send(operation, what, build).await?;
         let status = response.status();
         let wait = retry_after(response.headers());
         let body = read_capped_to(response, what, MAX_JSON_BODY)
@@ -416,9 +450,13 @@ mod tests {
                 http: &http,
                 api,
                 token: &token,
+                provider: "atlassian",
+                telemetry: &grantry_core::telemetry::Telemetry::default(),
             };
             let url = g.url(Product::Jira, &site(&[]), &["x"])?;
-            let result = g.json("test call", || g.http.get(url.clone())).await;
+            let result = g
+                .json("test", "test call", || g.http.get(url.clone()))
+                .await;
             if let Err(e) = &result {
                 assert!(!e.to_string().contains(TOKEN), "{e}");
             }
@@ -528,6 +566,8 @@ mod tests {
             http: &http,
             api: &api,
             token: &token,
+            provider: "atlassian",
+            telemetry: &grantry_core::telemetry::Telemetry::default(),
         };
         let url = g
             .url(

@@ -218,7 +218,9 @@ pub(crate) async fn search(
     });
     let what = format!("Jira search on {}", site_label(site));
     let page: JqlPage = g
-        .json(&what, || g.http.post(url.clone()).json(&body))
+        .json("jira_search", &what, || {
+            g.http.post(url.clone()).json(&body)
+        })
         .await?;
     Ok(page
         .issues
@@ -249,7 +251,7 @@ pub(crate) async fn projects(g: &Gateway<'_>, site: &Resource) -> Result<Project
     for _ in 0..MAX_PAGES {
         let start = projects.len();
         let page: ProjectPage = g
-            .json(&what, || {
+            .json("jira_projects", &what, || {
                 g.http.get(base.clone()).query(&[
                     ("startAt", start.to_string()),
                     ("maxResults", PROJECT_PAGE.to_string()),
@@ -295,7 +297,7 @@ pub(crate) async fn issue(
     let url = g.url(Product::Jira, site, &["rest", "api", "3", "issue", key])?;
     let what = format!("Jira issue {key}");
     let issue: Issue = g
-        .json(&what, || {
+        .json("jira_issue", &what, || {
             g.http.get(url.clone()).query(&[(
                 "fields",
                 "summary,status,assignee,reporter,issuetype,priority,labels,created,updated,description",
@@ -361,7 +363,7 @@ async fn comments(
     for page_number in 0..MAX_PAGES {
         let start = out.len();
         let page: CommentPage = g
-            .json(&what, || {
+            .json("jira_comments", &what, || {
                 g.http.get(url.clone()).query(&[
                     ("startAt", start.to_string()),
                     ("maxResults", COMMENT_PAGE.to_string()),
@@ -441,6 +443,8 @@ mod tests {
             http: &http,
             api: &api,
             token: &token,
+            provider: "atlassian",
+            telemetry: &grantry_core::telemetry::Telemetry::default(),
         };
         let site = Resource {
             id: "c1".into(),

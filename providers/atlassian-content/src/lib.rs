@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use grantry_core::{ApiError, ErrorBody, FreshToken, Resource};
+use grantry_core::{ApiError, ErrorBody, FreshToken, ProviderContext, Resource};
 use serde::Deserialize;
 
 use gateway::{ContentError, Gateway, Product};
@@ -91,11 +91,17 @@ fn router(state: Routes) -> Router {
         .with_state(state)
 }
 
-fn gateway<'a>(provider: &'a Atlassian, token: &'a FreshToken) -> Gateway<'a> {
+fn gateway<'a>(
+    provider: &'a Atlassian,
+    context: &'a ProviderContext,
+    token: &'a FreshToken,
+) -> Gateway<'a> {
     Gateway {
         http: provider.http(),
         api: &provider.config().api_url,
         token: &token.access.access_token,
+        provider: context.provider_id(),
+        telemetry: context.telemetry(),
     }
 }
 
@@ -192,6 +198,7 @@ struct SearchQuery {
     ))]
 async fn search(
     State(provider): State<Arc<Atlassian>>,
+    State(context): State<ProviderContext>,
     token: FreshToken,
     query: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<search::SearchResults>, ContentError> {
@@ -217,7 +224,7 @@ async fn search(
         Some(id) => vec![site(&token, id, None)?],
         None => token.access.resources.iter().collect(),
     };
-    let g = gateway(&provider, &token);
+    let g = gateway(&provider, &context, &token);
     search::search(&g, &sites, q, limit).await.map(Json)
 }
 
@@ -238,12 +245,13 @@ async fn search(
     ))]
 async fn jira_projects(
     State(provider): State<Arc<Atlassian>>,
+    State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<jira::Projects>, ContentError> {
     let Path(site_id) = path.map_err(|e| path_error(&e))?;
     let site = site(&token, &site_id, Some(Product::Jira))?;
-    jira::projects(&gateway(&provider, &token), site)
+    jira::projects(&gateway(&provider, &context, &token), site)
         .await
         .map(Json)
 }
@@ -268,13 +276,14 @@ async fn jira_projects(
     ))]
 async fn jira_issue(
     State(provider): State<Arc<Atlassian>>,
+    State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<jira::IssueView>, ContentError> {
     let Path((site_id, key)) = path.map_err(|e| path_error(&e))?;
     let site = site(&token, &site_id, Some(Product::Jira))?;
     check_issue_key(&key)?;
-    jira::issue(&gateway(&provider, &token), site, &key)
+    jira::issue(&gateway(&provider, &context, &token), site, &key)
         .await
         .map(Json)
 }
@@ -296,12 +305,13 @@ async fn jira_issue(
     ))]
 async fn confluence_spaces(
     State(provider): State<Arc<Atlassian>>,
+    State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<confluence::Spaces>, ContentError> {
     let Path(site_id) = path.map_err(|e| path_error(&e))?;
     let site = site(&token, &site_id, Some(Product::Confluence))?;
-    confluence::spaces(&gateway(&provider, &token), site)
+    confluence::spaces(&gateway(&provider, &context, &token), site)
         .await
         .map(Json)
 }
@@ -334,6 +344,7 @@ struct PageQuery {
     ))]
 async fn confluence_pages(
     State(provider): State<Arc<Atlassian>>,
+    State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<PageQuery>, QueryRejection>,
@@ -349,9 +360,15 @@ async fn confluence_pages(
             "`start` is at most {MAX_START} and `limit` between 1 and {MAX_PAGE_LIMIT}"
         )));
     }
-    confluence::pages(&gateway(&provider, &token), site, &key, start, limit)
-        .await
-        .map(Json)
+    confluence::pages(
+        &gateway(&provider, &context, &token),
+        site,
+        &key,
+        start,
+        limit,
+    )
+    .await
+    .map(Json)
 }
 
 /// One Confluence page, its body as Markdown.
@@ -374,13 +391,14 @@ async fn confluence_pages(
     ))]
 async fn confluence_page(
     State(provider): State<Arc<Atlassian>>,
+    State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<confluence::PageView>, ContentError> {
     let Path((site_id, id)) = path.map_err(|e| path_error(&e))?;
     let site = site(&token, &site_id, Some(Product::Confluence))?;
     check_page_id(&id)?;
-    confluence::page(&gateway(&provider, &token), site, &id)
+    confluence::page(&gateway(&provider, &context, &token), site, &id)
         .await
         .map(Json)
 }
@@ -408,6 +426,7 @@ async fn confluence_page(
     ))]
 async fn proxy(
     State(provider): State<Arc<Atlassian>>,
+    State(context): State<ProviderContext>,
     token: FreshToken,
     method: Method,
     uri: Uri,
@@ -424,7 +443,7 @@ async fn proxy(
         let target = proxy::target(uri.path())?;
         let site = proxy::allowed_site(&token.access.resources, &target)?;
         proxy::forward(
-            &gateway(&provider, &token),
+            &gateway(&provider, &context, &token),
             site,
             &target,
             method,

@@ -190,7 +190,7 @@ pub(crate) async fn forward(
     }
     let what = format!("{} proxy", target.product.name());
     let response = g
-        .send(&what, || {
+        .send("proxy", &what, || {
             let request = g
                 .http
                 .request(method.clone(), url.clone())

@@ -34,7 +34,7 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -289,7 +289,12 @@ struct Inner {
     counters: Counters,
     content: content::ContentState,
     webhooks: webhooks::WebhookState,
+    /// The `traceparent` headers received, with their paths, the latest [`MAX_TRACE_PARENTS`].
+    trace_parents: VecDeque<(String, String)>,
 }
+
+/// How many received `traceparent` headers the fake keeps.
+const MAX_TRACE_PARENTS: usize = 1000;
 
 struct CodeEntry {
     client_id: String,
@@ -373,6 +378,7 @@ impl FakeAtlassian {
             counters: Counters::default(),
             content: content::ContentState::default(),
             webhooks: webhooks::WebhookState::default(),
+            trace_parents: VecDeque::new(),
         };
         Self {
             shared: Arc::new(Shared {
@@ -394,7 +400,17 @@ impl FakeAtlassian {
             )
             .route("/me", get(me))
             .merge(content::router(self))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                note_trace_parent,
+            ))
             .with_state(self.clone())
+    }
+
+    /// The `traceparent` headers received (W3C trace context), with the path each came on,
+    /// oldest first.
+    pub fn trace_parents(&self) -> Vec<(String, String)> {
+        self.lock().trace_parents.iter().cloned().collect()
     }
 
     /// Binds `127.0.0.1:0` and serves a new fake on the current tokio runtime.
@@ -480,6 +496,16 @@ impl FakeAtlassian {
     /// The fake's current time: the real time moved forward by every [`Self::advance_clock`].
     pub fn now(&self) -> SystemTime {
         self.lock().wall_now()
+    }
+
+    fn note_trace_parent(&self, path: &str, value: &str) {
+        let mut inner = self.lock();
+        if inner.trace_parents.len() >= MAX_TRACE_PARENTS {
+            inner.trace_parents.pop_front();
+        }
+        inner
+            .trace_parents
+            .push_back((path.to_owned(), value.to_owned()));
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -1023,6 +1049,22 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// Notes the `traceparent` a request carries, so tests can see the trace context arrive.
+async fn note_trace_parent(
+    State(fake): State<FakeAtlassian>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(value) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        fake.note_trace_parent(request.uri().path(), value);
+    }
+    next.run(request).await
 }
 
 #[cfg(test)]

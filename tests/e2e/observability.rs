@@ -1,0 +1,456 @@
+//! What an operator sees: `/metrics` histograms after a connect, a refresh storm and an upstream
+//! failure (parsed as Prometheus text), request ids in error bodies, and OpenTelemetry traces
+//! exported over OTLP/HTTP to a receiver in this test, with the trace context carried upstream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use grantry::core::keyring::KeyRing;
+use grantry::core::refresh::RefreshSettings;
+use grantry_atlassian_fake::{ACME_SITE_ID, Failure, FakeAtlassian};
+use grantry_server::testing::{TestDatabase, make_access_token_due};
+use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use tokio::task::JoinSet;
+
+use crate::harness::{Harness, fake_config};
+use crate::helpers::Scratch;
+use crate::lifecycle::get_token;
+use crate::process::{alice_and_admin, atlassian_env, connect_alice};
+
+const TOKEN_ROUTE: &str = "/api/v1/atlassian/admin/connections/alice/access-token";
+const TOKEN_TEMPLATE: &str = "/api/v1/atlassian/admin/connections/{user_id}/access-token";
+
+type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
+
+async fn scrape(h: &Harness) -> Exposition {
+    let text = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    openmetrics_parser::prometheus::parse_prometheus(&text).expect("Prometheus text")
+}
+
+/// The samples of family `name` whose labels include all of `labels`.
+fn series<'a>(
+    metrics: &'a Exposition,
+    name: &str,
+    labels: &'a [(&str, &str)],
+) -> impl Iterator<Item = &'a PrometheusValue> + 'a {
+    metrics
+        .families
+        .get(name)
+        .into_iter()
+        .flat_map(|family| family.iter_samples())
+        .filter(move |sample| {
+            let set = sample.get_labelset().expect("labels");
+            labels
+                .iter()
+                .all(|(k, v)| set.get_label_value(k) == Some(*v))
+        })
+        .map(|sample| &sample.value)
+}
+
+/// The observation count of histogram `name` summed over the series with all of `labels`.
+fn histogram_count(metrics: &Exposition, name: &str, labels: &[(&str, &str)]) -> u64 {
+    series(metrics, name, labels)
+        .map(|value| match value {
+            PrometheusValue::Histogram(h) => h.count.expect("a _count sample"),
+            other => panic!("{name} is not a histogram: {other:?}"),
+        })
+        .sum()
+}
+
+/// The value of the unlabelled counter or gauge `name`.
+fn number(metrics: &Exposition, name: &str) -> f64 {
+    match series(metrics, name, &[]).next() {
+        Some(PrometheusValue::Counter(c)) => c.value.as_f64(),
+        Some(PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n)) => n.as_f64(),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metrics_histograms_count_a_connect_a_storm_and_a_failure() {
+    for db in TestDatabase::all().await {
+        let kind = db.kind;
+        let h = Harness::start_with(&db, fake_config(), true, RefreshSettings::default()).await;
+        h.connect("alice").await;
+        let admin = h.token("admin-1", "admin");
+
+        // A storm: 20 concurrent callers of a due token, one refresh.
+        make_access_token_due(&h.store, "alice", "atlassian").await;
+        let mut calls = JoinSet::new();
+        for _ in 0..20 {
+            let (http, url, admin) = (h.http.clone(), h.url(TOKEN_ROUTE), admin.clone());
+            calls.spawn(async move { get_token(&http, url, &admin).await });
+        }
+        while let Some(done) = calls.join_next().await {
+            let (status, body) = done.expect("join");
+            assert_eq!(status, 200, "{kind}: {body}");
+        }
+        // An upstream failure: the token endpoint answers garbage three times, the call is a 502.
+        make_access_token_due(&h.store, "alice", "atlassian").await;
+        h.fake.fake.fail_next_token_calls(3, Failure::Malformed);
+        let (status, body) = get_token(&h.http, h.url(TOKEN_ROUTE), &admin).await;
+        assert_eq!(status, 502, "{kind}: {body}");
+
+        let metrics = scrape(&h).await;
+        let http = "grantry_http_request_duration_seconds";
+        assert_eq!(
+            histogram_count(
+                &metrics,
+                http,
+                &[
+                    ("route", TOKEN_TEMPLATE),
+                    ("method", "GET"),
+                    ("status", "2xx")
+                ]
+            ),
+            20,
+            "{kind}"
+        );
+        assert_eq!(
+            histogram_count(
+                &metrics,
+                http,
+                &[("route", TOKEN_TEMPLATE), ("status", "5xx")]
+            ),
+            1,
+            "{kind}"
+        );
+        assert!(
+            histogram_count(
+                &metrics,
+                http,
+                &[
+                    ("route", "/api/v1/atlassian/connection/callback"),
+                    ("status", "2xx")
+                ]
+            ) >= 1,
+            "{kind}"
+        );
+        let family = metrics.families.get(http).expect("http histogram");
+        assert!(
+            family.iter_samples().all(|sample| !sample
+                .get_labelset()
+                .expect("labels")
+                .get_label_value("route")
+                .is_some_and(|r| r.contains("alice"))),
+            "{kind}: routes are templates, never raw paths"
+        );
+
+        let upstream = "grantry_upstream_request_duration_seconds";
+        for (operation, outcome, n) in [
+            ("exchange_code", "ok", 1),
+            ("account", "ok", 1),
+            ("refresh", "ok", 1),
+            ("refresh", "transient", 3),
+        ] {
+            assert_eq!(
+                histogram_count(
+                    &metrics,
+                    upstream,
+                    &[
+                        ("provider", "atlassian"),
+                        ("operation", operation),
+                        ("outcome", outcome)
+                    ]
+                ),
+                n,
+                "{kind}: {operation} {outcome}"
+            );
+        }
+        let refresh = "grantry_refresh_duration_seconds";
+        assert_eq!(
+            histogram_count(&metrics, refresh, &[("outcome", "ok")]),
+            1,
+            "{kind}"
+        );
+        assert_eq!(
+            histogram_count(&metrics, refresh, &[("outcome", "transient")]),
+            1,
+            "{kind}"
+        );
+        let wait = "grantry_refresh_wait_seconds";
+        assert_eq!(
+            histogram_count(&metrics, wait, &[("role", "winner")]),
+            1,
+            "{kind}: the storm had one winner"
+        );
+        assert_eq!(
+            histogram_count(&metrics, wait, &[("role", "waiter")])
+                + histogram_count(&metrics, wait, &[("role", "cross_replica")]),
+            19,
+            "{kind}: the other 19 were served"
+        );
+        // The counters are still there under their names.
+        assert_eq!(number(&metrics, "grantry_refreshes_succeeded_total"), 1.0);
+        assert_eq!(
+            number(&metrics, "grantry_refresh_waiters_served_total"),
+            19.0
+        );
+        assert_eq!(number(&metrics, "grantry_database_up"), 1.0);
+        let active = [("provider", "atlassian"), ("status", "active")];
+        assert_eq!(
+            series(&metrics, "grantry_connections", &active).count(),
+            1,
+            "{kind}"
+        );
+        drop(h);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_errors_name_it() {
+    let db = TestDatabase::sqlite();
+    let h = Harness::start(&db, fake_config(), true).await;
+    // A fresh id when the client sends none, in the header and the error body.
+    let resp = h
+        .http
+        .get(h.url("/api/v1/atlassian/connection/status"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 401);
+    let id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-request-id")
+        .to_owned();
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["request_id"], id.as_str(), "{body}");
+    assert_eq!(body["error"], "unauthorized");
+    // A well-formed id from the client is kept; a hostile one is replaced.
+    for (sent, kept) in [
+        ("trace-abc_123.4:5", true),
+        ("has space", false),
+        ("<script>", false),
+        (&*"x".repeat(65), false),
+    ] {
+        let resp = h
+            .http
+            .get(h.url("/api/v1/no-such-route"))
+            .header("x-request-id", sent)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 404);
+        let answered = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("x-request-id")
+            .to_owned();
+        let body: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(answered == sent, kept, "{sent:?} → {answered:?}");
+        assert_eq!(body["request_id"], answered.as_str());
+    }
+    // A success carries the id in its header only.
+    let resp = h.http.get(h.url("/healthz")).send().await.expect("send");
+    assert!(resp.headers().contains_key("x-request-id"));
+    drop(h);
+    db.cleanup().await;
+}
+
+/// The spans an OTLP/HTTP receiver got, decoded with the OpenTelemetry protobuf types.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+async fn receive(State(receiver): State<Receiver>, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+        return (axum::http::StatusCode::BAD_REQUEST, "not OTLP protobuf").into_response();
+    };
+    let mut spans = receiver.spans.lock().expect("lock");
+    for resource in request.resource_spans {
+        for scope in resource.scope_spans {
+            spans.extend(scope.spans);
+        }
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            AnyValue::StringValue(s) => s.clone(),
+            AnyValue::IntValue(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_proxied_call_is_one_trace_from_the_caller_to_atlassian() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let otlp = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new()
+        .route("/v1/traces", post(receive))
+        .with_state(receiver.clone());
+    let collector = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let fake = FakeAtlassian::start(fake_config()).await.expect("fake");
+    let db = TestDatabase::sqlite();
+    let jwt = "otel-jwt";
+    let key = KeyRing::generate_key_base64();
+    let mut scratch = atlassian_env(Scratch::new(), &fake, &key, jwt)
+        .with("DATABASE_URL", &db.url)
+        .with("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+        .with("OTEL_SERVICE_NAME", "grantry-e2e")
+        .with("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .with("GRANTRY_CACHE_TTL", "0");
+    let server = scratch.serve().await;
+    let (user, admin) = alice_and_admin(jwt);
+    let http = reqwest::Client::new();
+    connect_alice(&http, &server, &server, &fake, &user).await;
+    let store = db.store().await;
+    make_access_token_due(&store, "alice", "atlassian").await;
+
+    // The caller's own trace: grantry's request span joins it.
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let resp = http
+        .get(server.url(&format!(
+            "/api/v1/atlassian/proxy/jira/{ACME_SITE_ID}/rest/api/3/myself"
+        )))
+        .bearer_auth(&user)
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .send()
+        .await
+        .expect("proxy");
+    assert_eq!(resp.status(), 200);
+
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = receiver.spans.lock().expect("lock").clone();
+        if spans
+            .iter()
+            .any(|s| attribute(s, "operation").as_deref() == Some("proxy"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let by_id: HashMap<Vec<u8>, &Span> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    let find = |name: &str, op: Option<&str>| -> &Span {
+        spans
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && op.is_none_or(|op| attribute(s, "operation").as_deref() == Some(op))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {name} {op:?} span in {:?}",
+                    spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+                )
+            })
+    };
+    let request = spans
+        .iter()
+        .find(|s| attribute(s, "route").is_some_and(|r| r.contains("/proxy/")))
+        .expect("the request span");
+    assert_eq!(
+        hex(&request.trace_id),
+        caller_trace,
+        "joins the caller's trace"
+    );
+    assert_eq!(hex(&request.parent_span_id), caller_span);
+    assert_eq!(
+        request.name,
+        "GET /api/v1/atlassian/proxy/{product}/{site_id}/{*path}"
+    );
+    assert_eq!(attribute(request, "status").as_deref(), Some("200"));
+
+    let parent_of = |span: &Span| by_id.get(&span.parent_span_id).copied();
+    let db_read = find("db", None);
+    assert_eq!(
+        parent_of(db_read).map(|s| &s.span_id),
+        Some(&request.span_id)
+    );
+    let lease = find("lease", None);
+    assert_eq!(parent_of(lease).map(|s| &s.span_id), Some(&request.span_id));
+    let refresh = find("upstream", Some("refresh"));
+    assert_eq!(parent_of(refresh).map(|s| &s.span_id), Some(&lease.span_id));
+    let proxied = find("upstream", Some("proxy"));
+    assert_eq!(
+        parent_of(proxied).map(|s| &s.span_id),
+        Some(&request.span_id)
+    );
+    assert_eq!(attribute(proxied, "outcome").as_deref(), Some("ok"));
+    for span in [db_read, lease, refresh, proxied] {
+        assert_eq!(span.trace_id, request.trace_id, "{}", span.name);
+    }
+
+    // Atlassian saw the trace context of the upstream spans.
+    let received = fake.fake.trace_parents();
+    let sent = |span: &Span| format!("00-{}-{}-01", hex(&span.trace_id), hex(&span.span_id));
+    assert!(
+        received
+            .iter()
+            .any(|(path, tp)| path.ends_with("/rest/api/3/myself") && *tp == sent(proxied)),
+        "{received:?}"
+    );
+    assert!(
+        received
+            .iter()
+            .any(|(path, tp)| path == "/oauth/token" && *tp == sent(refresh)),
+        "{received:?}"
+    );
+
+    // No token, code or secret in any attribute of any span.
+    let (_, body) = get_token(
+        &http,
+        server.url("/api/v1/atlassian/admin/connections/alice/access-token"),
+        &admin,
+    )
+    .await;
+    let access = body["access_token"].as_str().expect("token").to_owned();
+    let secret = fake.fake.config().client_secret.clone();
+    for span in &spans {
+        for a in &span.attributes {
+            let shown = format!("{:?}", a.value);
+            for leaked in [access.as_str(), secret.as_str(), jwt, "Bearer"] {
+                assert!(!shown.contains(leaked), "{} {}: {shown}", span.name, a.key);
+            }
+        }
+    }
+    store.close().await;
+    server.stop();
+    collector.abort();
+    db.cleanup().await;
+}

@@ -15,8 +15,9 @@ use crate::keyring::{SealContext, TokenField};
 use crate::provider::{AuthorizeRequest, CallbackContext, Provider, RevokeOutcome};
 use crate::secret::{PkceVerifier, StateToken};
 use crate::store::{ConnectionRecord, ConnectionSummary, StateRecord};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, db_span};
 use crate::vault::Vault;
+use tracing::Instrument;
 
 /// Tuning of the lifecycle.
 #[derive(Debug, Clone)]
@@ -235,6 +236,7 @@ impl Connections {
                 },
                 self.settings.max_pending_states,
             )
+            .instrument(db_span("put_state"))
             .await?;
         let url = provider
             .authorize_url(&AuthorizeRequest {
@@ -264,6 +266,7 @@ impl Connections {
             .vault
             .store()
             .consume_state(&callback.state.digest(), user_id, provider.id(), Utc::now())
+            .instrument(db_span("consume_state"))
             .await?
             .ok_or(LifecycleError::InvalidState)?;
         let code = match callback.outcome {
@@ -321,6 +324,7 @@ impl Connections {
                 &provider.refresh_policy(),
                 Utc::now(),
             )
+            .instrument(db_span("save_grant"))
             .await?;
         tracing::info!(provider = provider.id(), user = %user_id, sites = record.resources.len(), "connected");
         Ok(record)
@@ -336,6 +340,7 @@ impl Connections {
             .vault
             .store()
             .connection_summary(user_id, provider.id())
+            .instrument(db_span("read_summary"))
             .await?)
     }
 
@@ -352,7 +357,11 @@ impl Connections {
         let not_connected = || LifecycleError::NotConnected {
             provider: provider.id().to_owned(),
         };
-        let Some(record) = store.connection(user_id, provider.id()).await? else {
+        let Some(record) = store
+            .connection(user_id, provider.id())
+            .instrument(db_span("read_connection"))
+            .await?
+        else {
             return Err(not_connected());
         };
         let revocation = match self.vault.open_tokens(&record) {
@@ -375,6 +384,7 @@ impl Connections {
         };
         if !store
             .delete_connection(user_id, provider.id(), reason)
+            .instrument(db_span("delete_connection"))
             .await?
         {
             return Err(not_connected());

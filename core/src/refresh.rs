@@ -16,7 +16,7 @@ use crate::http::TokenSource;
 use crate::provider::{Provider, RefreshPolicy};
 use crate::secret::AccessToken;
 use crate::store::{ConnectionRecord, ConnectionStatus, TokenUpdate};
-use crate::telemetry::{Telemetry, WaitRole};
+use crate::telemetry::{Telemetry, WaitRole, db_span};
 use crate::token::TokenSet;
 use crate::vault::Vault;
 
@@ -352,7 +352,7 @@ impl Refresher {
             .vault
             .store()
             .connection(user_id, provider.id())
-            .instrument(tracing::info_span!("db", db.operation = "read_connection"))
+            .instrument(db_span("read_connection"))
             .await?
             .ok_or(AccessError::NotConnected)?;
         if record.status == ConnectionStatus::NeedsReauth {
@@ -469,6 +469,7 @@ impl Refresher {
             changed.as_mut().enable();
             let record = store
                 .connection_by_id(connection_id)
+                .instrument(db_span("read_connection"))
                 .await?
                 .ok_or(AccessError::NotConnected)?;
             if record.status == ConnectionStatus::NeedsReauth {
@@ -482,6 +483,7 @@ impl Refresher {
             }
             if store
                 .try_acquire_lease(connection_id, &self.owner, self.settings.lease)
+                .instrument(db_span("acquire_lease"))
                 .await?
             {
                 return self
@@ -580,6 +582,7 @@ impl Refresher {
         loop {
             match store
                 .complete_refresh(&record.id, record.version, update)
+                .instrument(db_span("complete_refresh"))
                 .await
             {
                 Ok(true) => return Ok(true),

@@ -285,6 +285,11 @@ pub fn upstream_span(provider: &str, operation: &'static str) -> tracing::Span {
     )
 }
 
+/// The span of one piece of database work, `operation` naming it (`read_connection` …).
+pub fn db_span(operation: &'static str) -> tracing::Span {
+    tracing::info_span!("db", otel.kind = "client", db.operation = operation)
+}
+
 tokio::task_local! {
     static REQUEST_ID: Arc<str>;
 }

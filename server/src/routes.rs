@@ -15,6 +15,7 @@ use grantry_core::http::Authentication;
 use grantry_core::store::{ConnectionKey, ConnectionPageQuery, ConnectionSummary};
 use grantry_core::{ApiError, ErrorBody, Principal, Provider, Resource};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
@@ -179,7 +180,7 @@ async fn callback(
         s.app.provider_context(&s.provider),
         record.clone(),
     );
-    tokio::spawn(async move { provider.connected(&context, &connection).await });
+    tokio::spawn(async move { provider.connected(&context, &connection).await }.in_current_span());
     Ok(Json(view(&ConnectionSummary::of(&record), false)).into_response())
 }
 

@@ -365,21 +365,6 @@ async fn a_proxied_call_is_one_trace_from_the_caller_to_atlassian() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let by_id: HashMap<Vec<u8>, &Span> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
-    let find = |name: &str, op: Option<&str>| -> &Span {
-        spans
-            .iter()
-            .find(|s| {
-                s.name == name
-                    && op.is_none_or(|op| attribute(s, "operation").as_deref() == Some(op))
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "no {name} {op:?} span in {:?}",
-                    spans.iter().map(|s| &s.name).collect::<Vec<_>>()
-                )
-            })
-    };
     let request = spans
         .iter()
         .find(|s| attribute(s, "route").is_some_and(|r| r.contains("/proxy/")))
@@ -396,25 +381,41 @@ async fn a_proxied_call_is_one_trace_from_the_caller_to_atlassian() {
     );
     assert_eq!(attribute(request, "status").as_deref(), Some("200"));
 
-    let parent_of = |span: &Span| by_id.get(&span.parent_span_id).copied();
-    let db_read = find("db", None);
-    assert_eq!(
-        parent_of(db_read).map(|s| &s.span_id),
-        Some(&request.span_id)
-    );
-    let lease = find("lease", None);
-    assert_eq!(parent_of(lease).map(|s| &s.span_id), Some(&request.span_id));
-    let refresh = find("upstream", Some("refresh"));
-    assert_eq!(parent_of(refresh).map(|s| &s.span_id), Some(&lease.span_id));
-    let proxied = find("upstream", Some("proxy"));
-    assert_eq!(
-        parent_of(proxied).map(|s| &s.span_id),
-        Some(&request.span_id)
-    );
+    // Everything below happened in the caller's trace, under the request span.
+    let trace: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == request.trace_id)
+        .collect();
+    let by_id: HashMap<&[u8], &Span> = trace.iter().map(|s| (&s.span_id[..], *s)).collect();
+    let find = |name: &str, key: &str, value: &str| -> &Span {
+        trace
+            .iter()
+            .copied()
+            .find(|s| s.name == name && attribute(s, key).as_deref() == Some(value))
+            .unwrap_or_else(|| {
+                let names: Vec<_> = trace.iter().map(|s| &s.name).collect();
+                panic!("no {name} span with {key}={value} in {names:?}")
+            })
+    };
+    let parent_of = |span: &Span| {
+        by_id
+            .get(&span.parent_span_id[..])
+            .map(|p| p.span_id.clone())
+    };
+    let db_read = find("db", "db.operation", "read_connection");
+    assert_eq!(parent_of(db_read), Some(request.span_id.clone()));
+    let lease = find("lease", "provider", "atlassian");
+    assert_eq!(parent_of(lease), Some(request.span_id.clone()));
+    let acquire = find("db", "db.operation", "acquire_lease");
+    assert_eq!(parent_of(acquire), Some(lease.span_id.clone()));
+    let refresh = find("upstream", "operation", "refresh");
+    assert_eq!(parent_of(refresh), Some(lease.span_id.clone()));
+    assert_eq!(attribute(refresh, "outcome").as_deref(), Some("ok"));
+    let stored = find("db", "db.operation", "complete_refresh");
+    assert_eq!(parent_of(stored), Some(lease.span_id.clone()));
+    let proxied = find("upstream", "operation", "proxy");
+    assert_eq!(parent_of(proxied), Some(request.span_id.clone()));
     assert_eq!(attribute(proxied, "outcome").as_deref(), Some("ok"));
-    for span in [db_read, lease, refresh, proxied] {
-        assert_eq!(span.trace_id, request.trace_id, "{}", span.name);
-    }
 
     // Atlassian saw the trace context of the upstream spans.
     let received = fake.fake.trace_parents();

@@ -3,7 +3,7 @@
 //! sensitive headers, a span and a log line per request, the latency histogram).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -19,8 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::routes::provider_router;
@@ -58,7 +57,7 @@ pub fn router(state: AppState) -> Router {
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)
                     .on_request(())
-                    .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    .on_response(log_response)
                     .on_failure(()),
             )
             .layer(middleware::from_fn_with_state(
@@ -107,6 +106,16 @@ fn request_span(request: &Request) -> tracing::Span {
     );
     crate::logging::adopt_remote_parent(&span, request.headers());
     span
+}
+
+/// The request's log line (target `grantry::http`; its span adds method, path and request id).
+fn log_response(response: &Response, latency: Duration, _span: &tracing::Span) {
+    tracing::info!(
+        target: "grantry::http",
+        status = response.status().as_u16(),
+        ms = latency.as_secs_f64() * 1000.0,
+        "request"
+    );
 }
 
 /// Answers the request as its request id (error bodies carry it) and records its latency.

@@ -12,7 +12,9 @@ use axum::routing::post;
 use grantry::core::keyring::KeyRing;
 use grantry::core::refresh::RefreshSettings;
 use grantry_atlassian_fake::{ACME_SITE_ID, Failure, FakeAtlassian};
+use grantry_server::outbox::Outbox;
 use grantry_server::testing::{TestDatabase, make_access_token_due};
+use grantry_server::webhooks::{WebhookSecret, WebhookSettings, Webhooks};
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -22,7 +24,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::task::JoinSet;
 
-use crate::harness::{Harness, fake_config};
+use crate::harness::{Harness, fake_config, spawn_server};
 use crate::helpers::Scratch;
 use crate::lifecycle::get_token;
 use crate::process::{alice_and_admin, atlassian_env, connect_alice};
@@ -33,9 +35,12 @@ const TOKEN_TEMPLATE: &str = "/api/v1/atlassian/admin/connections/{user_id}/acce
 type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
 
 async fn scrape(h: &Harness) -> Exposition {
-    let text = h
-        .http
-        .get(h.url("/metrics"))
+    scrape_at(&h.http, &h.base).await
+}
+
+async fn scrape_at(http: &reqwest::Client, base: &str) -> Exposition {
+    let text = http
+        .get(format!("{base}/metrics"))
         .send()
         .await
         .expect("metrics")
@@ -214,6 +219,71 @@ async fn metrics_histograms_count_a_connect_a_storm_and_a_failure() {
         drop(h);
         db.cleanup().await;
     }
+}
+
+#[tokio::test]
+async fn every_metric_the_alert_rules_and_the_dashboard_use_is_served() {
+    let db = TestDatabase::sqlite();
+    let h = Harness::start(&db, fake_config(), true).await;
+    h.connect("alice").await;
+    // A refresh, so that the refresh histograms have series.
+    make_access_token_due(&h.store, "alice", "atlassian").await;
+    let admin = h.token("admin-1", "admin");
+    let (status, body) = get_token(&h.http, h.url(TOKEN_ROUTE), &admin).await;
+    assert_eq!(status, 200, "{body}");
+    let settings = WebhookSettings::new(
+        vec![url::Url::parse("http://127.0.0.1:9/hook").expect("url")],
+        vec![WebhookSecret::parse(&crate::receiver::secret()).expect("secret")],
+    );
+    let hooks = Arc::new(Webhooks::new(Outbox::new(h.store.clone()), settings).expect("hooks"));
+    let state = h.state.clone().with_webhooks(hooks);
+    let (base, server) = spawn_server(state.clone()).await;
+    // One maintenance pass, so that the pass histogram has a series.
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let maintenance = tokio::spawn(grantry_server::maintain(
+        state,
+        Duration::from_secs(3600),
+        stop_rx,
+    ));
+    let mut metrics = scrape_at(&h.http, &base).await;
+    for _ in 0..100 {
+        if metrics
+            .families
+            .contains_key("grantry_maintenance_pass_duration_seconds")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = scrape_at(&h.http, &base).await;
+    }
+    let _ = stop.send(true);
+    maintenance.await.expect("maintenance task");
+    let docs = [
+        include_str!("../../docs/alerts.yml"),
+        include_str!("../../docs/grafana-dashboard.json"),
+    ]
+    .concat();
+    let mut used: Vec<&str> = docs
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("grantry_"))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() >= 10, "{used:?}");
+    for name in used {
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| metrics.families.contains_key(*base))
+            .unwrap_or(name);
+        assert!(
+            metrics.families.contains_key(family),
+            "the alert rules or the dashboard use {name}, which /metrics does not serve"
+        );
+    }
+    server.abort();
+    drop(h);
+    db.cleanup().await;
 }
 
 #[tokio::test]

@@ -3,6 +3,10 @@
 //! when `GRANTRY_TEST_POSTGRES_URL` is set. Every figure is the median of `RUNS` wrk runs, the
 //! ceiling's runs interleaved with the routes' so that both see the same machine. Run it through
 //! `bench/load.sh`.
+//!
+//! Variants, each against the same ceiling: this build as configured by default; with
+//! `LOAD_TRACING=1`, this build exporting OTLP traces to a receiver in this process as well; with
+//! `LOAD_BASELINE_BIN=<path of another grantry binary>`, that binary too (an A/B run).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -116,16 +120,26 @@ fn wrk(url: &str, token: Option<&str>) -> Figures {
     }
 }
 
+/// A grantry binary to measure and the environment it gets beyond the defaults.
+struct Variant {
+    label: String,
+    bin: String,
+    env: Vec<(String, String)>,
+}
+
 async fn backend(
     label: &str,
+    variant: &Variant,
     url: &str,
     hello_url: &str,
     fake: &grantry_atlassian_fake::RunningFake,
 ) {
+    let label = format!("{label}, {}", variant.label);
+    let label = label.as_str();
     let port = free_port();
     let jwt = KeyRing::generate_key_base64();
     let server = Proc(
-        Command::new(env!("CARGO_BIN_EXE_grantry"))
+        Command::new(&variant.bin)
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -140,6 +154,7 @@ async fn backend(
             .env("ATLASSIAN_REDIRECT_URI", &fake.fake.config().redirect_uri)
             .env("ATLASSIAN_AUTH_URL", &fake.base_url)
             .env("ATLASSIAN_API_URL", &fake.base_url)
+            .envs(variant.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -241,10 +256,36 @@ fn main() {
         let fake = FakeAtlassian::start(grantry_atlassian_fake::FakeConfig::default())
             .await
             .expect("fake");
-        let sqlite = TestDatabase::sqlite();
-        backend("SQLite", &sqlite.url, &hello_url, &fake).await;
+        let mut variants = vec![Variant {
+            label: "this build".into(),
+            bin: env!("CARGO_BIN_EXE_grantry").into(),
+            env: Vec::new(),
+        }];
+        if std::env::var("LOAD_TRACING").is_ok_and(|v| v == "1") {
+            variants.push(Variant {
+                label: "this build, OTLP traces on".into(),
+                bin: env!("CARGO_BIN_EXE_grantry").into(),
+                env: vec![(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                    otlp_sink().await,
+                )],
+            });
+        }
+        if let Ok(bin) = std::env::var("LOAD_BASELINE_BIN") {
+            variants.push(Variant {
+                label: format!("baseline {bin}"),
+                bin,
+                env: Vec::new(),
+            });
+        }
+        for variant in &variants {
+            let sqlite = TestDatabase::sqlite();
+            backend("SQLite", variant, &sqlite.url, &hello_url, &fake).await;
+        }
         if let Some(pg) = TestDatabase::postgres().await {
-            backend("PostgreSQL", &pg.url, &hello_url, &fake).await;
+            for variant in &variants {
+                backend("PostgreSQL", variant, &pg.url, &hello_url, &fake).await;
+            }
             pg.cleanup().await;
         } else {
             println!("(PostgreSQL skipped: GRANTRY_TEST_POSTGRES_URL unset)");
@@ -254,4 +295,26 @@ fn main() {
             hello_proc.peak_rss_kib() as f64 / 1024.0
         );
     });
+}
+
+/// An OTLP/HTTP receiver in this process that accepts every export and keeps nothing; its
+/// base URL.
+async fn otlp_sink() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(|_body: axum::body::Bytes| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                Vec::<u8>::new(),
+            )
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
 }

@@ -100,7 +100,16 @@ async fn tasks(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (http, url) = state.data;
     let token = &fresh.access.access_token;
-    let tasks = get_json(&http, url, token, "Example's task list").await;
+    // Recorded in the upstream histogram and traced as an `upstream` span (operation `tasks`).
+    let context = &state.context;
+    let tasks = context
+        .telemetry()
+        .upstream(
+            context.provider_id(),
+            "tasks",
+            get_json(&http, url, token, "Example's task list"),
+        )
+        .await;
     tasks
         .map(Json)
         .map_err(|e| ApiError::upstream(e.to_string()))

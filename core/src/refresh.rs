@@ -367,14 +367,22 @@ impl Refresher {
             };
         }
         let started = std::time::Instant::now();
-        let (access, role) = self
+        let served = self
             .single_flight(
                 &record.id,
                 provider,
                 Due::AccessExpiry,
                 Some(record.version),
             )
-            .await?;
+            .await;
+        let (access, role) = match served {
+            Ok(served) => served,
+            Err(e) => {
+                self.telemetry
+                    .observe_wait(provider.id(), WaitRole::Failed, started.elapsed());
+                return Err(e);
+            }
+        };
         if !access.refreshed {
             RefreshMetrics::bump(&self.metrics.waiters_served);
         }
@@ -521,23 +529,46 @@ impl Refresher {
                 Arc::clone(provider),
                 policy.clone(),
             );
+            // Recorded in the task too, so a refresh whose caller left still counts.
             tokio::spawn(
                 async move {
-                    this.redeem(&id, &provider, &policy, due, seen_version)
-                        .await
+                    let started = std::time::Instant::now();
+                    let result = this
+                        .redeem(&id, &provider, &policy, due, seen_version)
+                        .await;
+                    this.record_refresh(provider.id(), &result, started.elapsed());
+                    result
                 }
                 .in_current_span(),
             )
         };
-        let started = std::time::Instant::now();
         let result = match task.await {
             Ok(result) => result,
-            Err(e) => Err(AccessError::Upstream(ProviderError::Transient {
-                reason: format!("the refresh task failed: {e}"),
-                retry_after: None,
-            })),
+            Err(e) => {
+                let failed = Err(AccessError::Upstream(ProviderError::Transient {
+                    reason: format!("the refresh task failed: {e}"),
+                    retry_after: None,
+                }));
+                self.record_refresh(provider.id(), &failed, Duration::ZERO);
+                failed
+            }
         };
-        let outcome = match &result {
+        if result.is_err()
+            && let Err(e) = store.release_lease(connection_id, &self.owner).await
+        {
+            tracing::warn!(connection = connection_id, error = %e, "could not release the refresh lease");
+        }
+        result
+    }
+
+    /// Counts a refresh run under the lease: its duration by outcome, and a failure by reason.
+    fn record_refresh(
+        &self,
+        provider: &str,
+        result: &Result<FreshAccess, AccessError>,
+        took: Duration,
+    ) {
+        let outcome = match result {
             Ok(access) if access.refreshed => "ok",
             Ok(_) => "not_needed",
             Err(AccessError::NeedsReauth) => "invalid_grant",
@@ -545,25 +576,17 @@ impl Refresher {
             Err(AccessError::Upstream(_)) => "rejected",
             Err(AccessError::NotConnected | AccessError::Core(_)) => "store",
         };
-        self.telemetry
-            .observe_refresh(provider.id(), outcome, started.elapsed());
-        if let Err(e) = &result {
-            let counter = match e {
-                AccessError::NeedsReauth => &self.metrics.failed_invalid_grant,
-                AccessError::Upstream(ProviderError::Transient { .. }) => {
-                    &self.metrics.failed_transient
-                }
-                AccessError::Upstream(_) => &self.metrics.failed_rejected,
-                AccessError::NotConnected | AccessError::Core(_) => &self.metrics.failed_store,
-            };
-            RefreshMetrics::bump(counter);
-        }
-        if result.is_err()
-            && let Err(e) = store.release_lease(connection_id, &self.owner).await
-        {
-            tracing::warn!(connection = connection_id, error = %e, "could not release the refresh lease");
-        }
-        result
+        self.telemetry.observe_refresh(provider, outcome, took);
+        let counter = match result {
+            Ok(_) => return,
+            Err(AccessError::NeedsReauth) => &self.metrics.failed_invalid_grant,
+            Err(AccessError::Upstream(ProviderError::Transient { .. })) => {
+                &self.metrics.failed_transient
+            }
+            Err(AccessError::Upstream(_)) => &self.metrics.failed_rejected,
+            Err(AccessError::NotConnected | AccessError::Core(_)) => &self.metrics.failed_store,
+        };
+        RefreshMetrics::bump(counter);
     }
 
     /// Writes a redeemed token pair, retrying a failing database until the lease deadline: the
@@ -628,17 +651,24 @@ impl Refresher {
         // Read again under the lease: another replica may have finished just before we won it.
         let record = store
             .connection_by_id(connection_id)
+            .instrument(db_span("read_connection"))
             .await?
             .ok_or(AccessError::NotConnected)?;
         if record.status == ConnectionStatus::NeedsReauth {
-            store.release_lease(connection_id, &self.owner).await?;
+            store
+                .release_lease(connection_id, &self.owner)
+                .instrument(db_span("release_lease"))
+                .await?;
             return Err(AccessError::NeedsReauth);
         }
         let now = Utc::now();
         if Self::served_by_another(&record, seen_version, now)
             || !self.is_due(&record, policy, now, due)
         {
-            store.release_lease(connection_id, &self.owner).await?;
+            store
+                .release_lease(connection_id, &self.owner)
+                .instrument(db_span("release_lease"))
+                .await?;
             return self.open(&record, false);
         }
         let tokens = self.vault.open_tokens(&record)?;
@@ -659,7 +689,10 @@ impl Refresher {
                     .await?;
                 return Err(AccessError::NeedsReauth);
             }
-            store.release_lease(connection_id, &self.owner).await?;
+            store
+                .release_lease(connection_id, &self.owner)
+                .instrument(db_span("release_lease"))
+                .await?;
             return self.open(&record, false);
         };
         // Every attempt and every wait ends before the lease does (with a margin), so no other
@@ -669,19 +702,22 @@ impl Refresher {
         let mut attempt = 1;
         RefreshMetrics::bump(&self.metrics.started);
         loop {
-            let answer = match tokio::time::timeout_at(
-                deadline,
-                self.telemetry
-                    .upstream(provider.id(), "refresh", provider.refresh(&refresh_token)),
-            )
-            .await
-            {
-                Ok(answer) => answer,
-                Err(_) => Err(ProviderError::Transient {
-                    reason: "the token endpoint did not answer within the refresh lease".into(),
-                    retry_after: None,
-                }),
+            // The deadline inside the recorded call: a call cut short is a transient sample.
+            let call = async {
+                tokio::time::timeout_at(deadline, provider.refresh(&refresh_token))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ProviderError::Transient {
+                            reason: "the token endpoint did not answer within the refresh lease"
+                                .into(),
+                            retry_after: None,
+                        })
+                    })
             };
+            let answer = self
+                .telemetry
+                .upstream(provider.id(), "refresh", call)
+                .await;
             match answer {
                 Ok(new_tokens) => {
                     let now = Utc::now();

@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 
 use crate::error::ProviderError;
 
-/// Bucket bounds in seconds for requests and upstream calls: 1 ms to 10 s.
+/// Bucket bounds in seconds for requests and upstream calls: 1 ms to 30 s.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -81,6 +81,8 @@ pub enum WaitRole {
     Waiter,
     /// It was served by another replica's refresh (or found it done when it read again).
     CrossReplica,
+    /// It got no fresh token (the refresh failed, the grant is dead, the wait timed out).
+    Failed,
 }
 
 impl WaitRole {
@@ -89,6 +91,7 @@ impl WaitRole {
             Self::Winner => "winner",
             Self::Waiter => "waiter",
             Self::CrossReplica => "cross_replica",
+            Self::Failed => "failed",
         }
     }
 }
@@ -179,7 +182,7 @@ impl Telemetry {
         );
         registry.register(
             "grantry_refresh_wait_seconds",
-            "How long a caller that found its token due waited for a fresh one, by provider and role (winner, waiter, cross_replica)",
+            "How long a caller that found its token due waited for a fresh one, by provider and role (winner, waiter, cross_replica, failed)",
             inner.wait.clone(),
         );
         registry.register(
@@ -207,8 +210,21 @@ impl Telemetry {
             .observe(took.as_secs_f64());
     }
 
+    /// Records a request dropped before it was answered (the request timeout, or a client that
+    /// went away), under the status label `cancelled`.
+    pub fn observe_http_cancelled(&self, route: &str, method: &axum::http::Method, took: Duration) {
+        self.inner
+            .http
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                method: method_label(method),
+                status: "cancelled",
+            })
+            .observe(took.as_secs_f64());
+    }
+
     /// Records one call to a provider: `operation` is a stable name such as `refresh` or
-    /// `jira_search`, `outcome` `ok` or why it failed.
+    /// `search`, `outcome` `ok` or why it failed.
     pub fn observe_upstream(
         &self,
         provider: &str,
@@ -297,6 +313,11 @@ tokio::task_local! {
 /// Runs `work` as the request `id`: [`request_id`] returns it inside, and error bodies carry it.
 pub async fn with_request_id<F: Future>(id: Arc<str>, work: F) -> F::Output {
     REQUEST_ID.scope(id, work).await
+}
+
+/// Runs `work` (synchronous) as the request `id`, like [`with_request_id`].
+pub fn with_request_id_sync<R>(id: Arc<str>, work: impl FnOnce() -> R) -> R {
+    REQUEST_ID.sync_scope(id, work)
 }
 
 /// The id of the request in progress on this task, if any.

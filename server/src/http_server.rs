@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use grantry_core::ApiError;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -115,23 +115,17 @@ pub async fn serve_router(
             let started = started.clone();
             let app = app.clone();
             let request_timeout = limits.request_timeout;
-            hyper::service::service_fn(move |request: Request<Incoming>| {
+            hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 started.store(true, Ordering::Relaxed);
+                // The id is fixed here, so that a request cut short still answers with it.
+                let id = crate::router::ensure_request_id(request.headers_mut());
                 let response = app.clone().call(request);
                 async move {
                     Ok::<_, std::convert::Infallible>(
                         match tokio::time::timeout(request_timeout, response).await {
                             Ok(Ok(response)) => response,
                             Ok(Err(never)) => match never {},
-                            Err(_) => ApiError::new(
-                                StatusCode::REQUEST_TIMEOUT,
-                                "request_timeout",
-                                format!(
-                                    "the request took longer than {} s",
-                                    request_timeout.as_secs()
-                                ),
-                            )
-                            .into_response(),
+                            Err(_) => timed_out(request_timeout, id),
                         },
                     )
                 }
@@ -162,4 +156,18 @@ pub async fn serve_router(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The 408 answer of a request that took longer than `limit`, carrying its request `id`.
+fn timed_out(limit: Duration, id: HeaderValue) -> Response {
+    let error = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!("the request took longer than {} s", limit.as_secs()),
+    );
+    let shown: Arc<str> = Arc::from(id.to_str().unwrap_or_default());
+    let mut response =
+        grantry_core::telemetry::with_request_id_sync(shown, || error.into_response());
+    response.headers_mut().insert(crate::router::REQUEST_ID, id);
+    response
 }

@@ -15,6 +15,20 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// The receiver's scheme, host and port: never its credentials, path or query.
+fn shown_endpoint(endpoint: &str) -> String {
+    url::Url::parse(endpoint.trim()).map_or_else(
+        |_| "(unparsable)".to_owned(),
+        |url| {
+            let host = url.host_str().unwrap_or_default();
+            match url.port() {
+                Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                None => format!("{}://{host}", url.scheme()),
+            }
+        },
+    )
+}
+
 /// The tracer provider, when traces are exported; kept to flush it at shutdown.
 static TRACER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
@@ -147,7 +161,7 @@ pub fn init(level: &str) -> Result<(), ConfigError> {
         .is_ok()
         && let Some(endpoint) = otlp_endpoint(|name| std::env::var(name).ok())?
     {
-        tracing::info!(endpoint = %endpoint, "exporting traces over OTLP/HTTP");
+        tracing::info!(receiver = %shown_endpoint(&endpoint), "exporting traces over OTLP/HTTP");
     }
     Ok(())
 }
@@ -163,7 +177,16 @@ pub fn flush() {
 
 #[cfg(test)]
 mod tests {
-    use super::{filter, otlp_endpoint};
+    use super::{filter, otlp_endpoint, shown_endpoint};
+
+    #[test]
+    fn the_logged_receiver_hides_credentials() {
+        assert_eq!(
+            shown_endpoint("https://user:pw@otel.example.com:4318/v1/traces?key=k"),
+            "https://otel.example.com:4318"
+        );
+        assert_eq!(shown_endpoint("http://otel"), "http://otel");
+    }
 
     #[test]
     fn levels_in_any_case_and_filters() {

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use grantry_core::ApiError;
-use grantry_core::telemetry::{Telemetry, with_request_id};
+use grantry_core::telemetry::{Telemetry, method_label, with_request_id};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::{
@@ -67,17 +67,34 @@ pub fn router(state: AppState) -> Router {
     )
 }
 
-/// A client's `x-request-id` is kept when it is 1 to 64 characters of letters, digits, `-`,
-/// `_`, `.` and `:`; any other is dropped, and a fresh id is made instead.
+/// Whether a client's `x-request-id` is kept: 1 to 64 characters of letters, digits, `-`, `_`,
+/// `.` and `:`.
+fn usable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The request's id: the client's when usable, else a new UUID written into `headers`.
+pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(value) = headers.get(&REQUEST_ID).filter(|v| usable_request_id(v)) {
+        return value.clone();
+    }
+    let fresh = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    headers.insert(REQUEST_ID, fresh.clone());
+    fresh
+}
+
+/// A client's unusable `x-request-id` is dropped (a fresh id is made instead).
 async fn drop_unusable_request_id(mut request: Request) -> Request {
-    let usable = request.headers().get(&REQUEST_ID).is_none_or(|value| {
-        let bytes = value.as_bytes();
-        (1..=64).contains(&bytes.len())
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-    });
-    if !usable {
+    if request
+        .headers()
+        .get(&REQUEST_ID)
+        .is_some_and(|v| !usable_request_id(v))
+    {
         request.headers_mut().remove(&REQUEST_ID);
     }
     request
@@ -96,7 +113,7 @@ fn request_span(request: &Request) -> tracing::Span {
         .unwrap_or_default();
     let span = tracing::info_span!(
         "request",
-        otel.name = format!("{} {route}", request.method()),
+        otel.name = format!("{} {route}", method_label(request.method())),
         otel.kind = "server",
         method = %request.method(),
         route,
@@ -118,27 +135,60 @@ fn log_response(response: &Response, latency: Duration, _span: &tracing::Span) {
     );
 }
 
+/// A request being answered; dropped unanswered (the request timeout, a client gone), it is
+/// recorded as `cancelled`.
+struct Answering {
+    telemetry: Telemetry,
+    route: Option<MatchedPath>,
+    method: axum::http::Method,
+    started: Instant,
+    answered: bool,
+}
+
+impl Answering {
+    fn route(&self) -> &str {
+        self.route.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.telemetry.observe_http_cancelled(
+                self.route(),
+                &self.method,
+                self.started.elapsed(),
+            );
+        }
+    }
+}
+
 /// Answers the request as its request id (error bodies carry it) and records its latency.
 async fn observe(State(telemetry): State<Telemetry>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
+    let mut answering = Answering {
+        telemetry,
+        route: request.extensions().get::<MatchedPath>().cloned(),
+        method: request.method().clone(),
+        started: Instant::now(),
+        answered: false,
+    };
     let id = request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(Arc::<str>::from);
-    let started = Instant::now();
     let response = match id {
         Some(id) => with_request_id(id, next.run(request)).await,
         None => next.run(request).await,
     };
     let status = response.status().as_u16();
     tracing::Span::current().record("status", status);
-    telemetry.observe_http(
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        &method,
+    answering.answered = true;
+    answering.telemetry.observe_http(
+        answering.route(),
+        &answering.method,
         status,
-        started.elapsed(),
+        answering.started.elapsed(),
     );
     response
 }

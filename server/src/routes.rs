@@ -180,7 +180,10 @@ async fn callback(
         s.app.provider_context(&s.provider),
         record.clone(),
     );
-    tokio::spawn(async move { provider.connected(&context, &connection).await }.in_current_span());
+    // Its own span (the request's ends with the answer), linked to the request's.
+    let span = tracing::info_span!(parent: None, "connected_hook", provider = provider.id());
+    span.follows_from(tracing::Span::current());
+    tokio::spawn(async move { provider.connected(&context, &connection).await }.instrument(span));
     Ok(Json(view(&ConnectionSummary::of(&record), false)).into_response())
 }
 

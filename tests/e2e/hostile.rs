@@ -121,7 +121,7 @@ async fn slow_and_silent_clients_are_dropped_while_others_are_served() {
             format!(
                 "POST {API}/connection/callback HTTP/1.1\r\nHost: {addr}\r\n\
                  Authorization: Bearer {user}\r\nContent-Type: application/json\r\n\
-                 Content-Length: 100\r\n\r\n{{\"co"
+                 X-Request-Id: slow-body-1\r\nContent-Length: 100\r\n\r\n{{\"co"
             )
             .as_bytes(),
         )
@@ -151,6 +151,12 @@ async fn slow_and_silent_clients_are_dropped_while_others_are_served() {
     let answer = slow_body.await.expect("the slow body is answered");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"error\":\"request_timeout\""), "{answer}");
+    // The 408 names the request, in its header and its body.
+    assert!(answer.contains("x-request-id: slow-body-1\r\n"), "{answer}");
+    assert!(
+        answer.contains("\"request_id\":\"slow-body-1\""),
+        "{answer}"
+    );
 
     // The server still answers after all of that.
     let resp = http

@@ -512,10 +512,13 @@ async fn a_proxied_call_is_one_trace_from_the_caller_to_atlassian() {
     .await;
     let access = body["access_token"].as_str().expect("token").to_owned();
     let secret = fake.fake.config().client_secret.clone();
+    // Log events inside spans are exported as span events: they are checked too.
+    assert!(spans.iter().any(|s| !s.events.is_empty()), "no span events");
     for span in &spans {
-        for a in &span.attributes {
+        let events = span.events.iter().flat_map(|e| &e.attributes);
+        for a in span.attributes.iter().chain(events) {
             let shown = format!("{:?}", a.value);
-            for leaked in [access.as_str(), secret.as_str(), jwt, "Bearer"] {
+            for leaked in [access.as_str(), secret.as_str(), jwt, "Bearer", "code="] {
                 assert!(!shown.contains(leaked), "{} {}: {shown}", span.name, a.key);
             }
         }

@@ -4,8 +4,9 @@
 //! ceiling's runs interleaved with the routes' so that both see the same machine. Run it through
 //! `bench/load.sh`.
 //!
-//! Variants, each against the same ceiling: this build as configured by default; with
-//! `LOAD_TRACING=1`, this build exporting OTLP traces to a receiver in this process as well; with
+//! Variants, each against the same ceiling: this build as configured by default (`LOG_LEVEL=warn`);
+//! with `LOAD_TRACING=1`, this build logging every request (`LOG_LEVEL=info`) and this build
+//! exporting OTLP traces to a receiver in this process as well; with
 //! `LOAD_BASELINE_BIN=<path of another grantry binary>`, that binary too (an A/B run).
 
 use std::process::{Child, Command, Stdio};
@@ -262,6 +263,11 @@ fn main() {
             env: Vec::new(),
         }];
         if std::env::var("LOAD_TRACING").is_ok_and(|v| v == "1") {
+            variants.push(Variant {
+                label: "this build, LOG_LEVEL=info".into(),
+                bin: env!("CARGO_BIN_EXE_grantry").into(),
+                env: vec![("LOG_LEVEL".into(), "info".into())],
+            });
             variants.push(Variant {
                 label: "this build, OTLP traces on".into(),
                 bin: env!("CARGO_BIN_EXE_grantry").into(),

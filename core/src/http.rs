@@ -123,7 +123,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 error: self.code.to_owned(),
                 message: self.message,
-                request_id: crate::telemetry::request_id().map(|id| id.to_string()),
+                request_id: crate::telemetry::request_id(),
             }),
         )
             .into_response()

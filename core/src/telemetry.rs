@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -307,22 +307,25 @@ pub fn db_span(operation: &'static str) -> tracing::Span {
 }
 
 tokio::task_local! {
-    static REQUEST_ID: Arc<str>;
+    static REQUEST_ID: HeaderValue;
 }
 
 /// Runs `work` as the request `id`: [`request_id`] returns it inside, and error bodies carry it.
-pub async fn with_request_id<F: Future>(id: Arc<str>, work: F) -> F::Output {
+pub async fn with_request_id<F: Future>(id: HeaderValue, work: F) -> F::Output {
     REQUEST_ID.scope(id, work).await
 }
 
 /// Runs `work` (synchronous) as the request `id`, like [`with_request_id`].
-pub fn with_request_id_sync<R>(id: Arc<str>, work: impl FnOnce() -> R) -> R {
+pub fn with_request_id_sync<R>(id: HeaderValue, work: impl FnOnce() -> R) -> R {
     REQUEST_ID.sync_scope(id, work)
 }
 
 /// The id of the request in progress on this task, if any.
-pub fn request_id() -> Option<Arc<str>> {
-    REQUEST_ID.try_with(Arc::clone).ok()
+pub fn request_id() -> Option<String> {
+    REQUEST_ID
+        .try_with(|id| id.to_str().ok().map(str::to_owned))
+        .ok()
+        .flatten()
 }
 
 /// Writes the trace context of the current span into an upstream request's headers.
@@ -385,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn the_request_id_is_seen_inside_its_scope_only() {
         assert!(request_id().is_none());
-        let seen = with_request_id(Arc::from("req-1"), async { request_id() }).await;
+        let seen = with_request_id(HeaderValue::from_static("req-1"), async { request_id() }).await;
         assert_eq!(seen.as_deref(), Some("req-1"));
     }
 }

@@ -165,9 +165,8 @@ fn timed_out(limit: Duration, id: HeaderValue) -> Response {
         "request_timeout",
         format!("the request took longer than {} s", limit.as_secs()),
     );
-    let shown: Arc<str> = Arc::from(id.to_str().unwrap_or_default());
     let mut response =
-        grantry_core::telemetry::with_request_id_sync(shown, || error.into_response());
+        grantry_core::telemetry::with_request_id_sync(id.clone(), || error.into_response());
     response.headers_mut().insert(crate::router::REQUEST_ID, id);
     response
 }

@@ -129,37 +129,46 @@ pub fn adopt_remote_parent(span: &tracing::Span, headers: &HeaderMap) {
     let _ = span.set_parent(parent);
 }
 
+/// The log written to standard error (coloured on a terminal).
+fn log_layer<S>() -> impl Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+}
+
 /// Installs the global subscriber writing to standard error, plus the OpenTelemetry exporter
 /// when an OTLP endpoint is configured; a second call is a no-op.
 pub fn init(level: &str) -> Result<(), ConfigError> {
     let filter = filter(level)?;
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(filter);
-    let endpoint = otlp_endpoint(|name| std::env::var(name).ok())?;
-    let otel = match endpoint {
-        Some(_) if TRACER.get().is_none() => {
-            let provider = tracer_provider()?;
-            let tracer = provider.tracer("grantry");
-            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-            let _ = TRACER.set(provider);
-            grantry_core::telemetry::set_trace_injector(inject_current);
-            // grantry's own spans only: requests, database work, leases and upstream calls.
-            Some(
-                tracing_opentelemetry::layer()
-                    .with_tracer(tracer)
-                    .with_filter(Targets::new().with_target("grantry", tracing::Level::INFO)),
-            )
-        }
-        _ => None,
+    let Some(endpoint) = otlp_endpoint(|name| std::env::var(name).ok())? else {
+        // Without traces, `LOG_LEVEL` filters globally: a disabled span or event costs nothing.
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(log_layer())
+            .try_init();
+        return Ok(());
     };
+    if TRACER.get().is_some() {
+        return Ok(());
+    }
+    let provider = tracer_provider()?;
+    let tracer = provider.tracer("grantry");
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let _ = TRACER.set(provider);
+    grantry_core::telemetry::set_trace_injector(inject_current);
+    // Each output its own filter: the log by `LOG_LEVEL`, the traces grantry's own spans only
+    // (requests, database work, leases and upstream calls).
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(Targets::new().with_target("grantry", tracing::Level::INFO));
     if tracing_subscriber::registry()
-        .with(fmt)
+        .with(log_layer().with_filter(filter))
         .with(otel)
         .try_init()
         .is_ok()
-        && let Some(endpoint) = otlp_endpoint(|name| std::env::var(name).ok())?
     {
         tracing::info!(receiver = %shown_endpoint(&endpoint), "exporting traces over OTLP/HTTP");
     }

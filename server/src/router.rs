@@ -15,6 +15,7 @@ use axum::routing::get;
 use grantry_core::ApiError;
 use grantry_core::telemetry::{Telemetry, method_label, with_request_id};
 use tower::ServiceBuilder;
+use tower::util::MapRequestLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
@@ -50,7 +51,7 @@ pub fn router(state: AppState) -> Router {
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
             .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
-            .layer(middleware::map_request(drop_unusable_request_id))
+            .layer(MapRequestLayer::new(drop_unusable_request_id))
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(
@@ -89,7 +90,7 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 }
 
 /// A client's unusable `x-request-id` is dropped (a fresh id is made instead).
-async fn drop_unusable_request_id(mut request: Request) -> Request {
+fn drop_unusable_request_id(mut request: Request) -> Request {
     if request
         .headers()
         .get(&REQUEST_ID)
@@ -172,11 +173,7 @@ async fn observe(State(telemetry): State<Telemetry>, request: Request, next: Nex
         started: Instant::now(),
         answered: false,
     };
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(Arc::<str>::from);
+    let id = request.headers().get(&REQUEST_ID).cloned();
     let response = match id {
         Some(id) => with_request_id(id, next.run(request)).await,
         None => next.run(request).await,

@@ -6,7 +6,7 @@
 //!
 //! Variants, each against the same ceiling: this build as configured by default (`LOG_LEVEL=warn`);
 //! with `LOAD_TRACING=1`, this build logging every request (`LOG_LEVEL=info`) and this build
-//! exporting OTLP traces to a receiver in this process as well; with
+//! exporting OTLP traces (every trace, and 10 % of them) to a receiver in this process; with
 //! `LOAD_BASELINE_BIN=<path of another grantry binary>`, that binary too (an A/B run).
 
 use std::process::{Child, Command, Stdio};
@@ -268,13 +268,20 @@ fn main() {
                 bin: env!("CARGO_BIN_EXE_grantry").into(),
                 env: vec![("LOG_LEVEL".into(), "info".into())],
             });
+            let sink = otlp_sink().await;
             variants.push(Variant {
                 label: "this build, OTLP traces on".into(),
                 bin: env!("CARGO_BIN_EXE_grantry").into(),
-                env: vec![(
-                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                    otlp_sink().await,
-                )],
+                env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), sink.clone())],
+            });
+            variants.push(Variant {
+                label: "this build, OTLP traces on, 10 % sampled".into(),
+                bin: env!("CARGO_BIN_EXE_grantry").into(),
+                env: vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), sink),
+                    ("OTEL_TRACES_SAMPLER".into(), "parentbased_traceidratio".into()),
+                    ("OTEL_TRACES_SAMPLER_ARG".into(), "0.1".into()),
+                ],
             });
         }
         if let Ok(bin) = std::env::var("LOAD_BASELINE_BIN") {

@@ -181,7 +181,12 @@ async fn callback(
         record.clone(),
     );
     // Its own span (the request's ends with the answer), linked to the request's.
-    let span = tracing::info_span!(parent: None, "connected_hook", provider = provider.id());
+    let span = tracing::info_span!(
+        parent: None,
+        "connected_hook",
+        provider = provider.id(),
+        request_id = grantry_core::telemetry::request_id().as_deref(),
+    );
     span.follows_from(tracing::Span::current());
     tokio::spawn(async move { provider.connected(&context, &connection).await }.instrument(span));
     Ok(Json(view(&ConnectionSummary::of(&record), false)).into_response())

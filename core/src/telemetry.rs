@@ -167,7 +167,7 @@ impl Telemetry {
         let inner = &self.inner;
         registry.register(
             "grantry_http_request_duration_seconds",
-            "HTTP requests answered, by route template, method and status class",
+            "HTTP requests, by route template, method and status class (cancelled: dropped unanswered)",
             inner.http.clone(),
         );
         registry.register(

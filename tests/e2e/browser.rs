@@ -192,19 +192,21 @@ impl Page {
         self.client.goto(url).await.expect("navigate");
     }
 
+    /// The element `css` selects, looked for again until [`WAIT`] has passed: a page still
+    /// loading answers "no such element", one being navigated away "aborted by navigation".
     async fn wait(&self, css: &str) -> Element {
-        match self
-            .client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-        {
-            Ok(element) => element,
-            Err(e) => {
-                let url = self.client.current_url().await.map(|u| u.to_string());
-                let body = self.text("body").await;
-                panic!("no `{css}` on {url:?} ({e}); the page says:\n{body}")
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.client.find(Locator::Css(css)).await {
+                Ok(element) => return element,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    let url = self.client.current_url().await.map(|u| u.to_string());
+                    let body = self.text("body").await;
+                    panic!("no `{css}` on {url:?} ({e}); the page says:\n{body}")
+                }
             }
         }
     }

@@ -28,7 +28,6 @@ type Key = (String, String);
 
 /// What the cache holds of one (user, provider): the stored row, or only its summary (read by
 /// the status route, which needs no tokens).
-#[derive(Clone)]
 enum Cached {
     Record(Option<ConnectionRecord>),
     Summary(Option<ConnectionSummary>),

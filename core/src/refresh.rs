@@ -76,11 +76,6 @@ impl RefreshMetrics {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
-
-    /// Current value of a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
 }
 
 /// What makes a connection due for refresh.
@@ -375,19 +370,13 @@ impl Refresher {
                 Some(record.version),
             )
             .await;
-        let (access, role) = match served {
-            Ok(served) => served,
-            Err(e) => {
-                self.telemetry
-                    .observe_wait(provider.id(), WaitRole::Failed, started.elapsed());
-                return Err(e);
-            }
-        };
+        let role = served.as_ref().map_or(WaitRole::Failed, |(_, role)| *role);
+        self.telemetry
+            .observe_wait(provider.id(), role, started.elapsed());
+        let (access, _) = served?;
         if !access.refreshed {
             RefreshMetrics::bump(&self.metrics.waiters_served);
         }
-        self.telemetry
-            .observe_wait(provider.id(), role, started.elapsed());
         Ok(access)
     }
 
@@ -568,25 +557,23 @@ impl Refresher {
         result: &Result<FreshAccess, AccessError>,
         took: Duration,
     ) {
-        let outcome = match result {
-            Ok(access) if access.refreshed => "ok",
-            Ok(_) => "not_needed",
-            Err(AccessError::NeedsReauth) => "invalid_grant",
-            Err(AccessError::Upstream(ProviderError::Transient { .. })) => "transient",
-            Err(AccessError::Upstream(_)) => "rejected",
-            Err(AccessError::NotConnected | AccessError::Core(_)) => "store",
+        let m = &self.metrics;
+        let (outcome, failed) = match result {
+            Ok(access) if access.refreshed => ("ok", None),
+            Ok(_) => ("not_needed", None),
+            Err(AccessError::NeedsReauth) => ("invalid_grant", Some(&m.failed_invalid_grant)),
+            Err(AccessError::Upstream(ProviderError::Transient { .. })) => {
+                ("transient", Some(&m.failed_transient))
+            }
+            Err(AccessError::Upstream(_)) => ("rejected", Some(&m.failed_rejected)),
+            Err(AccessError::NotConnected | AccessError::Core(_)) => {
+                ("store", Some(&m.failed_store))
+            }
         };
         self.telemetry.observe_refresh(provider, outcome, took);
-        let counter = match result {
-            Ok(_) => return,
-            Err(AccessError::NeedsReauth) => &self.metrics.failed_invalid_grant,
-            Err(AccessError::Upstream(ProviderError::Transient { .. })) => {
-                &self.metrics.failed_transient
-            }
-            Err(AccessError::Upstream(_)) => &self.metrics.failed_rejected,
-            Err(AccessError::NotConnected | AccessError::Core(_)) => &self.metrics.failed_store,
-        };
-        RefreshMetrics::bump(counter);
+        if let Some(counter) = failed {
+            RefreshMetrics::bump(counter);
+        }
     }
 
     /// Writes a redeemed token pair, retrying a failing database until the lease deadline: the

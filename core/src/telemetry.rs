@@ -52,7 +52,7 @@ struct UpstreamLabels {
     outcome: &'static str,
 }
 
-/// Labels of a refresh or of a wait for one.
+/// Labels of a refresh run under the lease.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefreshLabels {
     provider: String,
@@ -144,7 +144,7 @@ struct Inner {
     upstream: Histograms<UpstreamLabels>,
     refresh: Histograms<RefreshLabels>,
     wait: Histograms<WaitLabels>,
-    passes: Family<PassLabels, Histogram, fn() -> Histogram>,
+    passes: Histograms<PassLabels>,
 }
 
 impl Default for Telemetry {
@@ -200,25 +200,28 @@ impl Telemetry {
         status: u16,
         took: Duration,
     ) {
-        self.inner
-            .http
-            .get_or_create(&HttpLabels {
-                route: route.to_owned(),
-                method: method_label(method),
-                status: status_class(status),
-            })
-            .observe(took.as_secs_f64());
+        self.observe_http_as(route, method, status_class(status), took);
     }
 
     /// Records a request dropped before it was answered (the request timeout, or a client that
     /// went away), under the status label `cancelled`.
     pub fn observe_http_cancelled(&self, route: &str, method: &axum::http::Method, took: Duration) {
+        self.observe_http_as(route, method, "cancelled", took);
+    }
+
+    fn observe_http_as(
+        &self,
+        route: &str,
+        method: &axum::http::Method,
+        status: &'static str,
+        took: Duration,
+    ) {
         self.inner
             .http
             .get_or_create(&HttpLabels {
                 route: route.to_owned(),
                 method: method_label(method),
-                status: "cancelled",
+                status,
             })
             .observe(took.as_secs_f64());
     }
@@ -279,11 +282,23 @@ impl Telemetry {
         operation: &'static str,
         call: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
+        self.upstream_with(provider, operation, call, outcome_of)
+            .await
+    }
+
+    /// Like [`upstream`](Self::upstream) for a call of any result, `outcome` naming how it went.
+    pub async fn upstream_with<T>(
+        &self,
+        provider: &str,
+        operation: &'static str,
+        call: impl Future<Output = T>,
+        outcome: impl FnOnce(&T) -> &'static str,
+    ) -> T {
         use tracing::Instrument;
         let span = upstream_span(provider, operation);
         let started = std::time::Instant::now();
         let result = call.instrument(span.clone()).await;
-        let outcome = outcome_of(&result);
+        let outcome = outcome(&result);
         span.record("outcome", outcome);
         self.observe_upstream(provider, operation, outcome, started.elapsed());
         result

@@ -124,19 +124,19 @@ struct Figure {
     /// The label's name, when the samples carry one.
     label: Option<&'static str>,
     /// The samples: a label value (empty without a label) and the value.
-    samples: Vec<(String, f64)>,
+    samples: Vec<(&'static str, f64)>,
 }
 
 impl Figure {
     fn counter(name: &'static str, help: &'static str, value: &AtomicU64) -> Self {
-        Self::labelled_counter(name, help, None, [(String::new(), value)])
+        Self::labelled_counter(name, help, None, [("", value)])
     }
 
     fn labelled_counter<'a>(
         name: &'static str,
         help: &'static str,
         label: Option<&'static str>,
-        samples: impl IntoIterator<Item = (String, &'a AtomicU64)>,
+        samples: impl IntoIterator<Item = (&'static str, &'a AtomicU64)>,
     ) -> Self {
         Self {
             name,
@@ -156,7 +156,7 @@ impl Figure {
             help,
             kind: MetricType::Gauge,
             label: None,
-            samples: vec![(String::new(), value)],
+            samples: vec![("", value)],
         }
     }
 
@@ -189,7 +189,7 @@ impl Collector for Scrape {
             match figure.label {
                 Some(label) => {
                     for (value_label, value) in &figure.samples {
-                        let set = [(label, value_label.as_str())];
+                        let set = [(label, *value_label)];
                         figure.encode_sample(metric.encode_family(&set)?, *value)?;
                     }
                 }
@@ -236,8 +236,7 @@ fn refresh_figures(refresher: &Refresher, out: &mut Vec<Figure>) {
                 ("transient", &m.failed_transient),
                 ("rejected", &m.failed_rejected),
                 ("store", &m.failed_store),
-            ]
-            .map(|(l, v)| (l.to_owned(), v)),
+            ],
         ),
     ]);
 }
@@ -252,8 +251,7 @@ fn maintenance_figures(m: &MaintenanceMetrics, out: &mut Vec<Figure>) {
                 ("completed", &m.completed),
                 ("skipped", &m.skipped),
                 ("failed", &m.failed),
-            ]
-            .map(|(l, v)| (l.to_owned(), v)),
+            ],
         ),
         Figure::counter(
             "grantry_maintenance_expired",
@@ -290,8 +288,7 @@ async fn webhook_figures(hooks: &Webhooks, up: bool, out: &mut Vec<Figure>) {
             "grantry_webhook_attempts",
             "Webhook delivery attempts of this process, by result",
             Some("result"),
-            [("delivered", &m.delivered), ("failed", &m.failed_attempts)]
-                .map(|(l, v)| (l.to_owned(), v)),
+            [("delivered", &m.delivered), ("failed", &m.failed_attempts)],
         ),
         Figure::counter(
             "grantry_webhook_deliveries_failed",
@@ -392,13 +389,7 @@ pub(crate) async fn render(State(source): State<MetricsSource>, headers: HeaderM
     registry.register_collector(Box::new(Connections(counts)));
     let mut out = String::with_capacity(8192);
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
-        tracing::warn!(error = %e, "metrics: encoding failed");
-        return ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the metrics could not be encoded",
-        )
-        .into_response();
+        return ApiError::internal(&e).into_response();
     }
     (
         [(

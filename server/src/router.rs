@@ -16,7 +16,7 @@ use grantry_core::ApiError;
 use grantry_core::telemetry::{Telemetry, method_label, with_request_id};
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
@@ -51,8 +51,7 @@ pub fn router(state: AppState) -> Router {
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
             .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
-            .layer(MapRequestLayer::new(drop_unusable_request_id))
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(MapRequestLayer::new(with_request_id_header))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(
                 TraceLayer::new_for_http()
@@ -89,15 +88,9 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     fresh
 }
 
-/// A client's unusable `x-request-id` is dropped (a fresh id is made instead).
-fn drop_unusable_request_id(mut request: Request) -> Request {
-    if request
-        .headers()
-        .get(&REQUEST_ID)
-        .is_some_and(|v| !usable_request_id(v))
-    {
-        request.headers_mut().remove(&REQUEST_ID);
-    }
+/// The request with its id in `x-request-id` (see [`ensure_request_id`]).
+fn with_request_id_header(mut request: Request) -> Request {
+    ensure_request_id(request.headers_mut());
     request
 }
 

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use grantry_core::telemetry::{Telemetry, trace_headers, upstream_span};
+use grantry_core::telemetry::{Telemetry, trace_headers};
 use grantry_core::{AccessToken, ApiError, Resource};
 use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
-use tracing::Instrument;
 use url::Url;
 
 use grantry_protocol::http::{read_capped_to, retry_after};
@@ -212,23 +211,21 @@ impl Gateway<'_> {
         what: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<reqwest::Response, ContentError> {
-        let span = upstream_span(self.provider, operation);
-        let started = std::time::Instant::now();
-        let result = self
-            .send_retrying(what, build)
-            .instrument(span.clone())
-            .await;
-        let outcome = match &result {
+        let outcome = |result: &Result<reqwest::Response, ContentError>| match result {
             Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
             Ok(response) if response.status().is_server_error() => "transient",
             Ok(response) if response.status().is_client_error() => "rejected",
             Ok(_) => "ok",
             Err(_) => "transient",
         };
-        span.record("outcome", outcome);
         self.telemetry
-            .observe_upstream(self.provider, operation, outcome, started.elapsed());
-        result
+            .upstream_with(
+                self.provider,
+                operation,
+                self.send_retrying(what, build),
+                outcome,
+            )
+            .await
     }
 
     async fn send_retrying(

@@ -123,6 +123,10 @@ pub(crate) async fn run(allow_remote: bool) -> Result<(), ServerError> {
         ("ATLASSIAN_REDIRECT_URI", redirect_uri.clone()),
         ("ATLASSIAN_AUTH_URL", fake.base_url.clone()),
         ("ATLASSIAN_API_URL", fake.base_url.clone()),
+        (
+            "ATLASSIAN_OAUTH_SCOPE",
+            grantry_atlassian::CONTENT_SCOPES.into(),
+        ),
     ] {
         env.insert(k.to_owned(), v);
     }
@@ -159,7 +163,7 @@ pub(crate) async fn run(allow_remote: bool) -> Result<(), ServerError> {
             curl -s -X DELETE -H \"Authorization: Bearer $USER\" {base}/api/v1/atlassian/connection\n\n\
          Ctrl-C stops the demo and deletes its database.\n",
         fake_url = fake.base_url,
-        scope = grantry_atlassian::DEFAULT_SCOPES,
+        scope = grantry_atlassian::CONTENT_SCOPES,
     );
 
     let app = grantry_server::router(state.clone()).merge(demo_routes(DemoLogin {

@@ -233,6 +233,12 @@ async fn bad_requests_unknown_sites_and_missing_products() {
             format!("/confluence/{ACME_SITE_ID}/spaces/ENG/pages?limit=0"),
             format!("/confluence/{ACME_SITE_ID}/spaces/ENG/pages?limit=101"),
             format!("/confluence/{ACME_SITE_ID}/spaces/ENG/pages?start=-1"),
+            format!("/confluence/{ACME_SITE_ID}/spaces/ENG/pages?start=2"),
+            format!("/confluence/{ACME_SITE_ID}/spaces/ENG/pages?cursor=bogus"),
+            format!(
+                "/confluence/{ACME_SITE_ID}/spaces/ENG/pages?cursor={}",
+                "A".repeat(3000)
+            ),
         ] {
             let (got, body) = get(&h, &path).await;
             assert_error(got, &body, 400, "invalid_request");
@@ -240,6 +246,8 @@ async fn bad_requests_unknown_sites_and_missing_products() {
         let (got, body) = get(&h, &format!("/jira/{ACME_SITE_ID}/issues/ACME-999")).await;
         assert_error(got, &body, 404, "not_found");
         let (got, body) = get(&h, &format!("/confluence/{ACME_SITE_ID}/pages/999")).await;
+        assert_error(got, &body, 404, "not_found");
+        let (got, body) = get(&h, &format!("/confluence/{ACME_SITE_ID}/spaces/NOPE/pages")).await;
         assert_error(got, &body, 404, "not_found");
 
         // No user, or a user without a connection.
@@ -387,23 +395,44 @@ async fn confluence_spaces_pages_and_a_page_as_markdown() {
             .map(|p| p["title"].as_str().unwrap_or(""))
             .collect();
         assert_eq!(titles, ["Payment service runbook", "Architecture overview"]);
-        assert_eq!(first["next_start"], 2);
+        assert_eq!(first["space_id"], "98305");
         assert_eq!(first["pages"][0]["version"], 7);
         assert_eq!(first["pages"][0]["updated_at"], "2024-06-19T08:30:00Z");
+        let cursor = first["next_cursor"].as_str().expect("a next cursor");
+        // The cursor is bound to its space.
+        let (got, body) = get(
+            &h,
+            &format!("/confluence/{ACME_SITE_ID}/spaces/OPS/pages?cursor={cursor}"),
+        )
+        .await;
+        assert_error(got, &body, 400, "invalid_request");
         let (status, rest) = get(
             &h,
-            &format!("/confluence/{ACME_SITE_ID}/spaces/ENG/pages?limit=2&start=2"),
+            &format!("/confluence/{ACME_SITE_ID}/spaces/ENG/pages?limit=2&cursor={cursor}"),
         )
         .await;
         assert_eq!(status, 200, "{rest}");
         assert_eq!(rest["pages"][0]["title"], "Onboarding");
         assert_eq!(rest["pages"].as_array().map(Vec::len), Some(1));
-        assert_eq!(rest["next_start"], Value::Null);
+        assert_eq!(rest["next_cursor"], Value::Null);
+        // Every Confluence call went to v2 (search aside), with the cursor Atlassian gave.
+        let v2: Vec<String> = h
+            .fake
+            .fake
+            .content_requests()
+            .iter()
+            .filter(|r| r.path.contains("/wiki/"))
+            .map(|r| r.path.clone())
+            .collect();
+        assert!(v2.iter().all(|p| p.contains("/wiki/api/v2/")), "{v2:?}");
 
         let (status, page) = get(&h, &format!("/confluence/{ACME_SITE_ID}/pages/123456")).await;
         assert_eq!(status, 200, "{page}");
         assert_eq!(page["title"], "Payment service runbook");
-        assert_eq!(page["space"], json!({"key": "ENG", "name": "Engineering"}));
+        assert_eq!(
+            page["space"],
+            json!({"id": "98305", "key": "ENG", "name": "Engineering"})
+        );
         assert_eq!(page["version"], 7);
         assert_eq!(page["updated_at"], "2024-06-19T08:30:00Z");
         assert_eq!(
@@ -417,6 +446,67 @@ async fn confluence_spaces_pages_and_a_page_as_markdown() {
         );
         let token = access_token(&h).await;
         assert!(!page.to_string().contains(&token));
+    }
+}
+
+#[tokio::test]
+async fn a_grant_without_a_routes_scope_gets_insufficient_scope() {
+    for db in TestDatabase::all().await {
+        // The default scopes: enough for Jira, not for Confluence's search, spaces and pages.
+        let h = Harness::start_scoped(
+            &db,
+            fake_config(),
+            true,
+            grantry::core::refresh::RefreshSettings::default(),
+            grantry::atlassian::DEFAULT_SCOPES,
+        )
+        .await;
+        h.connect("alice").await;
+        for (path, scope) in [
+            (
+                format!("/confluence/{ACME_SITE_ID}/spaces"),
+                "read:space:confluence",
+            ),
+            (
+                format!("/confluence/{ACME_SITE_ID}/spaces/ENG/pages"),
+                "read:space:confluence",
+            ),
+            (
+                format!("/confluence/{ACME_SITE_ID}/pages/123456"),
+                "read:page:confluence",
+            ),
+            (
+                format!("/search?q=rollout&site={ACME_SITE_ID}&limit=5"),
+                "search:confluence",
+            ),
+        ] {
+            let before = h.fake.fake.counters().content_scope_refused;
+            let (got, body) = get(&h, &path).await;
+            if path.starts_with("/search") {
+                // Jira still answers; Confluence is a partial failure that says why.
+                assert_eq!(got, 200, "{path}: {body}");
+                assert!(!results_of(&body).is_empty(), "{body}");
+                let failure = &body["partial_failures"][0];
+                assert_eq!(failure["product"], "confluence", "{body}");
+                assert_eq!(failure["code"], "insufficient_scope", "{body}");
+                let message = failure["error"].as_str().unwrap_or("");
+                assert!(message.contains(scope), "{message}");
+            } else {
+                assert_error(got, &body, 403, "insufficient_scope");
+                let message = body["message"].as_str().unwrap_or("");
+                assert!(
+                    message.contains(scope) && message.contains("ATLASSIAN_OAUTH_SCOPE"),
+                    "{path}: {message}"
+                );
+            }
+            assert_eq!(
+                h.fake.fake.counters().content_scope_refused,
+                before + 1,
+                "{path}: the fake refused the operation"
+            );
+        }
+        let (got, body) = get(&h, &format!("/jira/{ACME_SITE_ID}/projects")).await;
+        assert_eq!(got, 200, "{body}");
     }
 }
 
@@ -567,16 +657,23 @@ async fn the_proxy_forwards_with_the_grant_token_only() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["issues"][0]["key"], "LAB-7");
 
-        // Confluence, and an upstream 404 passed through as it is.
+        // Confluence on v2 (the docs' own example), and a removed v1 route answered as
+        // Atlassian answers it.
         let (status, body) = get(
             &h,
             &format!(
-                "/proxy/confluence/{ACME_SITE_ID}/wiki/rest/api/content/123456?expand=body.storage"
+                "/proxy/confluence/{ACME_SITE_ID}/wiki/api/v2/pages/123456?body-format=storage"
             ),
         )
         .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["body"]["storage"]["representation"], "storage");
+        let (status, body) = get(
+            &h,
+            &format!("/proxy/confluence/{ACME_SITE_ID}/wiki/rest/api/content/123456"),
+        )
+        .await;
+        assert_eq!(status, 410, "{body}");
         let (status, body) = get(
             &h,
             &format!("/proxy/jira/{ACME_SITE_ID}/rest/api/3/issue/NOPE-1"),
@@ -646,9 +743,9 @@ async fn the_proxy_refuses_foreign_sites_missing_products_and_escapes() {
         let foreign = "33333333-3333-4333-8333-333333333333";
         for path in [
             format!("/proxy/jira/{foreign}/rest/api/3/myself"),
-            format!("/proxy/confluence/{foreign}/wiki/rest/api/space"),
+            format!("/proxy/confluence/{foreign}/wiki/api/v2/spaces"),
             // Beta Labs has Jira only.
-            format!("/proxy/confluence/{BETA_SITE_ID}/wiki/rest/api/space"),
+            format!("/proxy/confluence/{BETA_SITE_ID}/wiki/api/v2/spaces"),
         ] {
             let (status, body) = get(&h, &path).await;
             assert_error(status, &body, 403, "forbidden_site");

@@ -69,6 +69,24 @@ impl Harness {
         enable: bool,
         refresh: RefreshSettings,
     ) -> Self {
+        Self::start_scoped(
+            db,
+            fake,
+            enable,
+            refresh,
+            grantry::atlassian::CONTENT_SCOPES,
+        )
+        .await
+    }
+
+    /// Like `start_with`, asking Atlassian for `scope` (`ATLASSIAN_OAUTH_SCOPE`).
+    pub(crate) async fn start_scoped(
+        db: &TestDatabase,
+        fake: FakeConfig,
+        enable: bool,
+        refresh: RefreshSettings,
+        scope: &str,
+    ) -> Self {
         let fake = FakeAtlassian::start(fake).await.expect("fake atlassian");
         let mut env = BTreeMap::new();
         let cfg = fake.fake.config();
@@ -82,6 +100,7 @@ impl Harness {
             ("ATLASSIAN_REDIRECT_URI", REDIRECT.to_owned()),
             ("ATLASSIAN_AUTH_URL", fake.base_url.clone()),
             ("ATLASSIAN_API_URL", fake.base_url.clone()),
+            ("ATLASSIAN_OAUTH_SCOPE", scope.to_owned()),
         ] {
             env.insert(k.to_owned(), v);
         }

@@ -1,23 +1,31 @@
-//! Confluence Cloud REST v1 through the gateway (the API the classic scopes reach): CQL
-//! search, the space list, the pages of a space, one page with its body as Markdown.
+//! Confluence Cloud through the gateway: CQL search (REST v1, where Atlassian still documents
+//! it), and on REST v2 the space list, the pages of a space (cursor-paged) and one page with its
+//! body as Markdown.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use grantry_core::Resource;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::gateway::{ContentError, Gateway, Product, id_string, off_thread, timestamp, web_url};
+use super::gateway::{
+    CONFLUENCE_PAGE, CONFLUENCE_PAGES, CONFLUENCE_SEARCH, CONFLUENCE_SPACE, CONFLUENCE_SPACES,
+    ContentError, Gateway, Product, id_string, off_thread, timestamp, web_url,
+};
 use super::jira::site_label;
 use super::search::{Hit, text_query};
 use grantry_atlassian_markdown::storage_to_markdown;
 
-/// Spaces fetched per page while following pagination.
-const SPACE_PAGE: usize = 50;
+/// Spaces fetched per upstream page while following pagination (v2 allows 250).
+const SPACE_PAGE: usize = 250;
 /// Most spaces listed; a longer list is cut and marked `truncated`.
 pub(crate) const MAX_SPACES: usize = 1000;
-/// Most pages fetched for one list, whatever the upstream says.
+/// Most upstream pages fetched for one list, whatever the upstream says.
 const MAX_PAGES: usize = 40;
 /// Longest excerpt of a search hit, in characters.
 const EXCERPT_CHARS: usize = 300;
+/// Longest cursor accepted from a client.
+pub(crate) const MAX_CURSOR: usize = 2048;
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -36,7 +44,7 @@ struct Listing<T> {
 
 #[derive(Deserialize)]
 struct SearchResult {
-    content: Option<Content>,
+    content: Option<SearchContent>,
     title: Option<String>,
     excerpt: Option<String>,
     url: Option<String>,
@@ -44,18 +52,23 @@ struct SearchResult {
     last_modified: Option<String>,
 }
 
+/// The content of a CQL search hit (v1).
+#[derive(Deserialize)]
+struct SearchContent {
+    #[serde(deserialize_with = "id_string", default)]
+    id: String,
+    title: Option<String>,
+    #[serde(rename = "_links", default)]
+    links: Links,
+}
+
+/// A version of a v2 page.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Version {
     number: Option<u64>,
-    when: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct SpaceRef {
-    key: Option<String>,
-    name: Option<String>,
+    #[serde(rename = "createdAt")]
+    created_at: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -70,20 +83,21 @@ struct Body {
     storage: Option<Storage>,
 }
 
+/// A v2 page (`PageBulk`, `PageSingle`).
 #[derive(Deserialize)]
-struct Content {
+struct Page {
     #[serde(deserialize_with = "id_string", default)]
     id: String,
-    #[serde(rename = "type")]
-    kind: Option<String>,
     title: Option<String>,
-    space: Option<SpaceRef>,
+    #[serde(rename = "spaceId", deserialize_with = "id_string", default)]
+    space_id: String,
     version: Option<Version>,
     body: Option<Body>,
     #[serde(rename = "_links", default)]
     links: Links,
 }
 
+/// A v2 space (`SpaceBulk`, `SpaceSingle`).
 #[derive(Deserialize)]
 struct Space {
     #[serde(deserialize_with = "id_string", default)]
@@ -107,7 +121,7 @@ pub(crate) struct SpaceView {
     key: String,
     /// The space name.
     name: String,
-    /// `global` or `personal`.
+    /// `global`, `personal`, `collaboration`, `knowledge_base`.
     #[serde(rename = "type")]
     kind: Option<String>,
     /// The space on the site.
@@ -145,24 +159,26 @@ pub(crate) struct PageSummary {
 pub(crate) struct PageList {
     /// The site.
     site_id: String,
-    /// The space.
+    /// The space key.
     space_key: String,
+    /// The space id.
+    space_id: String,
     /// This page of the listing.
     pages: Vec<PageSummary>,
-    /// The offset asked for.
-    start: usize,
     /// The most items asked for.
     limit: usize,
-    /// The `start` of the next page, `null` at the end.
-    next_start: Option<usize>,
+    /// The opaque cursor of the next page (pass it as `cursor`), `null` at the end.
+    next_cursor: Option<String>,
 }
 
 /// The space of a page.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct SpaceSummary {
-    /// The space key.
+    /// The space id.
+    id: Option<String>,
+    /// The space key; `null` when the space cannot be read.
     key: Option<String>,
-    /// The space name.
+    /// The space name; `null` when the space cannot be read.
     name: Option<String>,
 }
 
@@ -175,7 +191,7 @@ pub(crate) struct PageView {
     id: String,
     /// The title.
     title: String,
-    /// `page` or `blogpost`.
+    /// Always `page`.
     #[serde(rename = "type")]
     kind: Option<String>,
     /// The space.
@@ -188,6 +204,54 @@ pub(crate) struct PageView {
     url: Option<String>,
     /// The body as Markdown.
     body: String,
+}
+
+/// Where a page listing goes on: the space it belongs to and Atlassian's own cursor, sealed
+/// into one opaque string for the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PageCursor {
+    /// The space key the listing was asked for.
+    #[serde(rename = "k")]
+    key: String,
+    /// The space id it resolved to.
+    #[serde(rename = "s")]
+    space_id: String,
+    /// Atlassian's cursor.
+    #[serde(rename = "c")]
+    upstream: String,
+}
+
+impl PageCursor {
+    /// The string handed to the client.
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// A client's cursor for the space `key`, or the 400 it deserves.
+    pub(crate) fn decode(text: &str, key: &str) -> Result<Self, ContentError> {
+        let bad = || ContentError::BadRequest("`cursor` is not one this route handed out".into());
+        if text.len() > MAX_CURSOR {
+            return Err(bad());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+        let cursor: Self = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        if cursor.key != key {
+            return Err(ContentError::BadRequest(
+                "`cursor` belongs to another space".into(),
+            ));
+        }
+        Ok(cursor)
+    }
+}
+
+/// The `cursor` parameter of a v2 `_links.next` (a relative URL), never its host or path.
+fn next_cursor(links: &Links) -> Option<String> {
+    let next = links.next.as_deref()?;
+    let url = Url::parse("https://site.invalid/").ok()?.join(next).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "cursor")
+        .map(|(_, v)| v.into_owned())
+        .filter(|c| !c.is_empty())
 }
 
 /// A `webui` link (relative to `/wiki`) on the site.
@@ -230,7 +294,7 @@ pub(crate) async fn search(
     );
     let what = format!("Confluence search on {}", site_label(site));
     let listing: Listing<SearchResult> = g
-        .json("confluence_search", &what, || {
+        .json(CONFLUENCE_SEARCH, &what, || {
             g.http
                 .get(url.clone())
                 .query(&[("cql", cql.as_str()), ("limit", &limit.to_string())])
@@ -264,18 +328,22 @@ pub(crate) async fn search(
 
 /// Every space of the site (pagination followed, at most [`MAX_SPACES`]).
 pub(crate) async fn spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, ContentError> {
-    let url = g.url(Product::Confluence, site, &["wiki", "rest", "api", "space"])?;
+    let url = g.url(Product::Confluence, site, &["wiki", "api", "v2", "spaces"])?;
     let what = format!("Confluence spaces of {}", site_label(site));
     let mut spaces = Vec::new();
+    let mut cursor: Option<String> = None;
     let mut truncated = true;
     for _ in 0..MAX_PAGES {
-        let start = spaces.len();
         let page: Listing<Space> = g
-            .json("confluence_spaces", &what, || {
-                g.http.get(url.clone()).query(&[
-                    ("start", start.to_string()),
-                    ("limit", SPACE_PAGE.to_string()),
-                ])
+            .json(CONFLUENCE_SPACES, &what, || {
+                let request = g
+                    .http
+                    .get(url.clone())
+                    .query(&[("limit", SPACE_PAGE.to_string())]);
+                match &cursor {
+                    Some(c) => request.query(&[("cursor", c)]),
+                    None => request,
+                }
             })
             .await?;
         let count = page.results.len();
@@ -289,7 +357,8 @@ pub(crate) async fn spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, C
                 kind: s.kind,
             }
         }));
-        if count == 0 || page.links.next.is_none() {
+        cursor = next_cursor(&page.links);
+        if count == 0 || cursor.is_none() {
             truncated = false;
             break;
         }
@@ -306,54 +375,110 @@ pub(crate) async fn spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, C
     })
 }
 
-/// One page of the pages of a space.
+/// The id of the space `key` (`GET /wiki/api/v2/spaces?keys=…`).
+async fn space_id(g: &Gateway<'_>, site: &Resource, key: &str) -> Result<String, ContentError> {
+    let url = g.url(Product::Confluence, site, &["wiki", "api", "v2", "spaces"])?;
+    let what = format!("Confluence space {key}");
+    let listing: Listing<Space> = g
+        .json(CONFLUENCE_SPACES, &what, || {
+            g.http.get(url.clone()).query(&[("keys", key)])
+        })
+        .await?;
+    listing
+        .results
+        .into_iter()
+        .find(|s| s.key == key && !s.id.is_empty())
+        .map(|s| s.id)
+        .ok_or_else(|| {
+            ContentError::NotFound(format!("{what}: not found (or this grant cannot see it)"))
+        })
+}
+
+/// One page of the pages of a space, from the start or from a client's `cursor`.
 pub(crate) async fn pages(
     g: &Gateway<'_>,
     site: &Resource,
     space_key: &str,
-    start: usize,
+    cursor: Option<PageCursor>,
     limit: usize,
 ) -> Result<PageList, ContentError> {
+    let (space_id, upstream) = match cursor {
+        Some(c) => (c.space_id, Some(c.upstream)),
+        None => (space_id(g, site, space_key).await?, None),
+    };
     let url = g.url(
         Product::Confluence,
         site,
-        &["wiki", "rest", "api", "content"],
+        &["wiki", "api", "v2", "spaces", &space_id, "pages"],
     )?;
     let what = format!("pages of Confluence space {space_key}");
-    let listing: Listing<Content> = g
-        .json("confluence_pages", &what, || {
-            g.http.get(url.clone()).query(&[
-                ("spaceKey", space_key.to_owned()),
-                ("type", "page".to_owned()),
-                ("start", start.to_string()),
-                ("limit", limit.to_string()),
-                ("expand", "version".to_owned()),
-            ])
+    let listing: Listing<Page> = g
+        .json(CONFLUENCE_PAGES, &what, || {
+            let request = g
+                .http
+                .get(url.clone())
+                .query(&[("limit", limit.to_string())]);
+            match &upstream {
+                Some(c) => request.query(&[("cursor", c)]),
+                None => request,
+            }
         })
         .await?;
-    let count = listing.results.len();
-    let next_start = (count > 0 && listing.links.next.is_some()).then_some(start + count);
+    let next = if listing.results.is_empty() {
+        None
+    } else {
+        next_cursor(&listing.links)
+    };
     Ok(PageList {
         site_id: site.id.clone(),
         space_key: space_key.to_owned(),
+        next_cursor: next.map(|upstream| {
+            PageCursor {
+                key: space_key.to_owned(),
+                space_id: space_id.clone(),
+                upstream,
+            }
+            .encode()
+        }),
+        space_id,
         pages: listing
             .results
             .into_iter()
-            .map(|c| {
-                let version = c.version.unwrap_or_default();
+            .map(|p| {
+                let version = p.version.unwrap_or_default();
                 PageSummary {
-                    url: wiki_url(site, c.links.webui.as_deref()),
-                    id: c.id,
-                    title: c.title.unwrap_or_default(),
+                    url: wiki_url(site, p.links.webui.as_deref()),
+                    id: p.id,
+                    title: p.title.unwrap_or_default(),
                     version: version.number,
-                    updated_at: timestamp(version.when.as_deref()),
+                    updated_at: timestamp(version.created_at.as_deref()),
                 }
             })
             .collect(),
-        start,
         limit,
-        next_start,
     })
+}
+
+/// The key and name of the space `id`; `None` when the grant cannot read it.
+async fn space_names(
+    g: &Gateway<'_>,
+    site: &Resource,
+    id: &str,
+) -> Result<Option<(String, String)>, ContentError> {
+    let url = g.url(
+        Product::Confluence,
+        site,
+        &["wiki", "api", "v2", "spaces", id],
+    )?;
+    let what = format!("Confluence space {id}");
+    match g
+        .json::<Space>(CONFLUENCE_SPACE, &what, || g.http.get(url.clone()))
+        .await
+    {
+        Ok(space) => Ok(Some((space.key, space.name))),
+        Err(ContentError::NotFound(_) | ContentError::InsufficientScope { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// One page with its body converted from storage format to Markdown.
@@ -365,16 +490,19 @@ pub(crate) async fn page(
     let url = g.url(
         Product::Confluence,
         site,
-        &["wiki", "rest", "api", "content", id],
+        &["wiki", "api", "v2", "pages", id],
     )?;
     let what = format!("Confluence page {id}");
-    let content: Content = g
-        .json("confluence_page", &what, || {
-            g.http
-                .get(url.clone())
-                .query(&[("expand", "body.storage,version,space")])
+    let content: Page = g
+        .json(CONFLUENCE_PAGE, &what, || {
+            g.http.get(url.clone()).query(&[("body-format", "storage")])
         })
         .await?;
+    let names = if content.space_id.is_empty() {
+        None
+    } else {
+        space_names(g, site, &content.space_id).await?
+    };
     let base = site
         .url
         .as_deref()
@@ -386,8 +514,8 @@ pub(crate) async fn page(
         .and_then(|s| s.value)
         .unwrap_or_default();
     let body = off_thread(move || storage_to_markdown(&storage, base.as_ref())).await?;
-    let space = content.space.unwrap_or_default();
     let version = content.version.unwrap_or_default();
+    let (key, name) = names.unzip();
     Ok(PageView {
         site_id: site.id.clone(),
         id: if content.id.is_empty() {
@@ -396,13 +524,14 @@ pub(crate) async fn page(
             content.id
         },
         title: content.title.unwrap_or_default(),
-        kind: content.kind,
+        kind: Some("page".to_owned()),
         space: SpaceSummary {
-            key: space.key,
-            name: space.name,
+            id: (!content.space_id.is_empty()).then_some(content.space_id),
+            key,
+            name,
         },
         version: version.number,
-        updated_at: timestamp(version.when.as_deref()),
+        updated_at: timestamp(version.created_at.as_deref()),
         url: wiki_url(site, content.links.webui.as_deref()),
         body,
     })
@@ -422,5 +551,38 @@ mod tests {
             clean_excerpt(&"x".repeat(400)).chars().count(),
             EXCERPT_CHARS
         );
+    }
+
+    #[test]
+    fn cursors_come_back_only_for_their_space() {
+        let cursor = PageCursor {
+            key: "ENG".into(),
+            space_id: "98305".into(),
+            upstream: "abc=/+".into(),
+        };
+        let text = cursor.encode();
+        assert_eq!(PageCursor::decode(&text, "ENG"), Ok(cursor));
+        assert!(PageCursor::decode(&text, "OPS").is_err());
+        assert!(PageCursor::decode("not base64!", "ENG").is_err());
+        assert!(PageCursor::decode(&URL_SAFE_NO_PAD.encode("[1]"), "ENG").is_err());
+        assert!(PageCursor::decode(&"A".repeat(MAX_CURSOR + 1), "ENG").is_err());
+    }
+
+    #[test]
+    fn the_next_cursor_is_read_from_the_relative_link() {
+        let links = |next: &str| Links {
+            webui: None,
+            next: Some(next.to_owned()),
+        };
+        assert_eq!(
+            next_cursor(&links("/wiki/api/v2/spaces?cursor=a%2Bb&limit=2")).as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(
+            next_cursor(&links("https://evil.example/x?cursor=z")).as_deref(),
+            Some("z")
+        );
+        assert_eq!(next_cursor(&links("/wiki/api/v2/spaces?limit=2")), None);
+        assert_eq!(next_cursor(&Links::default()), None);
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use grantry_core::provider::env_prefix;
 use grantry_core::telemetry::{Telemetry, trace_headers};
 use grantry_core::{AccessToken, ApiError, Resource};
 use reqwest::RequestBuilder;
@@ -69,6 +70,62 @@ impl Product {
     }
 }
 
+/// One Atlassian operation a content route calls: its name in metrics and traces, and the
+/// scope it needs (the classic one when Atlassian offers a classic scope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Operation {
+    /// The `operation` label of the upstream histogram.
+    pub(crate) name: &'static str,
+    /// The scope the grant must hold.
+    pub(crate) scope: &'static str,
+}
+
+/// Jira's JQL search (`/rest/api/3/search/jql`).
+pub(crate) const JIRA_SEARCH: Operation = Operation {
+    name: "jira_search",
+    scope: "read:jira-work",
+};
+/// Jira's project list (`/rest/api/3/project/search`).
+pub(crate) const JIRA_PROJECTS: Operation = Operation {
+    name: "jira_projects",
+    scope: "read:jira-work",
+};
+/// One Jira issue (`/rest/api/3/issue/{key}`).
+pub(crate) const JIRA_ISSUE: Operation = Operation {
+    name: "jira_issue",
+    scope: "read:jira-work",
+};
+/// An issue's comments (`/rest/api/3/issue/{key}/comment`).
+pub(crate) const JIRA_COMMENTS: Operation = Operation {
+    name: "jira_comments",
+    scope: "read:jira-work",
+};
+/// Confluence's CQL search (`/wiki/rest/api/search`, v1).
+pub(crate) const CONFLUENCE_SEARCH: Operation = Operation {
+    name: "confluence_search",
+    scope: "search:confluence",
+};
+/// Confluence's spaces (`/wiki/api/v2/spaces`), listed or looked up by key.
+pub(crate) const CONFLUENCE_SPACES: Operation = Operation {
+    name: "confluence_spaces",
+    scope: "read:space:confluence",
+};
+/// One Confluence space (`/wiki/api/v2/spaces/{id}`).
+pub(crate) const CONFLUENCE_SPACE: Operation = Operation {
+    name: "confluence_space",
+    scope: "read:space:confluence",
+};
+/// A space's pages (`/wiki/api/v2/spaces/{id}/pages`).
+pub(crate) const CONFLUENCE_PAGES: Operation = Operation {
+    name: "confluence_pages",
+    scope: "read:page:confluence",
+};
+/// One Confluence page (`/wiki/api/v2/pages/{id}`).
+pub(crate) const CONFLUENCE_PAGE: Operation = Operation {
+    name: "confluence_page",
+    scope: "read:page:confluence",
+};
+
 /// Why a content call failed; answered as a JSON error (no token is ever part of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ContentError {
@@ -80,6 +137,16 @@ pub(crate) enum ContentError {
     ForbiddenSite(String),
     /// 404 `not_found`: Atlassian has no such issue or page (or the grant cannot see it).
     NotFound(String),
+    /// 403 `insufficient_scope`: Atlassian refused the operation because the grant lacks the
+    /// scope it needs.
+    InsufficientScope {
+        /// What was being done.
+        what: String,
+        /// The scope the operation needs.
+        scope: &'static str,
+        /// The variable that sets the provider's scopes (`ATLASSIAN_OAUTH_SCOPE`).
+        variable: String,
+    },
     /// 429 `rate_limited` with `Retry-After`.
     RateLimited {
         /// What was being done.
@@ -106,6 +173,15 @@ impl fmt::Display for ContentError {
                 f,
                 "{what}: Atlassian is rate limiting this grant; retry after {retry_after} s"
             ),
+            Self::InsufficientScope {
+                what,
+                scope,
+                variable,
+            } => write!(
+                f,
+                "{what} needs the scope `{scope}`, which this grant lacks; add it to {variable} \
+                 (and to the app in Atlassian's developer console), then connect again"
+            ),
         }
     }
 }
@@ -116,7 +192,7 @@ impl ContentError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnknownSite(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::ForbiddenSite(_) => StatusCode::FORBIDDEN,
+            Self::ForbiddenSite(_) | Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,6 +206,7 @@ impl ContentError {
             Self::UnknownSite(_) => "unknown_site",
             Self::ForbiddenSite(_) => "forbidden_site",
             Self::NotFound(_) => "not_found",
+            Self::InsufficientScope { .. } => "insufficient_scope",
             Self::RateLimited { .. } => "rate_limited",
             Self::Upstream(_) => "upstream_unavailable",
             Self::Internal(_) => "internal",
@@ -256,14 +333,15 @@ impl Gateway<'_> {
         }
     }
 
-    /// Sends the request and reads a JSON answer.
+    /// Sends the request and reads a JSON answer; Atlassian's scope refusal (401 "scope does
+    /// not match") becomes [`ContentError::InsufficientScope`] naming `operation`'s scope.
     pub(crate) async fn json<T: DeserializeOwned>(
         &self,
-        operation: &'static str,
+        operation: Operation,
         what: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<T, ContentError> {
-        let response = self.send(operation, what, build).await?;
+        let response = self.send(operation.name, what, build).await?;
         let status = response.status();
         let wait = retry_after(response.headers());
         let body = read_capped_to(response, what, MAX_JSON_BODY)
@@ -282,6 +360,11 @@ impl Gateway<'_> {
             StatusCode::NOT_FOUND => {
                 ContentError::NotFound(format!("{what}: not found (or this grant cannot see it)"))
             }
+            StatusCode::UNAUTHORIZED if scope_refused(&body) => ContentError::InsufficientScope {
+                what: what.to_owned(),
+                scope: operation.scope,
+                variable: format!("{}_OAUTH_SCOPE", env_prefix(self.provider)),
+            },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ContentError::Upstream(format!(
                 "{what}: Atlassian refused the request (HTTP {}); the grant may lack a scope",
                 status.as_u16()
@@ -292,6 +375,20 @@ impl Gateway<'_> {
             )),
         })
     }
+}
+
+/// Whether an error body is Atlassian's scope refusal (`{"code":401,"message":"Unauthorized;
+/// scope does not match"}`).
+fn scope_refused(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        message: String,
+    }
+    serde_json::from_slice::<Refusal>(body).is_ok_and(|r| {
+        r.message
+            .to_ascii_lowercase()
+            .contains("scope does not match")
+    })
 }
 
 fn send_failure(e: &reqwest::Error) -> &'static str {
@@ -452,7 +549,7 @@ mod tests {
             };
             let url = g.url(Product::Jira, &site(&[]), &["x"])?;
             let result = g
-                .json("test", "test call", || g.http.get(url.clone()))
+                .json(JIRA_ISSUE, "test call", || g.http.get(url.clone()))
                 .await;
             if let Err(e) = &result {
                 assert!(!e.to_string().contains(TOKEN), "{e}");

@@ -5,7 +5,10 @@ use grantry_core::Resource;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::gateway::{ContentError, Gateway, Product, id_string, off_thread, timestamp, web_url};
+use super::gateway::{
+    ContentError, Gateway, JIRA_COMMENTS, JIRA_ISSUE, JIRA_PROJECTS, JIRA_SEARCH, Product,
+    id_string, off_thread, timestamp, web_url,
+};
 use super::search::{Hit, text_query};
 use grantry_atlassian_markdown::{adf_to_markdown, adf_to_plain_text};
 
@@ -218,9 +221,7 @@ pub(crate) async fn search(
     });
     let what = format!("Jira search on {}", site_label(site));
     let page: JqlPage = g
-        .json("jira_search", &what, || {
-            g.http.post(url.clone()).json(&body)
-        })
+        .json(JIRA_SEARCH, &what, || g.http.post(url.clone()).json(&body))
         .await?;
     Ok(page
         .issues
@@ -251,7 +252,7 @@ pub(crate) async fn projects(g: &Gateway<'_>, site: &Resource) -> Result<Project
     for _ in 0..MAX_PAGES {
         let start = projects.len();
         let page: ProjectPage = g
-            .json("jira_projects", &what, || {
+            .json(JIRA_PROJECTS, &what, || {
                 g.http.get(base.clone()).query(&[
                     ("startAt", start.to_string()),
                     ("maxResults", PROJECT_PAGE.to_string()),
@@ -297,7 +298,7 @@ pub(crate) async fn issue(
     let url = g.url(Product::Jira, site, &["rest", "api", "3", "issue", key])?;
     let what = format!("Jira issue {key}");
     let issue: Issue = g
-        .json("jira_issue", &what, || {
+        .json(JIRA_ISSUE, &what, || {
             g.http.get(url.clone()).query(&[(
                 "fields",
                 "summary,status,assignee,reporter,issuetype,priority,labels,created,updated,description",
@@ -363,7 +364,7 @@ async fn comments(
     for page_number in 0..MAX_PAGES {
         let start = out.len();
         let page: CommentPage = g
-            .json("jira_comments", &what, || {
+            .json(JIRA_COMMENTS, &what, || {
                 g.http.get(url.clone()).query(&[
                     ("startAt", start.to_string()),
                     ("maxResults", COMMENT_PAGE.to_string()),

@@ -40,8 +40,6 @@ inventory::submit! {
 const MAX_PAGE_LIMIT: usize = 100;
 /// Page listing size when `limit` is not given.
 const DEFAULT_PAGE_LIMIT: usize = 25;
-/// Largest `start` of a page listing.
-const MAX_START: usize = 1_000_000;
 
 /// The OpenAPI description of the content routes, paths relative to `/api/v1/atlassian`.
 #[derive(utoipa::OpenApi)]
@@ -188,7 +186,7 @@ struct SearchQuery {
         (status = 200, body = search::SearchResults),
         (status = 400, body = ErrorBody, description = "`invalid_request`"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
-        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product; `insufficient_scope`: the grant lacks a scope"),
         (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
         (status = 409, body = ErrorBody, description = "`needs_reauth`"),
         (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
@@ -235,7 +233,7 @@ async fn search(
         (status = 200, body = jira::Projects),
         (status = 400, body = ErrorBody, description = "`invalid_request`"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
-        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product; `insufficient_scope`: the grant lacks a scope"),
         (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
         (status = 409, body = ErrorBody, description = "`needs_reauth`"),
         (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
@@ -266,7 +264,7 @@ async fn jira_projects(
         (status = 200, body = jira::IssueView),
         (status = 400, body = ErrorBody, description = "`invalid_request`"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
-        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product; `insufficient_scope`: the grant lacks a scope"),
         (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
         (status = 409, body = ErrorBody, description = "`needs_reauth`"),
         (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
@@ -295,7 +293,7 @@ async fn jira_issue(
         (status = 200, body = confluence::Spaces),
         (status = 400, body = ErrorBody, description = "`invalid_request`"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
-        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product; `insufficient_scope`: the grant lacks a scope"),
         (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
         (status = 409, body = ErrorBody, description = "`needs_reauth`"),
         (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
@@ -318,23 +316,24 @@ async fn confluence_spaces(
 
 #[derive(Deserialize)]
 struct PageQuery {
-    start: Option<usize>,
+    cursor: Option<String>,
     limit: Option<usize>,
+    start: Option<usize>,
 }
 
-/// One page of the pages of a Confluence space; ask again with `start=next_start`.
+/// One page of the pages of a Confluence space; ask again with `cursor=next_cursor`.
 #[utoipa::path(get, path = "/confluence/{site_id}/spaces/{key}/pages", tag = "atlassian content",
     params(
         ("site_id" = String, Path, description = "the site's cloud id"),
         ("key" = String, Path, description = "the space key"),
-        ("start" = Option<u32>, Query, description = "offset, default 0, at most 1000000"),
+        ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page; the first page without it"),
         ("limit" = Option<u32>, Query, description = "1 to 100, default 25"),
     ),
     responses(
         (status = 200, body = confluence::PageList),
-        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a bad `limit` or `cursor`"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
-        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product; `insufficient_scope`: the grant lacks a scope"),
         (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
         (status = 409, body = ErrorBody, description = "`needs_reauth`"),
         (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),
@@ -353,18 +352,29 @@ async fn confluence_pages(
     let Query(query) = query.map_err(|e| query_error(&e))?;
     let site = site(&token, &site_id, Some(Product::Confluence))?;
     check_space_key(&key)?;
-    let start = query.start.unwrap_or(0);
+    if query.start.is_some_and(|start| start > 0) {
+        return Err(ContentError::BadRequest(
+            "page listings are cursor-paged: pass the `next_cursor` of the previous page as \
+             `cursor`"
+                .into(),
+        ));
+    }
     let limit = query.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if start > MAX_START || !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
         return Err(ContentError::BadRequest(format!(
-            "`start` is at most {MAX_START} and `limit` between 1 and {MAX_PAGE_LIMIT}"
+            "`limit` is between 1 and {MAX_PAGE_LIMIT}"
         )));
     }
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| confluence::PageCursor::decode(c, &key))
+        .transpose()?;
     confluence::pages(
         &gateway(&provider, &context, &token),
         site,
         &key,
-        start,
+        cursor,
         limit,
     )
     .await
@@ -381,7 +391,7 @@ async fn confluence_pages(
         (status = 200, body = confluence::PageView),
         (status = 400, body = ErrorBody, description = "`invalid_request`"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
-        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product"),
+        (status = 403, body = ErrorBody, description = "`forbidden_site`: the site lacks the product; `insufficient_scope`: the grant lacks a scope"),
         (status = 404, body = ErrorBody, description = "`not_connected`, `unknown_site`, `not_found`"),
         (status = 409, body = ErrorBody, description = "`needs_reauth`"),
         (status = 429, body = ErrorBody, description = "`rate_limited`; header `Retry-After`"),

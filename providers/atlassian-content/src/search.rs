@@ -44,6 +44,9 @@ pub(crate) struct PartialFailure {
     product: &'static str,
     /// What went wrong (never a token).
     error: String,
+    /// The error code the site's failure alone would have been answered with
+    /// (`insufficient_scope`, `rate_limited`, `upstream_unavailable`, …).
+    code: &'static str,
 }
 
 /// The answer of `GET /search`.
@@ -97,7 +100,8 @@ pub(crate) fn text_query(query: &str) -> String {
 /// Searches `sites` (each for the products it has) and merges the answers, newest first.
 ///
 /// Every site and product that fails is listed in `partial_failures`; only when every call
-/// failed for a rate limit is the whole search answered 429.
+/// failed for a rate limit is the whole search answered 429; only when every call was refused for
+/// a missing scope, 403 `insufficient_scope`.
 pub(crate) async fn search(
     g: &Gateway<'_>,
     sites: &[&Resource],
@@ -118,9 +122,11 @@ pub(crate) async fn search(
             }
         }
     }
+    let call_count = calls.len();
     let mut results = Vec::new();
     let mut partial_failures = Vec::new();
     let mut rate_limits = Vec::new();
+    let mut scope_refusals = Vec::new();
     for (site, product, outcome) in join_all(calls).await {
         match outcome {
             Ok(hits) => results.extend(hits),
@@ -133,7 +139,11 @@ pub(crate) async fn search(
                     site_id: site.id.clone(),
                     product: product.id(),
                     error: e.to_string(),
+                    code: e.code(),
                 });
+                if matches!(e, ContentError::InsufficientScope { .. }) {
+                    scope_refusals.push(e);
+                }
             }
         }
     }
@@ -145,6 +155,11 @@ pub(crate) async fn search(
             what: "search".into(),
             retry_after: rate_limits.into_iter().max().unwrap_or(1),
         });
+    }
+    if scope_refusals.len() == call_count
+        && let Some(refusal) = scope_refusals.into_iter().next()
+    {
+        return Err(refusal);
     }
     // Newest first (RFC 3339 UTC strings sort as times); undated last; ties in a stable order.
     results.sort_by(|a, b| {

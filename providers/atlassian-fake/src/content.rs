@@ -1,6 +1,8 @@
-//! The fake's content endpoints behind the gateway: Jira REST v3 and Confluence REST v1 under
-//! `/ex/{product}/{cloudid}/…`, with Atlassian's shapes, pagination that hands out at most two
-//! items a page (so clients must follow it), bearer checks, rate limiting and injected failures.
+//! The fake's content endpoints behind the gateway: Jira REST v3, Confluence's CQL search (v1)
+//! and attachments under `/ex/{product}/{cloudid}/…` (Confluence v2 is in `confluence_v2`),
+//! with Atlassian's shapes, pagination that hands out at most two items a page (so clients must
+//! follow it), bearer and per-operation scope checks, the removed Confluence v1 routes answered
+//! as gone, rate limiting and injected failures.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -8,8 +10,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::data::{self, Issue, Page, Person};
-use super::{FakeAtlassian, bearer, webhooks};
+use super::scopes::{self, Access};
+use super::{FakeAtlassian, bearer, confluence_v2, webhooks};
 
 /// Most items the fake puts in one page of projects, spaces or comments.
 pub(crate) const PAGE_CAP: usize = 2;
@@ -132,20 +135,18 @@ pub(crate) fn router(fake: &FakeAtlassian) -> Router<FakeAtlassian> {
         )
         .route("/ex/jira/{cloud}/rest/api/3/myself", get(myself))
         .route("/ex/confluence/{cloud}/wiki/rest/api/search", get(cql))
-        .route("/ex/confluence/{cloud}/wiki/rest/api/space", get(spaces))
-        .route(
-            "/ex/confluence/{cloud}/wiki/rest/api/content",
-            get(contents),
-        )
+        .route("/ex/confluence/{cloud}/wiki/rest/api/space", get(removed))
+        .route("/ex/confluence/{cloud}/wiki/rest/api/content", get(removed))
         .route(
             "/ex/confluence/{cloud}/wiki/rest/api/content/{id}",
-            get(page),
+            get(removed),
         )
         .route(
             "/ex/confluence/{cloud}/wiki/download/attachments/{page}/{file}",
             get(attachment),
         )
         .merge(webhooks::routes())
+        .merge(confluence_v2::routes())
         .route_layer(middleware::from_fn_with_state(fake.clone(), guard))
 }
 
@@ -164,8 +165,10 @@ async fn guard(State(fake): State<FakeAtlassian>, request: Request, next: Next) 
     let refusal = {
         let mut inner = fake.lock();
         inner.counters.content += 1;
-        let authorised =
-            bearer(&parts.headers).is_some_and(|token| inner.access_token_is_valid(token));
+        let granted = bearer(&parts.headers)
+            .and_then(|token| inner.token_scope(token))
+            .map(str::to_owned);
+        let authorised = granted.is_some();
         let state = &mut inner.content;
         state.requests.push(RecordedRequest {
             method: parts.method.to_string(),
@@ -182,8 +185,26 @@ async fn guard(State(fake): State<FakeAtlassian>, request: Request, next: Next) 
         if state.requests.len() > KEPT_REQUESTS {
             state.requests.remove(0);
         }
+        let template = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        let access = template.and_then(|t| scopes::access(&parts.method, t));
         if !authorised {
             Some(atlassian_error(StatusCode::UNAUTHORIZED, "Unauthorized"))
+        } else if access.is_none() {
+            Some(atlassian_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the fake has no scope entry for this route",
+            ))
+        } else if let Some(Access::Scopes(sets)) = access
+            && !scopes::satisfied(sets, granted.as_deref().unwrap_or(""))
+        {
+            inner.counters.content_scope_refused += 1;
+            Some(atlassian_error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized; scope does not match",
+            ))
         } else if let Some(until) = state.windows.get(&key).copied()
             && now < until
         {
@@ -513,14 +534,14 @@ async fn myself(State(fake): State<FakeAtlassian>) -> Response {
     response
 }
 
-fn page_links(page: &Page) -> Value {
+pub(crate) fn page_links(page: &Page) -> Value {
     json!({
         "webui": format!("/spaces/{}/pages/{}/{}", page.space_key, page.id, page.title.replace(' ', "+")),
         "tinyui": format!("/x/{}", page.id),
     })
 }
 
-fn site_base(fake: &FakeAtlassian, cloud: &str) -> String {
+pub(crate) fn site_base(fake: &FakeAtlassian, cloud: &str) -> String {
     let url = fake
         .config()
         .sites
@@ -659,138 +680,22 @@ fn highlight(text: &str, terms: &[String]) -> String {
     out
 }
 
-#[derive(Deserialize, Default)]
-struct Listing {
-    start: Option<usize>,
-    limit: Option<usize>,
-    #[serde(rename = "spaceKey")]
-    space_key: Option<String>,
-}
-
-async fn spaces(
-    State(fake): State<FakeAtlassian>,
-    Path(cloud): Path<String>,
-    query: Result<Query<Listing>, QueryRejection>,
-) -> Response {
-    let Query(query) = query.unwrap_or_default();
-    let site = data::site(&cloud);
-    let start = query.start.unwrap_or(0);
-    let limit = query.limit.unwrap_or(25).clamp(1, 250).min(PAGE_CAP);
-    let results: Vec<Value> = site
-        .spaces
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|s| {
-            json!({
-                "id": s.id.parse::<u64>().unwrap_or(0),
-                "key": s.key,
-                "name": s.name,
-                "type": s.kind,
-                "status": "current",
-                "_links": {"webui": format!("/spaces/{}", s.key)},
-            })
-        })
-        .collect();
-    let mut links = json!({"base": site_base(&fake, &cloud), "context": "/wiki"});
-    if start + results.len() < site.spaces.len() {
-        links["next"] = json!(format!(
-            "/rest/api/space?limit={limit}&start={}",
-            start + results.len()
-        ));
-    }
-    axum::Json(json!({
-        "results": results,
-        "start": start,
-        "limit": limit,
-        "size": results.len(),
-        "_links": links,
-    }))
-    .into_response()
-}
-
-async fn contents(
-    State(fake): State<FakeAtlassian>,
-    Path(cloud): Path<String>,
-    query: Result<Query<Listing>, QueryRejection>,
-) -> Response {
-    let Query(query) = query.unwrap_or_default();
-    let site = data::site(&cloud);
-    let start = query.start.unwrap_or(0);
-    let limit = query.limit.unwrap_or(25).clamp(1, 25);
-    let in_space: Vec<&Page> = site
-        .pages
-        .iter()
-        .filter(|p| query.space_key.as_deref().is_none_or(|k| k == p.space_key))
-        .collect();
-    let results: Vec<Value> = in_space
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|p| {
-            json!({
-                "id": p.id,
-                "type": "page",
-                "status": "current",
-                "title": p.title,
-                "version": {"number": p.version, "when": p.updated, "by": person(p.author)},
-                "_links": page_links(p),
-            })
-        })
-        .collect();
-    let mut links = json!({"base": site_base(&fake, &cloud), "context": "/wiki"});
-    if start + results.len() < in_space.len() {
-        links["next"] = json!(format!(
-            "/rest/api/content?spaceKey={}&type=page&limit={limit}&start={}",
-            query.space_key.unwrap_or_default(),
-            start + results.len()
-        ));
-    }
-    axum::Json(json!({
-        "results": results,
-        "start": start,
-        "limit": limit,
-        "size": results.len(),
-        "_links": links,
-    }))
-    .into_response()
-}
-
-async fn page(
-    State(fake): State<FakeAtlassian>,
-    Path((cloud, id)): Path<(String, String)>,
-) -> Response {
-    let site = data::site(&cloud);
-    let Some(page) = site.pages.iter().find(|p| p.id == id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({
-                "statusCode": 404,
-                "message": format!("No content found with id: ContentId{{id={id}}}"),
-                "reason": "Not Found",
-            })),
-        )
-            .into_response();
+/// A removed Confluence v1 operation, answered as Atlassian answers it: 410 with the v2
+/// replacement named.
+async fn removed(method: Method, matched: MatchedPath) -> Response {
+    let replacement = match scopes::access(&method, matched.as_str()) {
+        Some(Access::Removed(replacement)) => replacement,
+        _ => "the v2 API",
     };
-    let space = site.spaces.iter().find(|s| s.key == page.space_key);
-    let mut links = page_links(page);
-    links["base"] = json!(site_base(&fake, &cloud));
-    axum::Json(json!({
-        "id": page.id,
-        "type": "page",
-        "status": "current",
-        "title": page.title,
-        "space": {
-            "id": space.map(|s| s.id).unwrap_or_default(),
-            "key": page.space_key,
-            "name": space.map(|s| s.name).unwrap_or_default(),
-            "type": space.map(|s| s.kind).unwrap_or_default(),
-        },
-        "version": {"number": page.version, "when": page.updated, "by": person(page.author)},
-        "body": {"storage": {"value": page.storage, "representation": "storage"}},
-        "_links": links,
-    }))
-    .into_response()
+    (
+        StatusCode::GONE,
+        axum::Json(json!({
+            "statusCode": 410,
+            "message": format!("This API has been removed; use {replacement}"),
+            "reason": "Gone",
+        })),
+    )
+        .into_response()
 }
 
 async fn attachment(Path((_cloud, _page, file)): Path<(String, String, String)>) -> Response {

@@ -53,8 +53,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
 
+mod confluence_v2;
 mod content;
 mod data;
+mod scopes;
 mod webhooks;
 
 pub use content::{HUGE_STREAMED_ATTACHMENT, LARGE_STREAMED_ATTACHMENT, RecordedRequest};
@@ -215,6 +217,8 @@ pub struct Counters {
     pub content_rate_limited: u64,
     /// Content calls that came back before the `Retry-After` of their site and product passed.
     pub content_early: u64,
+    /// Content calls refused because the token lacked the operation's scopes.
+    pub content_scope_refused: u64,
     /// Webhooks created by `POST /rest/api/3/webhook` (one per accepted entry).
     pub webhooks_registered: u64,
     /// Webhooks whose expiry `PUT /rest/api/3/webhook/refresh` moved.

@@ -1,19 +1,28 @@
-//! The fake Atlassian's content endpoints driven over real HTTP: bearer checks, sites and
-//! products, Atlassian's shapes and pagination, rate limiting and injected failures.
+//! The fake Atlassian's content endpoints driven over real HTTP: bearer and scope checks, sites
+//! and products, Atlassian's shapes and pagination (Confluence on v2, its removed v1 routes
+//! gone), rate limiting and injected failures.
 
 use grantry_atlassian_fake::{ACME_SITE_ID, BETA_SITE_ID, FakeAtlassian, FakeConfig, RunningFake};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// Every scope the content operations below need.
+const SCOPES: &str = "read:me read:jira-user read:jira-work search:confluence \
+                      read:space:confluence read:page:confluence offline_access";
+
 async fn start() -> (RunningFake, reqwest::Client, String) {
     let running = FakeAtlassian::start(FakeConfig::default())
         .await
         .expect("fake starts");
+    let token = token_for(&running, SCOPES).await;
+    (running, reqwest::Client::new(), token)
+}
+
+/// An access token of a grant of `scope`.
+async fn token_for(running: &RunningFake, scope: &str) -> String {
     let http = reqwest::Client::new();
     let config = running.fake.config().clone();
-    let code = running
-        .fake
-        .issue_code("read:me read:jira-work read:confluence-content.all offline_access");
+    let code = running.fake.issue_code(scope);
     let body: Value = http
         .post(running.url("/oauth/token"))
         .json(&json!({
@@ -29,11 +38,10 @@ async fn start() -> (RunningFake, reqwest::Client, String) {
         .json()
         .await
         .expect("json");
-    let token = body["access_token"]
+    body["access_token"]
         .as_str()
         .expect("access token")
-        .to_owned();
-    (running, http, token)
+        .to_owned()
 }
 
 async fn get(
@@ -72,7 +80,7 @@ async fn content_needs_a_live_token_a_known_site_and_its_product() {
         &running,
         &http,
         &token,
-        &format!("/ex/confluence/{BETA_SITE_ID}/wiki/rest/api/space"),
+        &format!("/ex/confluence/{BETA_SITE_ID}/wiki/api/v2/spaces"),
     )
     .await;
     assert_eq!(status, 404, "Beta Labs has no Confluence");
@@ -112,20 +120,125 @@ async fn lists_come_two_at_a_time() {
         &running,
         &http,
         &token,
-        &format!("/ex/confluence/{ACME_SITE_ID}/wiki/rest/api/space?limit=50"),
+        &format!("/ex/confluence/{ACME_SITE_ID}/wiki/api/v2/spaces?limit=50"),
     )
     .await;
-    assert_eq!(spaces["size"], 2);
-    assert_eq!(spaces["_links"]["next"], "/rest/api/space?limit=2&start=2");
+    assert_eq!(spaces["results"].as_array().map(Vec::len), Some(2));
+    let next = spaces["_links"]["next"].as_str().expect("next").to_owned();
+    assert!(next.starts_with("/wiki/api/v2/spaces?cursor="), "{next}");
     let (_, last) = get(
         &running,
         &http,
         &token,
-        &format!("/ex/confluence/{ACME_SITE_ID}/wiki/rest/api/space?start=2"),
+        &format!("/ex/confluence/{ACME_SITE_ID}{next}"),
     )
     .await;
-    assert_eq!(last["size"], 2);
+    assert_eq!(last["results"].as_array().map(Vec::len), Some(2));
     assert!(last["_links"].get("next").is_none());
+    let (status, _) = get(
+        &running,
+        &http,
+        &token,
+        &format!("/ex/confluence/{ACME_SITE_ID}/wiki/api/v2/spaces?cursor=2"),
+    )
+    .await;
+    assert_eq!(status, 400, "a cursor the fake did not hand out");
+}
+
+#[tokio::test]
+async fn confluence_v2_resolves_keys_lists_pages_and_serves_storage() {
+    let (running, http, token) = start().await;
+    let base = format!("/ex/confluence/{ACME_SITE_ID}/wiki/api/v2");
+    let (status, found) = get(&running, &http, &token, &format!("{base}/spaces?keys=ENG")).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["results"].as_array().map(Vec::len), Some(1));
+    let space_id = found["results"][0]["id"].as_str().expect("id").to_owned();
+    let (_, pages) = get(
+        &running,
+        &http,
+        &token,
+        &format!("{base}/spaces/{space_id}/pages?limit=25"),
+    )
+    .await;
+    assert_eq!(pages["results"][0]["spaceId"], space_id.as_str());
+    assert!(pages["results"][0]["version"]["createdAt"].is_string());
+    assert!(pages["_links"]["next"].is_string(), "{pages}");
+    let (_, bare) = get(&running, &http, &token, &format!("{base}/pages/123456")).await;
+    assert_eq!(bare["body"], json!({}));
+    let (_, page) = get(
+        &running,
+        &http,
+        &token,
+        &format!("{base}/pages/123456?body-format=storage"),
+    )
+    .await;
+    assert_eq!(page["body"]["storage"]["representation"], "storage");
+    assert_eq!(page["spaceId"], space_id.as_str());
+    let (status, body) = get(&running, &http, &token, &format!("{base}/pages/999")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["errors"][0]["status"], 404);
+}
+
+#[tokio::test]
+async fn removed_v1_routes_are_gone() {
+    let (running, http, token) = start().await;
+    for path in [
+        "/wiki/rest/api/space",
+        "/wiki/rest/api/content?spaceKey=ENG",
+        "/wiki/rest/api/content/123456",
+    ] {
+        let (status, body) = get(
+            &running,
+            &http,
+            &token,
+            &format!("/ex/confluence/{ACME_SITE_ID}{path}"),
+        )
+        .await;
+        assert_eq!(status, 410, "{path}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("/wiki/api/v2/")),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_operation_checks_its_scopes() {
+    let (running, http, _) = start().await;
+    let narrow = token_for(
+        &running,
+        "read:me read:jira-work read:confluence-content.all",
+    )
+    .await;
+    let refused = [
+        format!("/ex/confluence/{ACME_SITE_ID}/wiki/rest/api/search?cql=text%20~%20%22x%22"),
+        format!("/ex/confluence/{ACME_SITE_ID}/wiki/api/v2/spaces"),
+        format!("/ex/confluence/{ACME_SITE_ID}/wiki/api/v2/pages/123456"),
+        format!("/ex/jira/{ACME_SITE_ID}/rest/api/3/myself"),
+    ];
+    for path in &refused {
+        let (status, body) = get(&running, &http, &narrow, path).await;
+        assert_eq!(status, 401, "{path}");
+        assert_eq!(
+            body,
+            json!({"code": 401, "message": "Unauthorized; scope does not match"})
+        );
+    }
+    assert_eq!(running.fake.counters().content_scope_refused, 4);
+    let (status, _) = get(
+        &running,
+        &http,
+        &narrow,
+        &format!("/ex/jira/{ACME_SITE_ID}/rest/api/3/project/search"),
+    )
+    .await;
+    assert_eq!(status, 200, "read:jira-work is enough for projects");
+    // The granular set works as well as the classic scope, but only whole.
+    let granular = token_for(&running, "read:content-details:confluence").await;
+    let (status, _) = get(&running, &http, &granular, &refused[0]).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

@@ -13,6 +13,13 @@ pub const DEFAULT_API_URL: &str = "https://api.atlassian.com";
 pub const DEFAULT_SCOPES: &str =
     "read:me read:jira-user read:jira-work read:confluence-content.all offline_access";
 
+/// The scopes every content route needs on a real site: the default scopes plus Confluence
+/// search, spaces and pages (v2) and attachment downloads. A grant without one of them gets
+/// `403 insufficient_scope` from the routes that need it.
+pub const CONTENT_SCOPES: &str = "read:me read:jira-user read:jira-work \
+     read:confluence-content.all search:confluence read:space:confluence read:page:confluence \
+     readonly:content.attachment:confluence offline_access";
+
 /// Default timeout of one upstream call, in seconds.
 pub const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 15;
 

@@ -25,8 +25,8 @@ use grantry_protocol::{
 use serde::Deserialize;
 
 pub use config::{
-    AtlassianConfig, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_HTTP_TIMEOUT_SECS, DEFAULT_SCOPES,
-    JIRA_WEBHOOK_EVENTS, JiraWebhookConfig, WEBHOOK_SCOPES,
+    AtlassianConfig, CONTENT_SCOPES, DEFAULT_API_URL, DEFAULT_AUTH_URL, DEFAULT_HTTP_TIMEOUT_SECS,
+    DEFAULT_SCOPES, JIRA_WEBHOOK_EVENTS, JiraWebhookConfig, WEBHOOK_SCOPES,
 };
 pub use routes::{RouteExtension, Routes};
 pub use scopes::SCOPES;

@@ -47,4 +47,8 @@ pub static SCOPES: &[ScopeInfo] = &[
         "read:space:confluence",
         "Read Confluence spaces (granular, v2 API)",
     ),
+    scope(
+        "readonly:content.attachment:confluence",
+        "Download Confluence attachments",
+    ),
 ];

@@ -22,6 +22,7 @@ pub(crate) fn atlassian_env(scratch: Scratch, fake: &RunningFake, key: &str, jwt
         .with("ATLASSIAN_REDIRECT_URI", REDIRECT)
         .with("ATLASSIAN_AUTH_URL", &fake.base_url)
         .with("ATLASSIAN_API_URL", &fake.base_url)
+        .with("ATLASSIAN_OAUTH_SCOPE", grantry::atlassian::CONTENT_SCOPES)
 }
 
 /// Tokens of the user `alice` and of an admin, signed with `jwt`.
@@ -51,7 +52,7 @@ pub(crate) async fn connect_alice(
         .json()
         .await
         .expect("json");
-    let code = fake.fake.issue_code(grantry::atlassian::DEFAULT_SCOPES);
+    let code = fake.fake.issue_code(grantry::atlassian::CONTENT_SCOPES);
     let resp = http
         .post(callback_on.url("/api/v1/atlassian/connection/callback"))
         .bearer_auth(user)

@@ -105,7 +105,6 @@ fn space_json(space: &Space) -> Value {
         "status": "current",
         "authorId": "5b10ac8d82e05b22cc7d4ef5",
         "createdAt": "2023-01-10T09:00:00.000Z",
-        "homepageId": null,
         "_links": {"webui": format!("/spaces/{}", space.key)},
     })
 }

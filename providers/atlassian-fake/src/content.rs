@@ -605,6 +605,7 @@ async fn cql(
                     "title": space.map(|s| s.name).unwrap_or_default(),
                     "displayUrl": format!("/spaces/{}", p.space_key),
                 },
+                "breadcrumbs": [],
                 "entityType": "content",
                 "iconCssClass": "aui-icon content-type-page",
                 "lastModified": p.updated,

@@ -69,6 +69,18 @@ impl Harness {
         enable: bool,
         refresh: RefreshSettings,
     ) -> Self {
+        Self::start_recording(db, fake, enable, refresh, Vec::new()).await
+    }
+
+    /// Like `start_with`, the store recording every event for `endpoints` (none: no event;
+    /// nothing delivers them, they stay in the outbox for the test to read).
+    pub(crate) async fn start_recording(
+        db: &TestDatabase,
+        fake: FakeConfig,
+        enable: bool,
+        refresh: RefreshSettings,
+        endpoints: Vec<String>,
+    ) -> Self {
         let fake = FakeAtlassian::start(fake).await.expect("fake atlassian");
         let mut env = BTreeMap::new();
         let cfg = fake.fake.config();
@@ -87,7 +99,7 @@ impl Harness {
         }
         let config = Config::load_from(env, &["atlassian"]).expect("config");
         let providers = build_providers(&config.providers).expect("providers");
-        let store = db.store().await;
+        let store = db.store().await.with_event_endpoints(endpoints);
         let key = KeyRing::generate_key_base64();
         let keys = KeyRing::from_base64(&SecretString::from(key.clone()), None).expect("key");
         let vault = Vault::new(Arc::new(store.clone()), Arc::new(keys));

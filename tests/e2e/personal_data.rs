@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration, Utc};
 use grantry::core::refresh::RefreshSettings;
 use grantry::core::store::TokenStore;
-use grantry_atlassian_fake::{AccountReport, FakeUser};
+use grantry_atlassian_fake::{AccountReport, FakeUser, ReportFailure};
 use grantry_server::testing::TestDatabase;
 use serde_json::Value;
 
@@ -268,6 +268,38 @@ async fn a_rate_limited_report_waits_for_retry_after_and_the_cycle_period_is_hon
             )
             .await;
         assert_eq!(reports(&h).len(), 3);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn hostile_answers_change_nothing_and_the_batch_is_reported_again() {
+    for db in TestDatabase::all().await {
+        let h = start(&db).await;
+        let fake = &h.fake.fake;
+        h.connect("alice").await;
+        fake.set_account_status("fake-account-1", "closed");
+        let now = Utc::now();
+        let failures = [
+            ReportFailure::ServerError,
+            ReportFailure::NotJson,
+            ReportFailure::Huge,
+        ];
+        for (i, failure) in failures.into_iter().enumerate() {
+            fake.break_reports(Some(failure));
+            maintain(&h, now + Duration::minutes(i as i64)).await;
+            assert_eq!(reports(&h).len(), i + 1, "{failure:?}");
+            let (_, body) = h.call("GET", STATUS, Some("alice"), None).await;
+            assert_eq!(body["connected"], true, "{failure:?}: {body}");
+        }
+        // The failed batch goes out again at the next pass; this time the answer counts.
+        fake.break_reports(None);
+        maintain(&h, now + Duration::minutes(10)).await;
+        let got = reports(&h);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[3].status, 200);
+        let (_, body) = h.call("GET", STATUS, Some("alice"), None).await;
+        assert_eq!(body["connected"], false, "{body}");
         db.cleanup().await;
     }
 }

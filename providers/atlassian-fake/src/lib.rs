@@ -23,6 +23,10 @@
 //! site, a 30-day expiry on the fake's clock, and deliveries signed the way Jira signs them for
 //! OAuth 2.0 apps (see [`FakeAtlassian::deliver_jira_event`]).
 //!
+//! Each grant belongs to the account that consented ([`FakeAtlassian::set_consenting_user`]),
+//! and `POST /app/report-accounts/` answers the personal data reports of OAuth 2.0 apps (see
+//! [`FakeAtlassian::set_account_status`] and [`FakeAtlassian::account_reports`]).
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
@@ -60,7 +64,7 @@ mod webhooks;
 
 pub use content::{HUGE_STREAMED_ATTACHMENT, LARGE_STREAMED_ATTACHMENT, RecordedRequest};
 pub use personal_data::{
-    AccountReport, DEFAULT_CYCLE_PERIOD, MAX_REPORTED_ACCOUNTS, ReportedAccount,
+    AccountReport, DEFAULT_CYCLE_PERIOD, MAX_REPORTED_ACCOUNTS, ReportFailure, ReportedAccount,
 };
 pub use webhooks::{Delivery, FakeWebhook, Signing, WEBHOOK_LIFETIME, WebhookOwner};
 

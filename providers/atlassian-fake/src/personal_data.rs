@@ -35,6 +35,17 @@ pub const MAX_REPORTED_ACCOUNTS: usize = 90;
 /// The `Cycle-Period` answered unless a test sets another: 7 days, in seconds.
 pub const DEFAULT_CYCLE_PERIOD: u64 = 7 * 24 * 60 * 60;
 
+/// A hostile answer to reports, for tests ([`FakeAtlassian::break_reports`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFailure {
+    /// `500` with a text body.
+    ServerError,
+    /// `200` with a body that is not JSON.
+    NotJson,
+    /// `200` with a JSON body of several MiB.
+    Huge,
+}
+
 /// One report the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountReport {
@@ -68,6 +79,8 @@ pub(crate) struct PersonalDataState {
     cycle_period: u64,
     /// When set, reports are answered 429 with this `Retry-After` (seconds).
     rate_limited: Option<u64>,
+    /// When set, reports are answered this hostile way.
+    failure: Option<ReportFailure>,
     /// Every report received, oldest first.
     reports: Vec<AccountReport>,
 }
@@ -81,6 +94,7 @@ impl Default for PersonalDataState {
             closed: Vec::new(),
             cycle_period: DEFAULT_CYCLE_PERIOD,
             rate_limited: None,
+            failure: None,
             reports: Vec::new(),
         }
     }
@@ -155,6 +169,12 @@ impl FakeAtlassian {
         self.lock().personal_data.rate_limited = retry_after;
     }
 
+    /// Answers reports with `failure` while `Some` (after checking the token); normally again
+    /// with `None`.
+    pub fn break_reports(&self, failure: Option<ReportFailure>) {
+        self.lock().personal_data.failure = failure;
+    }
+
     /// Every report received, oldest first.
     pub fn account_reports(&self) -> Vec<AccountReport> {
         self.lock().personal_data.reports.clone()
@@ -214,6 +234,19 @@ pub(crate) async fn report_accounts(
         )
             .into_response();
         (StatusCode::TOO_MANY_REQUESTS, response)
+    } else if let Some(failure) = data.failure {
+        let response = match failure {
+            ReportFailure::ServerError => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response()
+            }
+            ReportFailure::NotJson => (StatusCode::OK, "<html>oops</html>").into_response(),
+            ReportFailure::Huge => {
+                let entry = json!({ "accountId": "x".repeat(64), "status": "closed" });
+                let accounts = vec![entry; 60_000];
+                (StatusCode::OK, axum::Json(json!({ "accounts": accounts }))).into_response()
+            }
+        };
+        (response.status(), response)
     } else if parsed.is_none() {
         (
             StatusCode::BAD_REQUEST,

@@ -357,6 +357,16 @@ const EXPIRED_NEXT: &str = "SELECT id, version, refresh_expires_at AS due_at FRO
      AND (refresh_expires_at, id) > ($3, $4) \
      ORDER BY refresh_expires_at, id LIMIT $5";
 
+/// The first page of a provider's accounts (served by `connections_provider_user`).
+const ACCOUNTS_FIRST: &str = "SELECT id, user_id, account_id, status, \
+     COALESCE(account_read_at, connected_at) AS read_at FROM connections \
+     WHERE provider = $1 ORDER BY user_id LIMIT $2";
+
+/// The page of a provider's accounts after a user id.
+const ACCOUNTS_NEXT: &str = "SELECT id, user_id, account_id, status, \
+     COALESCE(account_read_at, connected_at) AS read_at FROM connections \
+     WHERE provider = $1 AND user_id > $2 ORDER BY user_id LIMIT $3";
+
 /// The distinct key ids of stored tokens by a skip scan of `connections_key_id`: one index probe
 /// per distinct key, not one per row.
 const TOKEN_KEY_IDS: &str = "WITH RECURSIVE k(key_id) AS ( \
@@ -1560,21 +1570,14 @@ impl TokenStore for SqlStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<StoredAccount>, StoreError> {
-        // Served by connections_provider_user (provider, user_id).
         let query = match after {
-            None => sqlx::query(
-                "SELECT id, user_id, account_id, status, COALESCE(account_read_at, connected_at) AS read_at \
-                 FROM connections WHERE provider = $1 ORDER BY user_id LIMIT $2",
-            )
-            .bind(provider.to_owned())
-            .bind(i64::from(limit)),
-            Some(after) => sqlx::query(
-                "SELECT id, user_id, account_id, status, COALESCE(account_read_at, connected_at) AS read_at \
-                 FROM connections WHERE provider = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
-            )
-            .bind(provider.to_owned())
-            .bind(after.to_owned())
-            .bind(i64::from(limit)),
+            None => sqlx::query(ACCOUNTS_FIRST)
+                .bind(provider.to_owned())
+                .bind(i64::from(limit)),
+            Some(after) => sqlx::query(ACCOUNTS_NEXT)
+                .bind(provider.to_owned())
+                .bind(after.to_owned())
+                .bind(i64::from(limit)),
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db_err)?;
         let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
@@ -1820,6 +1823,53 @@ mod tests {
                     "{}: {plan}",
                     db.kind
                 );
+            }
+            store.close().await;
+            db.cleanup().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn account_pages_are_read_through_an_index_in_order() {
+        for db in TestDatabase::all().await {
+            let store = db.store().await;
+            let (explain, column) = match store.backend() {
+                Backend::Sqlite => ("EXPLAIN QUERY PLAN ", "detail"),
+                Backend::Postgres => ("EXPLAIN ", "QUERY PLAN"),
+            };
+            for (sql, after) in [(ACCOUNTS_FIRST, false), (ACCOUNTS_NEXT, true)] {
+                let mut q =
+                    sqlx::query(sqlx::AssertSqlSafe(format!("{explain}{sql}"))).bind("atlassian");
+                if after {
+                    q = q.bind("user-500");
+                }
+                q = q.bind(90_i64);
+                let mut conn = store.pool().acquire().await.expect("connection");
+                if store.backend() == Backend::Postgres {
+                    sqlx::query("SET enable_seqscan = off")
+                        .execute(&mut *conn)
+                        .await
+                        .expect("set");
+                }
+                let rows = q.fetch_all(&mut *conn).await.expect("explain");
+                if store.backend() == Backend::Postgres {
+                    sqlx::query("RESET enable_seqscan")
+                        .execute(&mut *conn)
+                        .await
+                        .expect("reset");
+                }
+                let plan = rows
+                    .iter()
+                    .map(|r| r.try_get::<String, _>(column).expect("plan row"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                assert!(
+                    plan.contains("connections_provider_user"),
+                    "{}: {plan}",
+                    db.kind
+                );
+                assert!(!plan.contains("Sort Key"), "{}: {plan}", db.kind);
+                assert!(!plan.contains("TEMP B-TREE"), "{}: {plan}", db.kind);
             }
             store.close().await;
             db.cleanup().await;

@@ -1,7 +1,7 @@
 //! Atlassian's personal data reporting cycle for OAuth 2.0 (3LO) apps.
 //!
 //! grantry stores each connection's Atlassian account id, name and email, so Atlassian requires
-//! it to report those accounts regularly. Each maintenance pass ([`maintain`]), when a cycle is
+//! it to report those accounts regularly. Each maintenance pass (`maintain`), when a cycle is
 //! due:
 //!
 //! - the stored connections are read in keyset pages of [`MAX_BATCH`] (account id, connection,

@@ -17,9 +17,9 @@ use crate::events::{DeleteReason, Event, StatusChange};
 use crate::keyring::SealedValue;
 use crate::store::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionSummary, DueConnection,
-    StateRecord, Subscription, TokenHandout, TokenStore, TokenUpdate,
+    StateRecord, StoredAccount, Subscription, TokenHandout, TokenStore, TokenUpdate,
 };
-use crate::token::Resource;
+use crate::token::{Account, Resource};
 
 /// Most entries kept before the cache starts over.
 const MAX_ENTRIES: usize = 100_000;
@@ -488,5 +488,64 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         limit: u32,
     ) -> Result<Vec<TokenHandout>, StoreError> {
         self.inner.token_handouts(provider, before, limit).await
+    }
+
+    async fn accounts_page(
+        &self,
+        provider: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredAccount>, StoreError> {
+        self.inner.accounts_page(provider, after, limit).await
+    }
+
+    async fn update_account(
+        &self,
+        connection_id: &str,
+        account: &Account,
+        read_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.forget_id(connection_id);
+        let done = self
+            .inner
+            .update_account(connection_id, account, read_at)
+            .await;
+        self.forget_id(connection_id);
+        done
+    }
+
+    async fn delete_account_connection(
+        &self,
+        connection_id: &str,
+        account_id: &str,
+        reason: DeleteReason,
+    ) -> Result<bool, StoreError> {
+        self.forget_id(connection_id);
+        let done = self
+            .inner
+            .delete_account_connection(connection_id, account_id, reason)
+            .await;
+        self.forget_id(connection_id);
+        done
+    }
+
+    async fn provider_state(
+        &self,
+        provider: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.provider_state(provider, name).await
+    }
+
+    async fn put_provider_state(
+        &self,
+        provider: &str,
+        name: &str,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .put_provider_state(provider, name, value, at)
+            .await
     }
 }

@@ -236,7 +236,8 @@ async fn pass(
         let context = ProviderContext::for_upkeep(
             refresher.token_source(provider.clone()),
             Arc::clone(store),
-        );
+        )
+        .with_telemetry(refresher.telemetry().clone());
         provider.maintain(&context, now).await;
     }
     let batch = settings.batch_size.max(1);

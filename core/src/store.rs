@@ -251,6 +251,28 @@ impl<'a> ConnectionWalk<'a> {
     }
 }
 
+/// A stored upstream account as a personal data report reads it: the connection it belongs to,
+/// the account id and when its personal data was last read, without tokens, name or email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAccount {
+    /// The connection id.
+    pub connection_id: String,
+    /// The user who owns the connection (the paging key within a provider).
+    pub user_id: String,
+    /// The provider's account id.
+    pub account_id: String,
+    /// Usable or needing re-consent.
+    pub status: ConnectionStatus,
+    /// When the account's name and email were last read from the provider (the consent, or the
+    /// last re-read since).
+    pub read_at: DateTime<Utc>,
+}
+
+/// The error of the optional store methods a store does not implement.
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Database(format!("this store does not support {what}"))
+}
+
 /// A pending OAuth state (only its hash is stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateRecord {
@@ -578,6 +600,94 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Deletes up to `limit` receipts recorded before `before`; how many.
     async fn purge_receipts(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
+    /// One page of `provider`'s connections as [`StoredAccount`]s, ordered by user id: at most
+    /// `limit` of those whose user id is after `after`. Keyset paging; nothing but the listed
+    /// columns is read. The default reads summaries and takes the consent as the last read.
+    async fn accounts_page(
+        &self,
+        provider: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredAccount>, StoreError> {
+        let key = after.map(|user_id| ConnectionKey {
+            provider: provider.to_owned(),
+            user_id: user_id.to_owned(),
+        });
+        let page = self
+            .connection_summaries_page(&ConnectionPageQuery {
+                provider: Some(provider),
+                status: None,
+                after: key.as_ref(),
+                limit,
+            })
+            .await?;
+        Ok(page
+            .into_iter()
+            .map(|s| StoredAccount {
+                connection_id: s.id,
+                user_id: s.user_id,
+                account_id: s.account.id,
+                status: s.status,
+                read_at: s.connected_at,
+            })
+            .collect())
+    }
+
+    /// Writes the name and email of `account`, read again from the provider at `read_at`, into
+    /// the connection `connection_id`, only while it still belongs to the account `account.id`
+    /// (tokens and version untouched); whether it wrote. Unsupported by default.
+    async fn update_account(
+        &self,
+        _connection_id: &str,
+        _account: &Account,
+        _read_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Err(unsupported("re-reading accounts"))
+    }
+
+    /// Deletes the connection `connection_id` with its resources, only while it still belongs
+    /// to the account `account_id`, recording `connection.deleted` with `reason`; whether it did.
+    ///
+    /// The default reads the row, then deletes the (user, provider) connection if it is still
+    /// that row; a store should do both in one transaction.
+    async fn delete_account_connection(
+        &self,
+        connection_id: &str,
+        account_id: &str,
+        reason: DeleteReason,
+    ) -> Result<bool, StoreError> {
+        let Some(record) = self.connection_by_id(connection_id).await? else {
+            return Ok(false);
+        };
+        if record.account.id != account_id {
+            return Ok(false);
+        }
+        self.delete_connection(&record.user_id, &record.provider, reason)
+            .await
+    }
+
+    /// The value `provider` stored under `name` with
+    /// [`put_provider_state`](Self::put_provider_state). Unsupported by default.
+    async fn provider_state(
+        &self,
+        _provider: &str,
+        _name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Err(unsupported("provider state"))
+    }
+
+    /// Stores `value` as `provider`'s state `name` (replacing any), durably and for every
+    /// replica: when a provider's periodic work is next due, say. Unsupported by default.
+    async fn put_provider_state(
+        &self,
+        _provider: &str,
+        _name: &str,
+        _value: &str,
+        _at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Err(unsupported("provider state"))
+    }
 
     /// The hand-outs of `provider`, newest first: at most `limit`, only ids below `before` when given.
     async fn token_handouts(

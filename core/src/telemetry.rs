@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -64,6 +65,12 @@ struct RefreshLabels {
 struct WaitLabels {
     provider: String,
     role: &'static str,
+}
+
+/// Labels of a provider's counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
 }
 
 /// Labels of a maintenance pass.
@@ -145,6 +152,7 @@ struct Inner {
     refresh: Histograms<RefreshLabels>,
     wait: Histograms<WaitLabels>,
     passes: Histograms<PassLabels>,
+    accounts_closed: Family<ProviderLabels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -156,6 +164,7 @@ impl Default for Telemetry {
                 refresh: Family::new_with_constructor(latency_histogram),
                 wait: Family::new_with_constructor(latency_histogram),
                 passes: Family::new_with_constructor(pass_histogram),
+                accounts_closed: Family::default(),
             }),
         }
     }
@@ -189,6 +198,11 @@ impl Telemetry {
             "grantry_maintenance_pass_duration_seconds",
             "Maintenance passes of this process, by result",
             inner.passes.clone(),
+        );
+        registry.register(
+            "grantry_accounts_closed",
+            "Connections deleted because their provider reported the upstream account closed (personal data reporting), by provider",
+            inner.accounts_closed.clone(),
         );
     }
 
@@ -273,6 +287,16 @@ impl Telemetry {
             .passes
             .get_or_create(&PassLabels { result })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts `n` connections of `provider` deleted because the upstream account was closed.
+    pub fn count_accounts_closed(&self, provider: &str, n: u64) {
+        self.inner
+            .accounts_closed
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_owned(),
+            })
+            .inc_by(n);
     }
 
     /// Runs `call`, a call to `provider`, inside an `upstream` span and records it.
@@ -385,6 +409,13 @@ mod tests {
             "grantry_upstream_request_duration_seconds_count{provider=\"atlassian\",operation=\"refresh\",outcome=\"ok\"} 1"
         ), "{text}");
         assert!(text.contains("status=\"4xx\""), "{text}");
+        telemetry.count_accounts_closed("atlassian", 2);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains("grantry_accounts_closed_total{provider=\"atlassian\"} 2"),
+            "{text}"
+        );
     }
 
     #[test]

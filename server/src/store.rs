@@ -12,7 +12,7 @@ use grantry_core::events::{ConnectionRef, DeleteReason, Event, StatusChange};
 use grantry_core::keyring::SealedValue;
 use grantry_core::store::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionSummary, DueConnection,
-    StateRecord, Subscription, TokenHandout, TokenStore, TokenUpdate,
+    StateRecord, StoredAccount, Subscription, TokenHandout, TokenStore, TokenUpdate,
 };
 use grantry_core::{Account, Resource, ScopeSet};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -356,6 +356,16 @@ const EXPIRED_NEXT: &str = "SELECT id, version, refresh_expires_at AS due_at FRO
      WHERE provider = $1 AND status = 'active' AND refresh_expires_at <= $2 \
      AND (refresh_expires_at, id) > ($3, $4) \
      ORDER BY refresh_expires_at, id LIMIT $5";
+
+/// The first page of a provider's accounts (served by `connections_provider_user`).
+const ACCOUNTS_FIRST: &str = "SELECT id, user_id, account_id, status, \
+     COALESCE(account_read_at, connected_at) AS read_at FROM connections \
+     WHERE provider = $1 ORDER BY user_id LIMIT $2";
+
+/// The page of a provider's accounts after a user id.
+const ACCOUNTS_NEXT: &str = "SELECT id, user_id, account_id, status, \
+     COALESCE(account_read_at, connected_at) AS read_at FROM connections \
+     WHERE provider = $1 AND user_id > $2 ORDER BY user_id LIMIT $3";
 
 /// The distinct key ids of stored tokens by a skip scan of `connections_key_id`: one index probe
 /// per distinct key, not one per row.
@@ -835,9 +845,9 @@ impl TokenStore for SqlStore {
             "INSERT INTO connections (id, user_id, provider, account_id, account_name, account_email, scopes, status, \
              access_token, refresh_token, key_id, access_expires_at, refresh_idle_expires_at, refresh_expires_at, \
              version, lease_until, lease_owner, last_failure, connected_at, updated_at, last_refreshed_at, \
-             access_issued_at) \
+             access_issued_at, account_read_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, NULL, NULL, NULL, $15, $16, $17, \
-             $18) \
+             $18, $16) \
              ON CONFLICT (user_id, provider) DO UPDATE SET \
              account_id = excluded.account_id, account_name = excluded.account_name, \
              account_email = excluded.account_email, scopes = excluded.scopes, status = excluded.status, \
@@ -846,7 +856,8 @@ impl TokenStore for SqlStore {
              refresh_expires_at = excluded.refresh_expires_at, version = connections.version + 1, \
              lease_until = NULL, lease_owner = NULL, last_failure = NULL, connected_at = excluded.connected_at, \
              updated_at = excluded.updated_at, last_refreshed_at = excluded.last_refreshed_at, \
-             access_issued_at = excluded.access_issued_at WHERE connections.id = excluded.id \
+             access_issued_at = excluded.access_issued_at, account_read_at = excluded.account_read_at \
+             WHERE connections.id = excluded.id \
              RETURNING version",
         )
         .bind(r.id.clone())
@@ -1553,6 +1564,138 @@ impl TokenStore for SqlStore {
         Ok(done.rows_affected())
     }
 
+    async fn accounts_page(
+        &self,
+        provider: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredAccount>, StoreError> {
+        let query = match after {
+            None => sqlx::query(ACCOUNTS_FIRST)
+                .bind(provider.to_owned())
+                .bind(i64::from(limit)),
+            Some(after) => sqlx::query(ACCOUNTS_NEXT)
+                .bind(provider.to_owned())
+                .bind(after.to_owned())
+                .bind(i64::from(limit)),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(db_err)?;
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status").map_err(get)?;
+                Ok(StoredAccount {
+                    connection_id: row.try_get("id").map_err(get)?,
+                    user_id: row.try_get("user_id").map_err(get)?,
+                    account_id: row.try_get("account_id").map_err(get)?,
+                    status: ConnectionStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown status `{status}`")))?,
+                    read_at: time(row.try_get("read_at").map_err(get)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_account(
+        &self,
+        connection_id: &str,
+        account: &Account,
+        read_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET account_name = $1, account_email = $2, account_read_at = $3 \
+             WHERE id = $4 AND account_id = $5",
+        )
+        .bind(account.name.clone())
+        .bind(account.email.clone())
+        .bind(millis(read_at))
+        .bind(connection_id.to_owned())
+        .bind(account.id.clone())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_account_connection(
+        &self,
+        connection_id: &str,
+        account_id: &str,
+        reason: DeleteReason,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "DELETE FROM connection_resources WHERE connection_id IN \
+             (SELECT id FROM connections WHERE id = $1 AND account_id = $2)",
+        )
+        .bind(connection_id.to_owned())
+        .bind(account_id.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let deleted = sqlx::query(
+            "DELETE FROM connections WHERE id = $1 AND account_id = $2 RETURNING user_id, provider",
+        )
+        .bind(connection_id.to_owned())
+        .bind(account_id.to_owned())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = deleted else {
+            return Ok(false);
+        };
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        let user_id: String = row.try_get("user_id").map_err(get)?;
+        let provider: String = row.try_get("provider").map_err(get)?;
+        let event = reason.event(ConnectionRef {
+            connection_id,
+            user_id: &user_id,
+            provider: &provider,
+        });
+        self.commit_with_event(tx, &event).await?;
+        self.announce(connection_id).await;
+        Ok(true)
+    }
+
+    async fn provider_state(
+        &self,
+        provider: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM provider_state WHERE provider = $1 AND name = $2")
+            .bind(provider.to_owned())
+            .bind(name.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|row| {
+            row.try_get("value")
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()
+    }
+
+    async fn put_provider_state(
+        &self,
+        provider: &str,
+        name: &str,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO provider_state (provider, name, value, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (provider, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(provider.to_owned())
+        .bind(name.to_owned())
+        .bind(value.to_owned())
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn record_token_handout(
         &self,
         provider: &str,
@@ -1680,6 +1823,53 @@ mod tests {
                     "{}: {plan}",
                     db.kind
                 );
+            }
+            store.close().await;
+            db.cleanup().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn account_pages_are_read_through_an_index_in_order() {
+        for db in TestDatabase::all().await {
+            let store = db.store().await;
+            let (explain, column) = match store.backend() {
+                Backend::Sqlite => ("EXPLAIN QUERY PLAN ", "detail"),
+                Backend::Postgres => ("EXPLAIN ", "QUERY PLAN"),
+            };
+            for (sql, after) in [(ACCOUNTS_FIRST, false), (ACCOUNTS_NEXT, true)] {
+                let mut q =
+                    sqlx::query(sqlx::AssertSqlSafe(format!("{explain}{sql}"))).bind("atlassian");
+                if after {
+                    q = q.bind("user-500");
+                }
+                q = q.bind(90_i64);
+                let mut conn = store.pool().acquire().await.expect("connection");
+                if store.backend() == Backend::Postgres {
+                    sqlx::query("SET enable_seqscan = off")
+                        .execute(&mut *conn)
+                        .await
+                        .expect("set");
+                }
+                let rows = q.fetch_all(&mut *conn).await.expect("explain");
+                if store.backend() == Backend::Postgres {
+                    sqlx::query("RESET enable_seqscan")
+                        .execute(&mut *conn)
+                        .await
+                        .expect("reset");
+                }
+                let plan = rows
+                    .iter()
+                    .map(|r| r.try_get::<String, _>(column).expect("plan row"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                assert!(
+                    plan.contains("connections_provider_user"),
+                    "{}: {plan}",
+                    db.kind
+                );
+                assert!(!plan.contains("Sort Key"), "{}: {plan}", db.kind);
+                assert!(!plan.contains("TEMP B-TREE"), "{}: {plan}", db.kind);
             }
             store.close().await;
             db.cleanup().await;

@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use grantry_core::Resource;
 use grantry_core::error::StoreError;
 use grantry_core::events::{DeleteReason, Event, StatusChange};
 use grantry_core::keyring::{SealedValue, TokenField};
 use grantry_core::store::{
     ConnectionPageQuery, ConnectionRecord, ConnectionStatus, ConnectionSummary, DueConnection,
-    StateRecord, Subscription, TokenHandout, TokenStore, TokenUpdate,
+    StateRecord, StoredAccount, Subscription, TokenHandout, TokenStore, TokenUpdate,
 };
+use grantry_core::{Account, Resource};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
@@ -546,5 +546,56 @@ impl TokenStore for FaultyStore {
         limit: u32,
     ) -> Result<Vec<TokenHandout>, StoreError> {
         self.inner.token_handouts(provider, before, limit).await
+    }
+
+    async fn accounts_page(
+        &self,
+        provider: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredAccount>, StoreError> {
+        self.inner.accounts_page(provider, after, limit).await
+    }
+
+    async fn update_account(
+        &self,
+        connection_id: &str,
+        account: &Account,
+        read_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .update_account(connection_id, account, read_at)
+            .await
+    }
+
+    async fn delete_account_connection(
+        &self,
+        connection_id: &str,
+        account_id: &str,
+        reason: DeleteReason,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .delete_account_connection(connection_id, account_id, reason)
+            .await
+    }
+
+    async fn provider_state(
+        &self,
+        provider: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.provider_state(provider, name).await
+    }
+
+    async fn put_provider_state(
+        &self,
+        provider: &str,
+        name: &str,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .put_provider_state(provider, name, value, at)
+            .await
     }
 }

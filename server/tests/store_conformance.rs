@@ -1629,3 +1629,146 @@ async fn key_ids_cover_tokens_and_pending_state_verifiers() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn accounts_are_paged_read_again_deleted_by_account_and_provider_state_kept() {
+    for db in TestDatabase::all().await {
+        let store = db
+            .store()
+            .await
+            .with_event_endpoints(vec!["http://e".into()]);
+        let kind = db.kind;
+        for i in 0..5 {
+            let mut r = record(&format!("c-{i}"), &format!("u-{i}"), "atlassian");
+            r.account.id = format!("acc-{i}");
+            r.connected_at = now() - Duration::days(10);
+            store.put_connection(&r).await.expect("put");
+        }
+        store
+            .put_connection(&record("c-x", "u-x", "other"))
+            .await
+            .expect("put other");
+
+        // Keyset pages of one provider, in user id order, the read time at the last write.
+        let first = store
+            .accounts_page("atlassian", None, 3)
+            .await
+            .expect("page");
+        let users: Vec<&str> = first.iter().map(|a| a.user_id.as_str()).collect();
+        assert_eq!(users, ["u-0", "u-1", "u-2"], "{kind}");
+        assert_eq!(first[0].account_id, "acc-0");
+        assert_eq!(first[0].connection_id, "c-0");
+        assert_eq!(first[0].status, ConnectionStatus::Active);
+        assert!(first[0].read_at > now() - Duration::hours(1), "{kind}");
+        let rest = store
+            .accounts_page("atlassian", Some("u-2"), 3)
+            .await
+            .expect("page");
+        let users: Vec<&str> = rest.iter().map(|a| a.user_id.as_str()).collect();
+        assert_eq!(users, ["u-3", "u-4"], "{kind}");
+
+        // A re-read writes the name, email and read time, only for the account it is about.
+        let at = now() + Duration::minutes(5);
+        let fresh = Account {
+            id: "acc-1".into(),
+            name: Some("Ada King".into()),
+            email: Some("ada.king@example.com".into()),
+        };
+        assert!(
+            store
+                .update_account("c-1", &fresh, at)
+                .await
+                .expect("update")
+        );
+        let other = Account {
+            id: "acc-9".into(),
+            ..fresh.clone()
+        };
+        assert!(
+            !store
+                .update_account("c-2", &other, at)
+                .await
+                .expect("update")
+        );
+        let row = store
+            .connection_by_id("c-1")
+            .await
+            .expect("get")
+            .expect("row");
+        assert_eq!(row.account, fresh, "{kind}");
+        assert_eq!(row.version, 0, "{kind}: a re-read is no token write");
+        let page = store
+            .accounts_page("atlassian", Some("u-0"), 1)
+            .await
+            .expect("page");
+        assert_eq!(page[0].read_at, at, "{kind}");
+
+        // A deletion by account needs the account to match, and records why.
+        assert!(
+            !store
+                .delete_account_connection("c-2", "acc-1", DeleteReason::AccountClosed)
+                .await
+                .expect("delete")
+        );
+        assert!(
+            store
+                .delete_account_connection("c-2", "acc-2", DeleteReason::AccountClosed)
+                .await
+                .expect("delete")
+        );
+        assert!(
+            store
+                .connection("u-2", "atlassian")
+                .await
+                .expect("get")
+                .is_none()
+        );
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM events WHERE type = 'connection.deleted'")
+                .fetch_all(store.pool())
+                .await
+                .expect("events");
+        assert_eq!(bodies.len(), 1, "{kind}");
+        assert!(
+            bodies[0].contains("\"reason\":\"account_closed\""),
+            "{kind}: {}",
+            bodies[0]
+        );
+        assert!(
+            !store
+                .delete_account_connection("c-2", "acc-2", DeleteReason::AccountClosed)
+                .await
+                .expect("delete again")
+        );
+
+        // Provider state: absent, written, replaced, per provider and name.
+        assert_eq!(
+            store
+                .provider_state("atlassian", "cycle")
+                .await
+                .expect("read"),
+            None
+        );
+        store
+            .put_provider_state("atlassian", "cycle", "{\"a\":1}", now())
+            .await
+            .expect("write");
+        store
+            .put_provider_state("atlassian", "cycle", "{\"a\":2}", now())
+            .await
+            .expect("replace");
+        assert_eq!(
+            store
+                .provider_state("atlassian", "cycle")
+                .await
+                .expect("read")
+                .as_deref(),
+            Some("{\"a\":2}")
+        );
+        assert_eq!(
+            store.provider_state("other", "cycle").await.expect("read"),
+            None
+        );
+        db.cleanup().await;
+    }
+}

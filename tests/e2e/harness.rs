@@ -69,12 +69,13 @@ impl Harness {
         enable: bool,
         refresh: RefreshSettings,
     ) -> Self {
-        Self::start_scoped(
+        Self::start_full(
             db,
             fake,
             enable,
             refresh,
             grantry::atlassian::CONTENT_SCOPES,
+            Vec::new(),
         )
         .await
     }
@@ -86,6 +87,37 @@ impl Harness {
         enable: bool,
         refresh: RefreshSettings,
         scope: &str,
+    ) -> Self {
+        Self::start_full(db, fake, enable, refresh, scope, Vec::new()).await
+    }
+
+    /// Like `start_with`, the store recording every event for `endpoints` (none: no event;
+    /// nothing delivers them, they stay in the outbox for the test to read).
+    pub(crate) async fn start_recording(
+        db: &TestDatabase,
+        fake: FakeConfig,
+        enable: bool,
+        refresh: RefreshSettings,
+        endpoints: Vec<String>,
+    ) -> Self {
+        Self::start_full(
+            db,
+            fake,
+            enable,
+            refresh,
+            grantry::atlassian::CONTENT_SCOPES,
+            endpoints,
+        )
+        .await
+    }
+
+    async fn start_full(
+        db: &TestDatabase,
+        fake: FakeConfig,
+        enable: bool,
+        refresh: RefreshSettings,
+        scope: &str,
+        endpoints: Vec<String>,
     ) -> Self {
         let fake = FakeAtlassian::start(fake).await.expect("fake atlassian");
         let mut env = BTreeMap::new();
@@ -106,7 +138,7 @@ impl Harness {
         }
         let config = Config::load_from(env, &["atlassian"]).expect("config");
         let providers = build_providers(&config.providers).expect("providers");
-        let store = db.store().await;
+        let store = db.store().await.with_event_endpoints(endpoints);
         let key = KeyRing::generate_key_base64();
         let keys = KeyRing::from_base64(&SecretString::from(key.clone()), None).expect("key");
         let vault = Vault::new(Arc::new(store.clone()), Arc::new(keys));

@@ -14,6 +14,7 @@ mod jira_webhooks;
 mod lifecycle;
 mod observability;
 mod openapi;
+mod personal_data;
 mod process;
 mod receiver;
 mod secrets;

@@ -23,6 +23,10 @@
 //! site, a 30-day expiry on the fake's clock, and deliveries signed the way Jira signs them for
 //! OAuth 2.0 apps (see [`FakeAtlassian::deliver_jira_event`]).
 //!
+//! Each grant belongs to the account that consented ([`FakeAtlassian::set_consenting_user`]),
+//! and `POST /app/report-accounts/` answers the personal data reports of OAuth 2.0 apps (see
+//! [`FakeAtlassian::set_account_status`] and [`FakeAtlassian::account_reports`]).
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
@@ -56,10 +60,14 @@ use url::Url;
 mod confluence_v2;
 mod content;
 mod data;
+mod personal_data;
 mod scopes;
 mod webhooks;
 
 pub use content::{HUGE_STREAMED_ATTACHMENT, LARGE_STREAMED_ATTACHMENT, RecordedRequest};
+pub use personal_data::{
+    AccountReport, DEFAULT_CYCLE_PERIOD, MAX_REPORTED_ACCOUNTS, ReportFailure, ReportedAccount,
+};
 pub use webhooks::{Delivery, FakeWebhook, Signing, WEBHOOK_LIFETIME, WebhookOwner};
 
 /// How long an authorization code stays valid.
@@ -293,6 +301,7 @@ struct Inner {
     counters: Counters,
     content: content::ContentState,
     webhooks: webhooks::WebhookState,
+    personal_data: personal_data::PersonalDataState,
     /// The `traceparent` headers received, with their paths, the latest [`MAX_TRACE_PARENTS`].
     trace_parents: VecDeque<(String, String)>,
 }
@@ -311,6 +320,8 @@ struct CodeEntry {
 /// The chain of tokens from one consent.
 struct Grant {
     scope: String,
+    /// The account that consented.
+    account_id: String,
     consented_at: Instant,
     revoked: bool,
 }
@@ -382,6 +393,7 @@ impl FakeAtlassian {
             counters: Counters::default(),
             content: content::ContentState::default(),
             webhooks: webhooks::WebhookState::default(),
+            personal_data: personal_data::PersonalDataState::default(),
             trace_parents: VecDeque::new(),
         };
         Self {
@@ -403,6 +415,10 @@ impl FakeAtlassian {
                 get(accessible_resources),
             )
             .route("/me", get(me))
+            .route(
+                "/app/report-accounts/",
+                post(personal_data::report_accounts),
+            )
             .merge(content::router(self))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
@@ -609,7 +625,7 @@ impl Inner {
             .map(|grant| grant.scope.as_str())
     }
 
-    fn exchange(&mut self, request: &TokenRequest) -> Response {
+    fn exchange(&mut self, request: &TokenRequest, user: &FakeUser) -> Response {
         let now = self.now();
         let valid = request.code.as_deref().and_then(|code| {
             let entry = self.codes.get_mut(code)?;
@@ -631,8 +647,10 @@ impl Inner {
             );
         };
         let grant = self.grants.len();
+        let account_id = self.personal_data.consent(user);
         self.grants.push(Grant {
             scope: scope.clone(),
+            account_id,
             consented_at: now,
             revoked: false,
         });
@@ -843,7 +861,7 @@ async fn token(State(fake): State<FakeAtlassian>, headers: HeaderMap, body: Byte
         return json_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
     }
     match request.grant_type.as_deref() {
-        Some("authorization_code") => inner.exchange(&request),
+        Some("authorization_code") => inner.exchange(&request, &config.user),
         Some("refresh_token") => inner.refresh(&request),
         None => json_error(
             StatusCode::BAD_REQUEST,
@@ -871,15 +889,23 @@ async fn accessible_resources(State(fake): State<FakeAtlassian>, headers: Header
 }
 
 async fn me(State(fake): State<FakeAtlassian>, headers: HeaderMap) -> Response {
-    let authorised = {
+    let user = {
         let mut inner = fake.lock();
         inner.counters.me += 1;
-        bearer(&headers).is_some_and(|token| inner.access_token_is_valid(token))
+        bearer(&headers)
+            .filter(|token| inner.access_token_is_valid(token))
+            .and_then(|token| inner.access_tokens.get(token))
+            .and_then(|entry| inner.grants.get(entry.grant))
+            .map(|grant| {
+                inner
+                    .personal_data
+                    .profile(&grant.account_id, &fake.config().user)
+            })
     };
-    if !authorised {
+    let Some(user) = user else {
         return unauthorized();
-    }
-    let user = &fake.config().user;
+    };
+    let user = &user;
     let nickname = user.name.split_whitespace().next().unwrap_or(&user.name);
     axum::Json(json!({
         "account_type": "atlassian",

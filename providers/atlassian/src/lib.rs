@@ -5,8 +5,11 @@
 //! the JSON code exchange, rotating refresh, `/me` and the user's sites (accessible-resources).
 //! With `ATLASSIAN_WEBHOOK_EVENTS` set it also keeps Jira dynamic webhooks for every Jira site of
 //! a connection and records their deliveries as `atlassian.jira.*` events (see [`webhooks`]).
+//! Maintenance also runs Atlassian's personal data reporting cycle for the stored accounts (see
+//! [`personal_data`]).
 
 mod config;
+pub mod personal_data;
 mod routes;
 mod scopes;
 pub mod webhooks;
@@ -175,7 +178,8 @@ impl Hooks for Atlassian {
         webhooks::disconnecting(self, call).await;
     }
 
-    /// Renews the Jira webhooks that expire within ten days.
+    /// Renews the Jira webhooks that expire within ten days, then reports the stored accounts
+    /// to Atlassian when a personal data reporting cycle is due.
     async fn maintain(
         &self,
         context: &ProviderContext,
@@ -183,6 +187,7 @@ impl Hooks for Atlassian {
         now: chrono::DateTime<chrono::Utc>,
     ) {
         webhooks::maintain(self, context, now).await;
+        personal_data::maintain(self, context, now).await;
     }
 }
 

@@ -16,6 +16,10 @@ pub use grantry_atlassian as atlassian;
 #[cfg(feature = "atlassian-content")]
 pub use grantry_atlassian_content as atlassian_content;
 
+/// Jira and Confluence Data Center, provider kind `atlassian-dc` (feature `atlassian-dc`).
+#[cfg(feature = "atlassian-dc")]
+pub use grantry_atlassian_dc as atlassian_dc;
+
 /// The generic OAuth 2.0 / OpenID Connect provider (feature `oauth2`).
 #[cfg(feature = "oauth2")]
 pub use grantry_oauth2 as oauth2;
@@ -26,6 +30,8 @@ pub fn link_providers() {
     let _ = grantry_atlassian::ID;
     #[cfg(feature = "atlassian-content")]
     let _ = grantry_atlassian_content::ID;
+    #[cfg(feature = "atlassian-dc")]
+    let _ = grantry_atlassian_dc::FACTORY_ID;
     #[cfg(feature = "oauth2")]
     let _ = grantry_oauth2::FACTORY_ID;
 }

@@ -752,10 +752,18 @@ fn env_overlay(env: &BTreeMap<String, String>, known_ids: &[&str], toml_ids: &[S
     }
     let mut ids: Vec<String> = known_ids.iter().map(|s| (*s).to_owned()).collect();
     ids.extend(toml_ids.iter().cloned());
-    for var in env.keys() {
-        if let Some(middle) = var
+    for (var, value) in env {
+        // `ENABLE_ID_INTEGRATION`, or `ID_KIND` naming a linked provider kind (`JIRA_DC_KIND=
+        // atlassian-dc`), makes `ID` a section.
+        let enable = var
             .strip_prefix("ENABLE_")
-            .and_then(|r| r.strip_suffix("_INTEGRATION"))
+            .and_then(|r| r.strip_suffix("_INTEGRATION"));
+        let kind = var.strip_suffix("_KIND").filter(|_| {
+            known_ids
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(value.trim()))
+        });
+        if let Some(middle) = enable.or(kind)
             && !middle.is_empty()
         {
             let id = middle.to_ascii_lowercase().replace('_', "-");
@@ -891,6 +899,26 @@ mod tests {
         let sso = c.providers.section("corp-sso");
         assert_eq!(sso.enabled(), Ok(true));
         assert_eq!(sso.get("issuer"), Some("https://sso.example"));
+    }
+
+    #[test]
+    fn a_kind_variable_naming_a_linked_kind_makes_a_section() {
+        let c = Config::load_from(
+            env(&[
+                ("JIRA_DC_KIND", "atlassian-dc"),
+                ("JIRA_DC_BASE_URL", "https://jira.example.com/jira"),
+                ("RUST_KIND", "nightly"),
+            ]),
+            &["atlassian", "atlassian-dc", "oauth2"],
+        )
+        .expect("config");
+        let dc = c.providers.section("jira-dc");
+        assert_eq!(dc.get("kind"), Some("atlassian-dc"));
+        assert_eq!(dc.get("base_url"), Some("https://jira.example.com/jira"));
+        assert!(
+            c.providers.sections().all(|s| s.id() != "rust"),
+            "a KIND that names no linked kind is not a section"
+        );
     }
 
     #[test]

@@ -76,6 +76,7 @@ impl Harness {
             refresh,
             grantry::atlassian::CONTENT_SCOPES,
             Vec::new(),
+            Vec::new(),
         )
         .await
     }
@@ -88,7 +89,25 @@ impl Harness {
         refresh: RefreshSettings,
         scope: &str,
     ) -> Self {
-        Self::start_full(db, fake, enable, refresh, scope, Vec::new()).await
+        Self::start_full(db, fake, enable, refresh, scope, Vec::new(), Vec::new()).await
+    }
+
+    /// Like `start`, with more variables (other providers' instances, say).
+    pub(crate) async fn start_with_env(
+        db: &TestDatabase,
+        fake: FakeConfig,
+        extra: Vec<(String, String)>,
+    ) -> Self {
+        Self::start_full(
+            db,
+            fake,
+            true,
+            RefreshSettings::default(),
+            grantry::atlassian::CONTENT_SCOPES,
+            Vec::new(),
+            extra,
+        )
+        .await
     }
 
     /// Like `start_with`, the store recording every event for `endpoints` (none: no event;
@@ -107,6 +126,7 @@ impl Harness {
             refresh,
             grantry::atlassian::CONTENT_SCOPES,
             endpoints,
+            Vec::new(),
         )
         .await
     }
@@ -118,6 +138,7 @@ impl Harness {
         refresh: RefreshSettings,
         scope: &str,
         endpoints: Vec<String>,
+        extra: Vec<(String, String)>,
     ) -> Self {
         let fake = FakeAtlassian::start(fake).await.expect("fake atlassian");
         let mut env = BTreeMap::new();
@@ -136,7 +157,13 @@ impl Harness {
         ] {
             env.insert(k.to_owned(), v);
         }
-        let config = Config::load_from(env, &["atlassian"]).expect("config");
+        env.extend(extra);
+        let kinds: Vec<&str> = grantry::core::provider::factories()
+            .expect("factories")
+            .iter()
+            .map(|f| f.id)
+            .collect();
+        let config = Config::load_from(env, &kinds).expect("config");
         let providers = build_providers(&config.providers).expect("providers");
         let store = db.store().await.with_event_endpoints(endpoints);
         let key = KeyRing::generate_key_base64();

@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod connect;
 mod content;
+mod data_center;
 mod demo;
 mod faults;
 mod harness;

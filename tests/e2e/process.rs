@@ -22,7 +22,6 @@ pub(crate) fn atlassian_env(scratch: Scratch, fake: &RunningFake, key: &str, jwt
         .with("ATLASSIAN_REDIRECT_URI", REDIRECT)
         .with("ATLASSIAN_AUTH_URL", &fake.base_url)
         .with("ATLASSIAN_API_URL", &fake.base_url)
-        .with("ATLASSIAN_OAUTH_SCOPE", grantry::atlassian::CONTENT_SCOPES)
 }
 
 /// Tokens of the user `alice` and of an admin, signed with `jwt`.
@@ -52,7 +51,15 @@ pub(crate) async fn connect_alice(
         .json()
         .await
         .expect("json");
-    let code = fake.fake.issue_code(grantry::atlassian::CONTENT_SCOPES);
+    // The grant holds what the server asked for, as after a real consent.
+    let authorization = url::Url::parse(auth["authorization_url"].as_str().expect("url"))
+        .expect("authorization URL");
+    let scope = authorization
+        .query_pairs()
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned())
+        .expect("scope");
+    let code = fake.fake.issue_code(&scope);
     let resp = http
         .post(callback_on.url("/api/v1/atlassian/connection/callback"))
         .bearer_auth(user)

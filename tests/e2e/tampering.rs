@@ -445,7 +445,8 @@ async fn concurrent_proxied_downloads_do_not_hold_whole_bodies_in_memory() {
         &grantry::core::keyring::KeyRing::generate_key_base64(),
         jwt,
     )
-    .with("DATABASE_URL", &db.url);
+    .with("DATABASE_URL", &db.url)
+    .with("ATLASSIAN_OAUTH_SCOPE", grantry::atlassian::CONTENT_SCOPES);
     let server = scratch.serve().await;
     let (user, _) = crate::process::alice_and_admin(jwt);
     let http = reqwest::Client::new();

@@ -1,6 +1,6 @@
-//! Confluence Cloud through the gateway: CQL search (REST v1, where Atlassian still documents
-//! it), and on REST v2 the space list, the pages of a space (cursor-paged) and one page with its
-//! body as Markdown.
+//! Confluence through the gateway: CQL search, the space list, the pages of a space
+//! (cursor-paged) and one page with its body as Markdown. Cloud: the search on REST v1, where
+//! Atlassian still documents it, the rest on REST v2. Data Center: REST v1 throughout.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,7 +10,7 @@ use url::Url;
 
 use super::gateway::{
     CONFLUENCE_PAGE, CONFLUENCE_PAGES, CONFLUENCE_SEARCH, CONFLUENCE_SPACE, CONFLUENCE_SPACES,
-    ContentError, Gateway, Product, id_string, off_thread, timestamp, web_url,
+    ContentError, Flavor, Gateway, Product, id_string, off_thread, timestamp, web_url,
 };
 use super::jira::site_label;
 use super::search::{Hit, text_query};
@@ -24,6 +24,10 @@ pub(crate) const MAX_SPACES: usize = 1000;
 const MAX_PAGES: usize = 40;
 /// Longest excerpt of a search hit, in characters.
 const EXCERPT_CHARS: usize = 300;
+/// Spaces fetched per upstream page on Data Center.
+const DC_SPACE_PAGE: usize = 50;
+/// Largest offset a Data Center page cursor may carry.
+const MAX_DC_START: usize = 1_000_000;
 /// Longest cursor accepted from a client.
 pub(crate) const MAX_CURSOR: usize = 2048;
 
@@ -97,7 +101,36 @@ struct Page {
     links: Links,
 }
 
-/// A v2 space (`SpaceBulk`, `SpaceSingle`).
+/// A v1 version (Data Center).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct V1Version {
+    number: Option<u64>,
+    when: Option<String>,
+}
+
+/// The space of a v1 content.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SpaceRef {
+    key: Option<String>,
+    name: Option<String>,
+}
+
+/// A v1 content (Data Center's REST API).
+#[derive(Deserialize)]
+struct V1Content {
+    #[serde(deserialize_with = "id_string", default)]
+    id: String,
+    title: Option<String>,
+    space: Option<SpaceRef>,
+    version: Option<V1Version>,
+    body: Option<Body>,
+    #[serde(rename = "_links", default)]
+    links: Links,
+}
+
+/// A space (v2 `SpaceBulk`, `SpaceSingle`; v1 on Data Center).
 #[derive(Deserialize)]
 struct Space {
     #[serde(deserialize_with = "id_string", default)]
@@ -161,8 +194,8 @@ pub(crate) struct PageList {
     site_id: String,
     /// The space key.
     space_key: String,
-    /// The space id.
-    space_id: String,
+    /// The space id (`null` on Data Center, which lists pages by key).
+    space_id: Option<String>,
     /// This page of the listing.
     pages: Vec<PageSummary>,
     /// The most items asked for.
@@ -244,6 +277,15 @@ impl PageCursor {
     }
 }
 
+/// A page's link on the site: `/wiki{webui}` on Cloud, `{webui}` under the instance's context
+/// path on Data Center.
+fn page_url(g: &Gateway<'_>, site: &Resource, webui: Option<&str>) -> Option<String> {
+    match g.flavor {
+        Flavor::Cloud => wiki_url(site, webui),
+        Flavor::DataCenter => web_url(site, webui?),
+    }
+}
+
 /// The `cursor` parameter of a v2 `_links.next` (a relative URL), never its host or path.
 fn next_cursor(links: &Links) -> Option<String> {
     let next = links.next.as_deref()?;
@@ -283,15 +325,72 @@ pub(crate) async fn search(
     query: &str,
     limit: usize,
 ) -> Result<Vec<Hit>, ContentError> {
+    match g.flavor {
+        Flavor::Cloud => cloud_search(g, site, query, limit).await,
+        Flavor::DataCenter => dc_search(g, site, query, limit).await,
+    }
+}
+
+/// The CQL of a text search, newest first.
+fn search_cql(query: &str) -> String {
+    format!(
+        "type = page AND text ~ {} ORDER BY lastmodified DESC",
+        text_query(query)
+    )
+}
+
+/// Data Center's CQL search (`/rest/api/content/search`): contents, without excerpts.
+async fn dc_search(
+    g: &Gateway<'_>,
+    site: &Resource,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<Hit>, ContentError> {
+    let url = g.url(
+        Product::Confluence,
+        site,
+        &["rest", "api", "content", "search"],
+    )?;
+    let cql = search_cql(query);
+    let what = format!("Confluence search on {}", site_label(site));
+    let listing: Listing<V1Content> = g
+        .json(CONFLUENCE_SEARCH, &what, || {
+            g.http.get(url.clone()).query(&[
+                ("cql", cql.as_str()),
+                ("limit", &limit.to_string()),
+                ("expand", "version"),
+            ])
+        })
+        .await?;
+    Ok(listing
+        .results
+        .into_iter()
+        .filter(|c| !c.id.is_empty())
+        .map(|c| Hit {
+            kind: "confluence_page",
+            site_id: site.id.clone(),
+            url: page_url(g, site, c.links.webui.as_deref()),
+            title: c.title.unwrap_or_default(),
+            excerpt: String::new(),
+            updated_at: timestamp(c.version.and_then(|v| v.when).as_deref()),
+            id: c.id,
+        })
+        .collect())
+}
+
+/// Cloud's CQL search (`/wiki/rest/api/search`, v1), with excerpts.
+async fn cloud_search(
+    g: &Gateway<'_>,
+    site: &Resource,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<Hit>, ContentError> {
     let url = g.url(
         Product::Confluence,
         site,
         &["wiki", "rest", "api", "search"],
     )?;
-    let cql = format!(
-        "type = page AND text ~ {} ORDER BY lastmodified DESC",
-        text_query(query)
-    );
+    let cql = search_cql(query);
     let what = format!("Confluence search on {}", site_label(site));
     let listing: Listing<SearchResult> = g
         .json(CONFLUENCE_SEARCH, &what, || {
@@ -328,6 +427,9 @@ pub(crate) async fn search(
 
 /// Every space of the site (pagination followed, at most [`MAX_SPACES`]).
 pub(crate) async fn spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, ContentError> {
+    if g.flavor == Flavor::DataCenter {
+        return dc_spaces(g, site).await;
+    }
     let url = g.url(Product::Confluence, site, &["wiki", "api", "v2", "spaces"])?;
     let what = format!("Confluence spaces of {}", site_label(site));
     let mut spaces = Vec::new();
@@ -375,6 +477,47 @@ pub(crate) async fn spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, C
     })
 }
 
+/// Every space of a Data Center instance (`/rest/api/space`, offset-paged).
+async fn dc_spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, ContentError> {
+    let url = g.url(Product::Confluence, site, &["rest", "api", "space"])?;
+    let what = format!("Confluence spaces of {}", site_label(site));
+    let mut spaces = Vec::new();
+    let mut truncated = true;
+    for _ in 0..MAX_PAGES {
+        let start = spaces.len();
+        let page: Listing<Space> = g
+            .json(CONFLUENCE_SPACES, &what, || {
+                g.http
+                    .get(url.clone())
+                    .query(&[("start", start), ("limit", DC_SPACE_PAGE)])
+            })
+            .await?;
+        let count = page.results.len();
+        spaces.extend(page.results.into_iter().map(|s| SpaceView {
+            url: page_url(g, site, s.links.webui.as_deref())
+                .or_else(|| web_url(site, &format!("/display/{}", s.key))),
+            id: s.id,
+            key: s.key,
+            name: s.name,
+            kind: s.kind,
+        }));
+        if count == 0 || page.links.next.is_none() {
+            truncated = false;
+            break;
+        }
+        if spaces.len() >= MAX_SPACES {
+            break;
+        }
+    }
+    truncated = truncated || spaces.len() > MAX_SPACES;
+    spaces.truncate(MAX_SPACES);
+    Ok(Spaces {
+        site_id: site.id.clone(),
+        spaces,
+        truncated,
+    })
+}
+
 /// The id of the space `key` (`GET /wiki/api/v2/spaces?keys=…`).
 async fn space_id(g: &Gateway<'_>, site: &Resource, key: &str) -> Result<String, ContentError> {
     let url = g.url(Product::Confluence, site, &["wiki", "api", "v2", "spaces"])?;
@@ -402,6 +545,9 @@ pub(crate) async fn pages(
     cursor: Option<PageCursor>,
     limit: usize,
 ) -> Result<PageList, ContentError> {
+    if g.flavor == Flavor::DataCenter {
+        return dc_pages(g, site, space_key, cursor, limit).await;
+    }
     let (space_id, upstream) = match cursor {
         Some(c) => (c.space_id, Some(c.upstream)),
         None => (space_id(g, site, space_key).await?, None),
@@ -440,7 +586,7 @@ pub(crate) async fn pages(
             }
             .encode()
         }),
-        space_id,
+        space_id: Some(space_id),
         pages: listing
             .results
             .into_iter()
@@ -456,6 +602,71 @@ pub(crate) async fn pages(
             })
             .collect(),
         limit,
+    })
+}
+
+/// One page of the pages of a space on Data Center (`/rest/api/content?spaceKey=…`); the
+/// client's cursor carries the offset.
+async fn dc_pages(
+    g: &Gateway<'_>,
+    site: &Resource,
+    space_key: &str,
+    cursor: Option<PageCursor>,
+    limit: usize,
+) -> Result<PageList, ContentError> {
+    let start = match cursor {
+        None => 0,
+        Some(c) => c
+            .upstream
+            .parse::<usize>()
+            .ok()
+            .filter(|start| *start <= MAX_DC_START)
+            .ok_or_else(|| {
+                ContentError::BadRequest("`cursor` is not one this route handed out".into())
+            })?,
+    };
+    let url = g.url(Product::Confluence, site, &["rest", "api", "content"])?;
+    let what = format!("pages of Confluence space {space_key}");
+    let listing: Listing<V1Content> = g
+        .json(CONFLUENCE_PAGES, &what, || {
+            g.http.get(url.clone()).query(&[
+                ("spaceKey", space_key.to_owned()),
+                ("type", "page".to_owned()),
+                ("start", start.to_string()),
+                ("limit", limit.to_string()),
+                ("expand", "version".to_owned()),
+            ])
+        })
+        .await?;
+    let count = listing.results.len();
+    let next_cursor = (count > 0 && listing.links.next.is_some()).then(|| {
+        PageCursor {
+            key: space_key.to_owned(),
+            space_id: String::new(),
+            upstream: (start + count).to_string(),
+        }
+        .encode()
+    });
+    Ok(PageList {
+        site_id: site.id.clone(),
+        space_key: space_key.to_owned(),
+        space_id: None,
+        pages: listing
+            .results
+            .into_iter()
+            .map(|c| {
+                let version = c.version.unwrap_or_default();
+                PageSummary {
+                    url: page_url(g, site, c.links.webui.as_deref()),
+                    id: c.id,
+                    title: c.title.unwrap_or_default(),
+                    version: version.number,
+                    updated_at: timestamp(version.when.as_deref()),
+                }
+            })
+            .collect(),
+        limit,
+        next_cursor,
     })
 }
 
@@ -487,6 +698,9 @@ pub(crate) async fn page(
     site: &Resource,
     id: &str,
 ) -> Result<PageView, ContentError> {
+    if g.flavor == Flavor::DataCenter {
+        return dc_page(g, site, id).await;
+    }
     let url = g.url(
         Product::Confluence,
         site,
@@ -533,6 +747,54 @@ pub(crate) async fn page(
         version: version.number,
         updated_at: timestamp(version.created_at.as_deref()),
         url: wiki_url(site, content.links.webui.as_deref()),
+        body,
+    })
+}
+
+/// One page on Data Center (`/rest/api/content/{id}` with its storage body, version, space).
+async fn dc_page(g: &Gateway<'_>, site: &Resource, id: &str) -> Result<PageView, ContentError> {
+    let url = g.url(Product::Confluence, site, &["rest", "api", "content", id])?;
+    let what = format!("Confluence page {id}");
+    let content: V1Content = g
+        .json(CONFLUENCE_PAGE, &what, || {
+            g.http
+                .get(url.clone())
+                .query(&[("expand", "body.storage,version,space")])
+        })
+        .await?;
+    let base = site.url.as_deref().and_then(|u| {
+        let mut url = Url::parse(u).ok()?;
+        if !url.path().ends_with('/') {
+            let with_slash = format!("{}/", url.path());
+            url.set_path(&with_slash);
+        }
+        Some(url)
+    });
+    let storage = content
+        .body
+        .and_then(|b| b.storage)
+        .and_then(|s| s.value)
+        .unwrap_or_default();
+    let body = off_thread(move || storage_to_markdown(&storage, base.as_ref())).await?;
+    let space = content.space.unwrap_or_default();
+    let version = content.version.unwrap_or_default();
+    Ok(PageView {
+        site_id: site.id.clone(),
+        id: if content.id.is_empty() {
+            id.to_owned()
+        } else {
+            content.id
+        },
+        title: content.title.unwrap_or_default(),
+        kind: Some("page".to_owned()),
+        space: SpaceSummary {
+            id: None,
+            key: space.key,
+            name: space.name,
+        },
+        version: version.number,
+        updated_at: timestamp(version.when.as_deref()),
+        url: page_url(g, site, content.links.webui.as_deref()),
         body,
     })
 }

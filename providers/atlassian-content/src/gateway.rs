@@ -245,11 +245,21 @@ pub(crate) async fn off_thread<T: Send + 'static>(
         .map_err(|_| ContentError::Internal("the conversion to Markdown failed".into()))
 }
 
-/// The user's view of the gateway: the HTTP client, the gateway URL, the user's token and
-/// where calls are recorded.
+/// Which Atlassian a gateway talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// Atlassian Cloud, through `{api}/ex/{product}/{cloudid}/…`.
+    Cloud,
+    /// A Data Center instance, at `{base_url}/…` (its context path kept).
+    DataCenter,
+}
+
+/// The user's view of Atlassian: the HTTP client, the gateway URL (Cloud) or the instance's
+/// base URL (Data Center), the user's token and where calls are recorded.
 pub(crate) struct Gateway<'a> {
     pub(crate) http: &'a reqwest::Client,
     pub(crate) api: &'a Url,
+    pub(crate) flavor: Flavor,
     pub(crate) token: &'a AccessToken,
     /// The provider's id, for the upstream histogram.
     pub(crate) provider: &'a str,
@@ -257,7 +267,8 @@ pub(crate) struct Gateway<'a> {
 }
 
 impl Gateway<'_> {
-    /// `{api}/ex/{product}/{cloudid}/{segments…}`, each segment percent-encoded.
+    /// `{api}/ex/{product}/{cloudid}/{segments…}` on Cloud, `{base_url}/{segments…}` on Data
+    /// Center, each segment percent-encoded.
     pub(crate) fn url(
         &self,
         product: Product,
@@ -267,11 +278,13 @@ impl Gateway<'_> {
         let mut url = self.api.clone();
         {
             let mut path = url.path_segments_mut().map_err(|()| {
-                ContentError::Upstream("ATLASSIAN_API_URL cannot take a path".into())
+                ContentError::Upstream("the Atlassian base URL cannot take a path".into())
             })?;
-            path.pop_if_empty()
-                .extend(["ex", product.id(), site.id.as_str()])
-                .extend(segments);
+            path.pop_if_empty();
+            if self.flavor == Flavor::Cloud {
+                path.extend(["ex", product.id(), site.id.as_str()]);
+            }
+            path.extend(segments);
         }
         url.set_query(None);
         url.set_fragment(None);
@@ -360,11 +373,18 @@ impl Gateway<'_> {
             StatusCode::NOT_FOUND => {
                 ContentError::NotFound(format!("{what}: not found (or this grant cannot see it)"))
             }
-            StatusCode::UNAUTHORIZED if scope_refused(&body) => ContentError::InsufficientScope {
-                what: what.to_owned(),
-                scope: operation.scope,
-                variable: format!("{}_OAUTH_SCOPE", env_prefix(self.provider)),
-            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                if scope_refused(self.flavor, status, &body) =>
+            {
+                ContentError::InsufficientScope {
+                    what: what.to_owned(),
+                    scope: match self.flavor {
+                        Flavor::Cloud => operation.scope,
+                        Flavor::DataCenter => DATA_CENTER_READ,
+                    },
+                    variable: format!("{}_OAUTH_SCOPE", env_prefix(self.provider)),
+                }
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ContentError::Upstream(format!(
                 "{what}: Atlassian refused the request (HTTP {}); the grant may lack a scope",
                 status.as_u16()
@@ -377,18 +397,26 @@ impl Gateway<'_> {
     }
 }
 
-/// Whether an error body is Atlassian's scope refusal (`{"code":401,"message":"Unauthorized;
-/// scope does not match"}`).
-fn scope_refused(body: &[u8]) -> bool {
+/// The Data Center scope every read operation needs.
+const DATA_CENTER_READ: &str = "READ";
+
+/// Whether an error answer is a scope refusal: Cloud's `401 {"code":401,"message":"Unauthorized;
+/// scope does not match"}`, Data Center's 403 whose message names the token's scope.
+fn scope_refused(flavor: Flavor, status: StatusCode, body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Refusal {
         message: String,
     }
-    serde_json::from_slice::<Refusal>(body).is_ok_and(|r| {
-        r.message
-            .to_ascii_lowercase()
-            .contains("scope does not match")
-    })
+    let Ok(refusal) = serde_json::from_slice::<Refusal>(body) else {
+        return false;
+    };
+    let message = refusal.message.to_ascii_lowercase();
+    match flavor {
+        Flavor::Cloud => {
+            status == StatusCode::UNAUTHORIZED && message.contains("scope does not match")
+        }
+        Flavor::DataCenter => status == StatusCode::FORBIDDEN && message.contains("scope"),
+    }
 }
 
 fn send_failure(e: &reqwest::Error) -> &'static str {
@@ -401,17 +429,23 @@ fn send_failure(e: &reqwest::Error) -> &'static str {
     }
 }
 
-/// A web link on the site: `site.url` joined with an absolute `path` (never another host).
+/// A web link on the site: `site.url` (with its context path, a Data Center `/jira` say)
+/// followed by an absolute `path`; never another host, never above the context path.
 pub(crate) fn web_url(site: &Resource, path: &str) -> Option<String> {
     if !path.starts_with('/') || path.starts_with("//") || path.contains('\\') {
         return None;
     }
-    let base = Url::parse(site.url.as_deref()?).ok()?;
+    let mut base = Url::parse(site.url.as_deref()?).ok()?;
     if !matches!(base.scheme(), "http" | "https") {
         return None;
     }
-    let url = base.join(path).ok()?;
-    (url.host_str() == base.host_str()).then(|| url.to_string())
+    if !base.path().ends_with('/') {
+        let with_slash = format!("{}/", base.path());
+        base.set_path(&with_slash);
+    }
+    let url = base.join(path.trim_start_matches('/')).ok()?;
+    (url.host_str() == base.host_str() && url.path().starts_with(base.path()))
+        .then(|| url.to_string())
 }
 
 /// Atlassian's timestamps (`2024-06-20T10:15:30.000+0000`, RFC 3339) as RFC 3339 UTC.
@@ -472,6 +506,15 @@ mod tests {
         assert_eq!(web_url(&s, "//evil.example/x"), None);
         assert_eq!(web_url(&s, "https://evil.example/x"), None);
         assert_eq!(web_url(&s, "/\\evil.example"), None);
+        let dc = Resource {
+            url: Some("https://jira.example.com/jira".into()),
+            ..site(&[])
+        };
+        assert_eq!(
+            web_url(&dc, "/browse/ACME-1").as_deref(),
+            Some("https://jira.example.com/jira/browse/ACME-1")
+        );
+        assert_eq!(web_url(&dc, "/../other/x"), None);
     }
 
     #[test]
@@ -543,6 +586,7 @@ mod tests {
             let g = Gateway {
                 http: &http,
                 api,
+                flavor: Flavor::Cloud,
                 token: &token,
                 provider: "atlassian",
                 telemetry: &grantry_core::telemetry::Telemetry::default(),
@@ -659,6 +703,7 @@ mod tests {
         let g = Gateway {
             http: &http,
             api: &api,
+            flavor: Flavor::Cloud,
             token: &token,
             provider: "atlassian",
             telemetry: &grantry_core::telemetry::Telemetry::default(),

@@ -1,16 +1,18 @@
-//! Jira Cloud REST v3 through the gateway: JQL text search, the project list, one issue with
-//! its comments (descriptions and comments converted from ADF to Markdown).
+//! Jira through the gateway: JQL text search, the project list, one issue with its comments as
+//! Markdown. Cloud speaks REST v3 (bodies in ADF); Data Center REST v2 (bodies in wiki markup,
+//! the project list unpaged, people keyed by `key`).
 
 use grantry_core::Resource;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::gateway::{
-    ContentError, Gateway, JIRA_COMMENTS, JIRA_ISSUE, JIRA_PROJECTS, JIRA_SEARCH, Product,
+    ContentError, Flavor, Gateway, JIRA_COMMENTS, JIRA_ISSUE, JIRA_PROJECTS, JIRA_SEARCH, Product,
     id_string, off_thread, timestamp, web_url,
 };
 use super::search::{Hit, text_query};
-use grantry_atlassian_markdown::{adf_to_markdown, adf_to_plain_text};
+use grantry_atlassian_markdown::{adf_to_markdown, adf_to_plain_text, wiki_to_markdown};
+use url::Url;
 
 /// Projects fetched per page while following pagination.
 const PROJECT_PAGE: usize = 50;
@@ -34,7 +36,10 @@ struct Named {
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct User {
+    /// Cloud's account id.
     account_id: Option<String>,
+    /// Data Center's stable user key.
+    key: Option<String>,
     display_name: Option<String>,
 }
 
@@ -112,7 +117,7 @@ struct Comment {
 /// A person as the routes show them.
 #[derive(Serialize, Debug, PartialEq, Eq, utoipa::ToSchema)]
 pub(crate) struct Person {
-    /// The Atlassian account id.
+    /// The Atlassian account id (on Data Center, the user's stable key).
     account_id: Option<String>,
     /// The name shown.
     display_name: Option<String>,
@@ -121,7 +126,7 @@ pub(crate) struct Person {
 impl From<User> for Person {
     fn from(u: User) -> Self {
         Self {
-            account_id: u.account_id,
+            account_id: u.account_id.or(u.key),
             display_name: u.display_name,
         }
     }
@@ -213,7 +218,11 @@ pub(crate) async fn search(
     query: &str,
     limit: usize,
 ) -> Result<Vec<Hit>, ContentError> {
-    let url = g.url(Product::Jira, site, &["rest", "api", "3", "search", "jql"])?;
+    let path: &[&str] = match g.flavor {
+        Flavor::Cloud => &["rest", "api", "3", "search", "jql"],
+        Flavor::DataCenter => &["rest", "api", "2", "search"],
+    };
+    let url = g.url(Product::Jira, site, path)?;
     let body = json!({
         "jql": format!("text ~ {} ORDER BY updated DESC", text_query(query)),
         "maxResults": limit,
@@ -232,7 +241,10 @@ pub(crate) async fn search(
             site_id: site.id.clone(),
             url: web_url(site, &format!("/browse/{}", issue.key)),
             title: issue.fields.summary.unwrap_or_default(),
-            excerpt: adf_to_plain_text(&issue.fields.description, EXCERPT_CHARS),
+            excerpt: match (g.flavor, &issue.fields.description) {
+                (Flavor::DataCenter, Value::String(wiki)) => wiki_plain_text(wiki, EXCERPT_CHARS),
+                (_, description) => adf_to_plain_text(description, EXCERPT_CHARS),
+            },
             updated_at: timestamp(issue.fields.updated.as_deref()),
             id: issue.key,
         })
@@ -241,6 +253,9 @@ pub(crate) async fn search(
 
 /// Every project of the site (pagination followed, at most [`MAX_PROJECTS`]).
 pub(crate) async fn projects(g: &Gateway<'_>, site: &Resource) -> Result<Projects, ContentError> {
+    if g.flavor == Flavor::DataCenter {
+        return all_projects(g, site).await;
+    }
     let base = g.url(
         Product::Jira,
         site,
@@ -289,13 +304,68 @@ pub(crate) async fn projects(g: &Gateway<'_>, site: &Resource) -> Result<Project
     })
 }
 
+/// Every project of a Data Center instance: `GET /rest/api/2/project` answers the whole list
+/// at once (cut at [`MAX_PROJECTS`]).
+async fn all_projects(g: &Gateway<'_>, site: &Resource) -> Result<Projects, ContentError> {
+    let url = g.url(Product::Jira, site, &["rest", "api", "2", "project"])?;
+    let what = format!("Jira projects of {}", site_label(site));
+    let list: Vec<Project> = g
+        .json(JIRA_PROJECTS, &what, || g.http.get(url.clone()))
+        .await?;
+    let truncated = list.len() > MAX_PROJECTS;
+    Ok(Projects {
+        site_id: site.id.clone(),
+        projects: list
+            .into_iter()
+            .take(MAX_PROJECTS)
+            .map(|p| ProjectView {
+                url: web_url(site, &format!("/browse/{}", p.key)),
+                id: p.id,
+                key: p.key,
+                name: p.name,
+                kind: p.project_type_key,
+            })
+            .collect(),
+        truncated,
+    })
+}
+
+/// The REST version of the flavor: `3` on Cloud, `2` on Data Center.
+fn version(g: &Gateway<'_>) -> &'static str {
+    match g.flavor {
+        Flavor::Cloud => "3",
+        Flavor::DataCenter => "2",
+    }
+}
+
+/// A description or comment body as Markdown: ADF on Cloud, wiki markup on Data Center.
+fn body_markdown(flavor: Flavor, body: &Value, base: Option<&Url>) -> String {
+    match (flavor, body) {
+        (Flavor::DataCenter, Value::String(wiki)) => wiki_to_markdown(wiki, base),
+        (_, adf) => adf_to_markdown(adf),
+    }
+}
+
+/// Wiki markup as one line of plain text, cut to at most `max_chars` characters.
+fn wiki_plain_text(wiki: &str, max_chars: usize) -> String {
+    let markdown = wiki_to_markdown(wiki, None);
+    let text: String = markdown
+        .chars()
+        .map(|c| match c {
+            '#' | '*' | '_' | '`' | '>' | '|' | '\\' | '~' => ' ',
+            c => c,
+        })
+        .collect();
+    adf_to_plain_text(&Value::String(text), max_chars)
+}
+
 /// One issue with its description and comments as Markdown.
 pub(crate) async fn issue(
     g: &Gateway<'_>,
     site: &Resource,
     key: &str,
 ) -> Result<IssueView, ContentError> {
-    let url = g.url(Product::Jira, site, &["rest", "api", "3", "issue", key])?;
+    let url = g.url(Product::Jira, site, &["rest", "api", version(g), "issue", key])?;
     let what = format!("Jira issue {key}");
     let issue: Issue = g
         .json(JIRA_ISSUE, &what, || {
@@ -307,9 +377,12 @@ pub(crate) async fn issue(
         .await?;
     let (raw_comments, comments_truncated) = comments(g, site, key).await?;
     let mut fields = issue.fields;
-    let description_adf = std::mem::take(&mut fields.description);
+    let description_body = std::mem::take(&mut fields.description);
+    let flavor = g.flavor;
+    let base = site.url.as_deref().and_then(|u| Url::parse(u).ok());
     let (description, comments) = off_thread(move || {
-        let description = adf_to_markdown(&description_adf);
+        let base = base.as_ref();
+        let description = body_markdown(flavor, &description_body, base);
         let comments: Vec<CommentView> = raw_comments
             .into_iter()
             .map(|c| CommentView {
@@ -317,7 +390,7 @@ pub(crate) async fn issue(
                 author: c.author.map(Person::from),
                 created_at: timestamp(c.created.as_deref()),
                 updated_at: timestamp(c.updated.as_deref()),
-                body: adf_to_markdown(&c.body),
+                body: body_markdown(flavor, &c.body, base),
             })
             .collect();
         (description, comments)
@@ -357,7 +430,7 @@ async fn comments(
     let url = g.url(
         Product::Jira,
         site,
-        &["rest", "api", "3", "issue", key, "comment"],
+        &["rest", "api", version(g), "issue", key, "comment"],
     )?;
     let what = format!("comments of Jira issue {key}");
     let mut out = Vec::new();
@@ -443,6 +516,7 @@ mod tests {
         let g = Gateway {
             http: &http,
             api: &api,
+            flavor: super::gateway::Flavor::Cloud,
             token: &token,
             provider: "atlassian",
             telemetry: &grantry_core::telemetry::Telemetry::default(),

@@ -1,9 +1,11 @@
-//! grantry-atlassian-content: Jira and Confluence content for the user under
-//! `/api/v1/atlassian`: search across sites, projects, issues, spaces, pages (as Markdown), and
-//! an authenticated proxy. Every route takes a fresh token.
+//! grantry-atlassian-content: Jira and Confluence content for the user: search across sites,
+//! projects, issues, spaces, pages (as Markdown), and an authenticated proxy. Every route takes a
+//! fresh token.
 //!
-//! Linking this crate mounts the routes on the `atlassian` provider (a
-//! [`grantry_atlassian::RouteExtension`]); a deployment that leaves it out keeps `/sites` only.
+//! Linking this crate mounts the routes on the `atlassian` provider under `/api/v1/atlassian` (a
+//! [`grantry_atlassian::RouteExtension`]) and, with the same shapes, on every Data Center
+//! instance under `/api/v1/{id}` (a [`grantry_atlassian_dc::DcRouteExtension`], the instance as
+//! the only site). A deployment that leaves it out keeps `/sites` only.
 
 mod confluence;
 mod gateway;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -23,17 +25,87 @@ use axum::{Json, Router};
 use grantry_core::{ApiError, ErrorBody, FreshToken, ProviderContext, Resource};
 use serde::Deserialize;
 
-use gateway::{ContentError, Gateway, Product};
+use gateway::{ContentError, Flavor, Gateway, Product};
 use grantry_atlassian::{Atlassian, RouteExtension, Routes};
+use grantry_atlassian_dc::{AtlassianDc, DcRouteExtension, DcRoutes};
 
 /// Names this crate for the linker: a binary that mentions it keeps the routes' registration.
 pub const ID: &str = "atlassian-content";
 
 inventory::submit! {
     RouteExtension {
-        routes: router,
+        routes: cloud_router,
         openapi: <ContentApi as utoipa::OpenApi>::openapi,
     }
+}
+
+inventory::submit! {
+    DcRouteExtension {
+        routes: dc_router,
+        openapi: <ContentApi as utoipa::OpenApi>::openapi,
+    }
+}
+
+/// Where the content routes run: Atlassian Cloud, or one Data Center instance.
+#[derive(Clone)]
+enum Deployment {
+    /// Atlassian Cloud: the sites of the grant, each with the products its scopes name.
+    Cloud(Arc<Atlassian>),
+    /// A Data Center instance: itself the only site, with its one product.
+    DataCenter(Arc<AtlassianDc>),
+}
+
+impl Deployment {
+    /// Whether the grant reaches `product` on `site`.
+    fn reaches(&self, product: Product, site: &Resource) -> bool {
+        match self {
+            Self::Cloud(_) => product.on(site),
+            Self::DataCenter(dc) => product.id() == dc.config().product.id(),
+        }
+    }
+
+    /// The products to search on `site`.
+    fn products(&self, site: &Resource) -> Vec<Product> {
+        [Product::Jira, Product::Confluence]
+            .into_iter()
+            .filter(|p| self.reaches(*p, site))
+            .collect()
+    }
+}
+
+/// The state of the content routes: where they run and the server's context.
+#[derive(Clone)]
+struct ContentState {
+    deployment: Deployment,
+    context: ProviderContext,
+}
+
+impl FromRef<ContentState> for Deployment {
+    fn from_ref(state: &ContentState) -> Self {
+        state.deployment.clone()
+    }
+}
+
+impl FromRef<ContentState> for ProviderContext {
+    fn from_ref(state: &ContentState) -> Self {
+        state.context.clone()
+    }
+}
+
+/// The content routes of the Atlassian Cloud provider.
+fn cloud_router(state: Routes) -> Router {
+    router(ContentState {
+        deployment: Deployment::Cloud(Arc::<Atlassian>::from_ref(&state)),
+        context: ProviderContext::from_ref(&state),
+    })
+}
+
+/// The content routes of one Data Center instance.
+fn dc_router(state: DcRoutes) -> Router {
+    router(ContentState {
+        deployment: Deployment::DataCenter(Arc::<AtlassianDc>::from_ref(&state)),
+        context: ProviderContext::from_ref(&state),
+    })
 }
 
 /// Largest `limit` of a page listing.
@@ -74,7 +146,7 @@ const DEFAULT_PAGE_LIMIT: usize = 25;
 struct ContentApi;
 
 /// The content routes, merged into the provider's router.
-fn router(state: Routes) -> Router {
+fn router(state: ContentState) -> Router {
     Router::new()
         .route("/search", get(search))
         .route("/jira/{site_id}/projects", get(jira_projects))
@@ -90,13 +162,18 @@ fn router(state: Routes) -> Router {
 }
 
 fn gateway<'a>(
-    provider: &'a Atlassian,
+    deployment: &'a Deployment,
     context: &'a ProviderContext,
     token: &'a FreshToken,
 ) -> Gateway<'a> {
+    let (http, api, flavor) = match deployment {
+        Deployment::Cloud(cloud) => (cloud.http(), &cloud.config().api_url, Flavor::Cloud),
+        Deployment::DataCenter(dc) => (dc.http(), &dc.config().base_url, Flavor::DataCenter),
+    };
     Gateway {
-        http: provider.http(),
-        api: &provider.config().api_url,
+        http,
+        api,
+        flavor,
         token: &token.access.access_token,
         provider: context.provider_id(),
         telemetry: context.telemetry(),
@@ -105,6 +182,7 @@ fn gateway<'a>(
 
 /// The site of the user's grant with this id, which must have `product`.
 fn site<'a>(
+    deployment: &Deployment,
     token: &'a FreshToken,
     site_id: &str,
     product: Option<Product>,
@@ -120,7 +198,7 @@ fn site<'a>(
             ))
         })?;
     match product {
-        Some(product) if !product.on(site) => Err(ContentError::ForbiddenSite(format!(
+        Some(product) if !deployment.reaches(product, site) => Err(ContentError::ForbiddenSite(format!(
             "your Atlassian grant does not reach {} on site {site_id}",
             product.name()
         ))),
@@ -195,7 +273,7 @@ struct SearchQuery {
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
     ))]
 async fn search(
-    State(provider): State<Arc<Atlassian>>,
+    State(deployment): State<Deployment>,
     State(context): State<ProviderContext>,
     token: FreshToken,
     query: Result<Query<SearchQuery>, QueryRejection>,
@@ -219,11 +297,15 @@ async fn search(
         )));
     }
     let sites: Vec<&Resource> = match query.site.as_deref() {
-        Some(id) => vec![site(&token, id, None)?],
+        Some(id) => vec![site(&deployment, &token, id, None)?],
         None => token.access.resources.iter().collect(),
     };
-    let g = gateway(&provider, &context, &token);
-    search::search(&g, &sites, q, limit).await.map(Json)
+    let targets: Vec<(&Resource, Vec<Product>)> = sites
+        .into_iter()
+        .map(|s| (s, deployment.products(s)))
+        .collect();
+    let g = gateway(&deployment, &context, &token);
+    search::search(&g, &targets, q, limit).await.map(Json)
 }
 
 /// Every Jira project of the site (pagination followed, at most 1000).
@@ -242,14 +324,14 @@ async fn search(
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
     ))]
 async fn jira_projects(
-    State(provider): State<Arc<Atlassian>>,
+    State(deployment): State<Deployment>,
     State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<jira::Projects>, ContentError> {
     let Path(site_id) = path.map_err(|e| path_error(&e))?;
-    let site = site(&token, &site_id, Some(Product::Jira))?;
-    jira::projects(&gateway(&provider, &context, &token), site)
+    let site = site(&deployment, &token, &site_id, Some(Product::Jira))?;
+    jira::projects(&gateway(&deployment, &context, &token), site)
         .await
         .map(Json)
 }
@@ -273,15 +355,15 @@ async fn jira_projects(
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
     ))]
 async fn jira_issue(
-    State(provider): State<Arc<Atlassian>>,
+    State(deployment): State<Deployment>,
     State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<jira::IssueView>, ContentError> {
     let Path((site_id, key)) = path.map_err(|e| path_error(&e))?;
-    let site = site(&token, &site_id, Some(Product::Jira))?;
+    let site = site(&deployment, &token, &site_id, Some(Product::Jira))?;
     check_issue_key(&key)?;
-    jira::issue(&gateway(&provider, &context, &token), site, &key)
+    jira::issue(&gateway(&deployment, &context, &token), site, &key)
         .await
         .map(Json)
 }
@@ -302,14 +384,14 @@ async fn jira_issue(
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
     ))]
 async fn confluence_spaces(
-    State(provider): State<Arc<Atlassian>>,
+    State(deployment): State<Deployment>,
     State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<confluence::Spaces>, ContentError> {
     let Path(site_id) = path.map_err(|e| path_error(&e))?;
-    let site = site(&token, &site_id, Some(Product::Confluence))?;
-    confluence::spaces(&gateway(&provider, &context, &token), site)
+    let site = site(&deployment, &token, &site_id, Some(Product::Confluence))?;
+    confluence::spaces(&gateway(&deployment, &context, &token), site)
         .await
         .map(Json)
 }
@@ -342,7 +424,7 @@ struct PageQuery {
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
     ))]
 async fn confluence_pages(
-    State(provider): State<Arc<Atlassian>>,
+    State(deployment): State<Deployment>,
     State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -350,7 +432,7 @@ async fn confluence_pages(
 ) -> Result<Json<confluence::PageList>, ContentError> {
     let Path((site_id, key)) = path.map_err(|e| path_error(&e))?;
     let Query(query) = query.map_err(|e| query_error(&e))?;
-    let site = site(&token, &site_id, Some(Product::Confluence))?;
+    let site = site(&deployment, &token, &site_id, Some(Product::Confluence))?;
     check_space_key(&key)?;
     if query.start.is_some_and(|start| start > 0) {
         return Err(ContentError::BadRequest(
@@ -371,7 +453,7 @@ async fn confluence_pages(
         .map(|c| confluence::PageCursor::decode(c, &key))
         .transpose()?;
     confluence::pages(
-        &gateway(&provider, &context, &token),
+        &gateway(&deployment, &context, &token),
         site,
         &key,
         cursor,
@@ -400,15 +482,15 @@ async fn confluence_pages(
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
     ))]
 async fn confluence_page(
-    State(provider): State<Arc<Atlassian>>,
+    State(deployment): State<Deployment>,
     State(context): State<ProviderContext>,
     token: FreshToken,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<confluence::PageView>, ContentError> {
     let Path((site_id, id)) = path.map_err(|e| path_error(&e))?;
-    let site = site(&token, &site_id, Some(Product::Confluence))?;
+    let site = site(&deployment, &token, &site_id, Some(Product::Confluence))?;
     check_page_id(&id)?;
-    confluence::page(&gateway(&provider, &context, &token), site, &id)
+    confluence::page(&gateway(&deployment, &context, &token), site, &id)
         .await
         .map(Json)
 }
@@ -435,7 +517,7 @@ async fn confluence_page(
         (status = 503, body = ErrorBody, description = "`database_unavailable`"),
     ))]
 async fn proxy(
-    State(provider): State<Arc<Atlassian>>,
+    State(deployment): State<Deployment>,
     State(context): State<ProviderContext>,
     token: FreshToken,
     method: Method,
@@ -451,9 +533,11 @@ async fn proxy(
     };
     let forwarded = async {
         let target = proxy::target(uri.path())?;
-        let site = proxy::allowed_site(&token.access.resources, &target)?;
+        let site = proxy::allowed_site(&token.access.resources, &target, |product, site| {
+            deployment.reaches(product, site)
+        })?;
         proxy::forward(
-            &gateway(&provider, &context, &token),
+            &gateway(&deployment, &context, &token),
             site,
             &target,
             method,

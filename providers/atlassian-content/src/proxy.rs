@@ -134,6 +134,7 @@ fn decode(raw: &str) -> Option<String> {
 pub(crate) fn allowed_site<'a>(
     resources: &'a [Resource],
     target: &Target,
+    reaches: impl Fn(Product, &Resource) -> bool,
 ) -> Result<&'a Resource, ContentError> {
     let site = resources
         .iter()
@@ -144,7 +145,7 @@ pub(crate) fn allowed_site<'a>(
                 target.site_id
             ))
         })?;
-    if !target.product.on(site) {
+    if !reaches(target.product, site) {
         return Err(ContentError::ForbiddenSite(format!(
             "your Atlassian grant does not reach {} on site {}",
             target.product.name(),
@@ -335,13 +336,13 @@ mod tests {
             ..Resource::default()
         };
         let sites = [site];
-        assert!(allowed_site(&sites, &ok("/proxy/jira/abc/x")).is_ok());
+        assert!(allowed_site(&sites, &ok("/proxy/jira/abc/x"), Product::on).is_ok());
         assert!(matches!(
-            allowed_site(&sites, &ok("/proxy/confluence/abc/x")),
+            allowed_site(&sites, &ok("/proxy/confluence/abc/x"), Product::on),
             Err(ContentError::ForbiddenSite(_))
         ));
         assert!(matches!(
-            allowed_site(&sites, &ok("/proxy/jira/other/x")),
+            allowed_site(&sites, &ok("/proxy/jira/other/x"), Product::on),
             Err(ContentError::ForbiddenSite(_))
         ));
     }

@@ -97,29 +97,28 @@ pub(crate) fn text_query(query: &str) -> String {
     literal
 }
 
-/// Searches `sites` (each for the products it has) and merges the answers, newest first.
+/// Searches `sites` (each for the products listed with it) and merges the answers, newest first.
 ///
 /// Every site and product that fails is listed in `partial_failures`; only when every call
 /// failed for a rate limit is the whole search answered 429; only when every call was refused for
 /// a missing scope, 403 `insufficient_scope`.
 pub(crate) async fn search(
     g: &Gateway<'_>,
-    sites: &[&Resource],
+    sites: &[(&Resource, Vec<Product>)],
     query: &str,
     limit: usize,
 ) -> Result<SearchResults, ContentError> {
     let mut calls = Vec::new();
-    for &site in sites {
-        for product in [Product::Jira, Product::Confluence] {
-            if product.on(site) {
-                calls.push(async move {
-                    let outcome = match product {
-                        Product::Jira => jira::search(g, site, query, limit).await,
-                        Product::Confluence => confluence::search(g, site, query, limit).await,
-                    };
-                    (site, product, outcome)
-                });
-            }
+    for (site, products) in sites {
+        let site: &Resource = site;
+        for &product in products {
+            calls.push(async move {
+                let outcome = match product {
+                    Product::Jira => jira::search(g, site, query, limit).await,
+                    Product::Confluence => confluence::search(g, site, query, limit).await,
+                };
+                (site, product, outcome)
+            });
         }
     }
     let call_count = calls.len();

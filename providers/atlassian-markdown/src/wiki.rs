@@ -45,6 +45,7 @@ pub(crate) fn blocks(text: &str) -> Vec<Block> {
         lower: doc.to_ascii_lowercase(),
         doc: &doc,
         closes: HashMap::new(),
+        newline: (usize::MAX, None),
     };
     parser.blocks(0, doc.len(), 0)
 }
@@ -120,6 +121,8 @@ struct Parser<'a> {
     lower: String,
     /// Per macro name: the offset a search for its closing tag started at, and what it found.
     closes: HashMap<String, (usize, Option<usize>)>,
+    /// The offset the last search for a line end started at, and what it found.
+    newline: (usize, Option<usize>),
 }
 
 impl Parser<'_> {
@@ -149,6 +152,20 @@ impl Parser<'_> {
         found.filter(|at| at + pattern.len() <= end)
     }
 
+    /// Where the line at `from` ends: the next `\n`, or `end`. Cached like [`Self::find_close`],
+    /// so that a long line holding many macro tags is not searched again for each.
+    fn line_end(&mut self, from: usize, end: usize) -> usize {
+        let (start, found) = self.newline;
+        let found = if from >= start && found.is_none_or(|f| from <= f) {
+            found
+        } else {
+            let found = self.doc[from..].find('\n').map(|at| from + at);
+            self.newline = (from, found);
+            found
+        };
+        found.map_or(end, |at| at.min(end))
+    }
+
     /// The blocks of the document between byte offsets `start` and `end`.
     fn blocks(&mut self, start: usize, end: usize, depth: usize) -> Vec<Block> {
         let doc = self.doc;
@@ -156,7 +173,7 @@ impl Parser<'_> {
         let mut paragraph: Vec<Inline> = Vec::new();
         let mut pos = start;
         while pos < end {
-            let line_end = doc[pos..end].find('\n').map_or(end, |at| pos + at);
+            let line_end = self.line_end(pos, end);
             let next = (line_end + 1).min(end);
             let line = &doc[pos..line_end];
             let trimmed = line.trim_start();
@@ -217,7 +234,7 @@ impl Parser<'_> {
                 flush(&mut paragraph, &mut out);
                 let mut entries = Vec::new();
                 while pos < end {
-                    let line_end = doc[pos..end].find('\n').map_or(end, |at| pos + at);
+                    let line_end = self.line_end(pos, end);
                     let Some((markers, rest)) = list_marker(doc[pos..line_end].trim_start()) else {
                         break;
                     };
@@ -231,7 +248,7 @@ impl Parser<'_> {
                 flush(&mut paragraph, &mut out);
                 let mut rows = Vec::new();
                 while pos < end {
-                    let line_end = doc[pos..end].find('\n').map_or(end, |at| pos + at);
+                    let line_end = self.line_end(pos, end);
                     let row = doc[pos..line_end].trim();
                     if !row.starts_with('|') {
                         break;

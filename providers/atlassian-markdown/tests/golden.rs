@@ -1,11 +1,11 @@
-//! Golden files: ADF and storage-format inputs and the Markdown they must convert to.
+//! Golden files: ADF, storage-format and wiki-markup inputs and the Markdown they must convert to.
 //!
 //! Run with `GRANTRY_UPDATE_GOLDEN=1` to rewrite the expected files after a deliberate change,
 //! then review the diff.
 
 use std::path::{Path, PathBuf};
 
-use grantry_atlassian_markdown::{adf_to_markdown, storage_to_markdown};
+use grantry_atlassian_markdown::{adf_to_markdown, storage_to_markdown, wiki_to_markdown};
 
 fn path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -81,6 +81,29 @@ fn storage_edge_cases() {
         &storage("tests/golden/storage_edge_cases.xml"),
         "tests/golden/storage_edge_cases.md",
     );
+}
+
+/// A Jira Data Center description in wiki markup, with the CRLF line ends Jira stores: headings,
+/// formatting, nested lists, a table, code, quotes, panels, links, mentions and images.
+#[test]
+fn jira_wiki_markup() {
+    let input = read("tests/golden/jira_wiki.txt");
+    assert!(input.contains("\r\n"), "the input keeps its CRLF line ends");
+    let base = url::Url::parse("https://jira.acme.example.com/").expect("url");
+    let out = wiki_to_markdown(&input, Some(&base));
+    assert!(!out.contains('\r'), "{out}");
+    assert_eq!(
+        out,
+        wiki_to_markdown(&input.replace("\r\n", "\n"), Some(&base))
+    );
+    for needle in [
+        "1. Deploy to staging\n   - Run the smoke tests\n   - Check the dashboards\n     - Latency",
+        "| Region | Max RPS | Owner |\n| --- | --- | --- |",
+        "```bash\nkubectl -n payments rollout status deploy/payments-v2\n",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    check(&out, "tests/golden/jira_wiki.md");
 }
 
 /// The same Jira and Confluence content reads the same in both formats where they overlap.

@@ -1,8 +1,13 @@
-//! Property tests: the ADF and storage-format converters accept any input without panicking
-//! (arbitrary JSON values, ADF-shaped trees with odd attributes, arbitrary strings, and
-//! generated tag soup), and what they produce is well-formed Markdown text.
+//! Property tests: the ADF, storage-format and wiki-markup converters accept any input without
+//! panicking (arbitrary JSON values, ADF-shaped trees with odd attributes, arbitrary strings,
+//! generated tag soup and wiki-markup token soup), and what they produce is well-formed
+//! Markdown text.
 
-use grantry_atlassian_markdown::{adf_to_markdown, adf_to_plain_text, storage_to_markdown};
+use std::time::{Duration, Instant};
+
+use grantry_atlassian_markdown::{
+    adf_to_markdown, adf_to_plain_text, storage_to_markdown, wiki_to_markdown,
+};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -320,6 +325,103 @@ fn render_soup(tokens: &[Token]) -> String {
     out
 }
 
+/// Pieces of Jira wiki markup, well-formed and not.
+const WIKI_TOKENS: &[&str] = &[
+    "text",
+    "word",
+    " ",
+    "  ",
+    "\n",
+    "\r\n",
+    "\r",
+    "\n\n",
+    "\t",
+    "h1. ",
+    "h3. ",
+    "h6. ",
+    "h7. ",
+    "*",
+    "_",
+    "-",
+    "+",
+    "^",
+    "~",
+    "??",
+    "{{",
+    "}}",
+    "* ",
+    "** ",
+    "# ",
+    "#* ",
+    "*# ",
+    "- ",
+    "-- ",
+    "----",
+    "bq. ",
+    "|",
+    "||",
+    "[",
+    "]",
+    "[~",
+    "[~accountid:",
+    "~user",
+    "|http://e.com",
+    "http://e.com/a_b",
+    "https://",
+    "mailto:a@e.com",
+    "javascript:x",
+    "/rel/path",
+    "#anchor",
+    "^file.pdf",
+    "!",
+    "!x.png!",
+    "!x.png|thumbnail!",
+    "!http://e.com/i.png|alt=a!",
+    "{code}",
+    "{code:java}",
+    "{code:title=T|language=sql}",
+    "{noformat}",
+    "{quote}",
+    "{panel}",
+    "{panel:title=P}",
+    "{info}",
+    "{note}",
+    "{tip}",
+    "{warning}",
+    "{color:red}",
+    "{color}",
+    "{anchor:x}",
+    "{unknown}",
+    "{",
+    "}",
+    ":",
+    "=",
+    "\\",
+    "\\\\",
+    "\\*",
+    "(/)",
+    "(x)",
+    ":)",
+    "<b>",
+    "&amp;",
+    "`",
+    "```",
+    "\u{0}",
+    "\u{1b}",
+    "é漢字🚀",
+];
+
+fn wiki_soup() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            6 => prop::sample::select(WIKI_TOKENS).prop_map(str::to_owned),
+            1 => any::<String>(),
+        ],
+        0..160,
+    )
+    .prop_map(|tokens| tokens.concat())
+}
+
 /// What every conversion result must look like.
 fn well_formed(markdown: &str) -> Result<(), TestCaseError> {
     prop_assert!(markdown.is_empty() || markdown.ends_with('\n'));
@@ -375,6 +477,29 @@ proptest! {
     }
 
     #[test]
+    fn wiki_accepts_any_string(input in any::<String>()) {
+        well_formed(&wiki_to_markdown(&input, None))?;
+    }
+
+    #[test]
+    fn wiki_accepts_token_soup(input in wiki_soup()) {
+        let base = url::Url::parse("https://jira.acme.example.com/").expect("url");
+        let first = wiki_to_markdown(&input, Some(&base));
+        well_formed(&first)?;
+        prop_assert_eq!(&first, &wiki_to_markdown(&input, Some(&base)));
+        // CR and CRLF line ends read exactly like LF.
+        let lf = input.replace("\r\n", "\n").replace('\r', "\n");
+        prop_assert_eq!(&first, &wiki_to_markdown(&lf, Some(&base)));
+        prop_assert_eq!(first, wiki_to_markdown(&lf.replace('\n', "\r\n"), Some(&base)));
+    }
+
+    #[test]
+    fn wiki_keeps_plain_words(words in prop::collection::vec("[a-zA-Z0-9]{1,12}", 1..10)) {
+        let text = words.join(" ");
+        prop_assert_eq!(wiki_to_markdown(&text, None), format!("{text}\n"));
+    }
+
+    #[test]
     fn storage_keeps_plain_words(words in prop::collection::vec("[a-zA-Z0-9]{1,12}", 1..10)) {
         let text = words.join(" ");
         prop_assert_eq!(storage_to_markdown(&format!("<p>{text}</p>"), None), format!("{text}\n"));
@@ -408,4 +533,36 @@ fn deep_nesting_does_not_overflow_the_stack() {
     let out = adf_to_markdown(&adf);
     well_formed(&out).expect("well formed");
     assert!(out.contains('x'), "{out}");
+}
+
+#[test]
+fn wiki_nesting_and_unclosed_markup_stay_cheap() {
+    let started = Instant::now();
+    let inputs = [
+        format!("{} deep", "*".repeat(20_000)),
+        "*a ".repeat(20_000),
+        "[".repeat(50_000),
+        "[a|".repeat(20_000),
+        "{{".repeat(30_000),
+        "{{}".repeat(20_000),
+        "!a.png ".repeat(20_000),
+        "http://%".repeat(10_000),
+        "{panel:title=x}\n".repeat(5_000),
+        "{quote}{panel}{info}{note}{tip}{warning}".repeat(2_000),
+        "{code:x}".repeat(10_000),
+        "|[x|".repeat(20_000),
+        "-a _b *c +d ^e ~f ??g ".repeat(5_000),
+        "\\\\".repeat(30_000),
+        "\r".repeat(50_000),
+    ];
+    for input in &inputs {
+        well_formed(&wiki_to_markdown(input, None)).expect("well formed");
+    }
+    let deep = format!("{} x", "*".repeat(5_000));
+    assert!(wiki_to_markdown(&deep, None).contains('x'));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -516,7 +516,7 @@ mod tests {
         let g = Gateway {
             http: &http,
             api: &api,
-            flavor: super::gateway::Flavor::Cloud,
+            flavor: crate::gateway::Flavor::Cloud,
             token: &token,
             provider: "atlassian",
             telemetry: &grantry_core::telemetry::Telemetry::default(),

@@ -274,7 +274,7 @@ pub(crate) fn person(p: Person) -> Value {
 
 /// The words a JQL or CQL `text ~ "…"` asks for: the string literal's escapes undone, then
 /// the search syntax's backslashes dropped.
-fn text_terms(query: &str) -> Option<Vec<String>> {
+pub(crate) fn text_terms(query: &str) -> Option<Vec<String>> {
     let at = query.find('~')?;
     let rest = query.get(at + 1..)?.trim_start();
     let mut chars = rest.strip_prefix('"')?.chars();
@@ -306,7 +306,7 @@ fn text_terms(query: &str) -> Option<Vec<String>> {
     )
 }
 
-fn matches(terms: &[String], haystack: &str) -> bool {
+pub(crate) fn matches(terms: &[String], haystack: &str) -> bool {
     let haystack = haystack.to_lowercase();
     !terms.is_empty() && terms.iter().all(|t| haystack.contains(t.as_str()))
 }

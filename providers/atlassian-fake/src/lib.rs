@@ -27,6 +27,11 @@
 //! and `POST /app/report-accounts/` answers the personal data reports of OAuth 2.0 apps (see
 //! [`FakeAtlassian::set_account_status`] and [`FakeAtlassian::account_reports`]).
 //!
+//! Beside the Cloud fake, [`FakeDataCenter`] plays Jira or Confluence Data Center with the
+//! stricter OAuth 2.0 of incoming application links (PKCE required, form-encoded token calls,
+//! one-minute codes, `redirect_uri` on refresh, rotation without reuse leeway) under a context
+//! path such as `/jira`.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
@@ -60,11 +65,15 @@ use url::Url;
 mod confluence_v2;
 mod content;
 mod data;
+mod dc;
 mod personal_data;
 mod scopes;
 mod webhooks;
 
 pub use content::{HUGE_STREAMED_ATTACHMENT, LARGE_STREAMED_ATTACHMENT, RecordedRequest};
+pub use dc::{
+    DcConfig, DcCounters, DcProduct, DcRecordedRequest, DcUser, FakeDataCenter, RunningDc,
+};
 pub use personal_data::{
     AccountReport, DEFAULT_CYCLE_PERIOD, MAX_REPORTED_ACCOUNTS, ReportFailure, ReportedAccount,
 };

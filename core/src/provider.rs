@@ -134,6 +134,12 @@ pub trait Provider: Send + Sync + 'static {
         Ok(RevokeOutcome::Unsupported)
     }
 
+    /// Where users revoke the app themselves when [`revoke`](Provider::revoke) cannot; none by
+    /// default.
+    fn revocation_hint(&self) -> Option<&str> {
+        None
+    }
+
     /// How this provider's refresh tokens behave.
     fn refresh_policy(&self) -> RefreshPolicy {
         RefreshPolicy::default()

@@ -194,6 +194,10 @@ impl<H: Hooks> Provider for OAuthProvider<H> {
         revoke::revoke(&self.http, &self.spec, tokens).await
     }
 
+    fn revocation_hint(&self) -> Option<&str> {
+        self.spec.revocation_hint.as_deref()
+    }
+
     fn refresh_policy(&self) -> RefreshPolicy {
         self.spec.refresh_policy.clone()
     }

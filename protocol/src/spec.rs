@@ -79,6 +79,9 @@ pub struct OAuthSpec {
     pub require_iss: bool,
     /// On disconnect, revoke the access token too after the refresh token.
     pub revoke_access_token: bool,
+    /// Where users revoke the app themselves, for providers without a revocation endpoint
+    /// ("your profile → Authorized applications"); shown by the settings page on disconnect.
+    pub revocation_hint: Option<String>,
     /// Longest an upstream call may take.
     pub http_timeout: Duration,
 }
@@ -106,6 +109,7 @@ impl OAuthSpec {
             issuer: None,
             require_iss: false,
             revoke_access_token: true,
+            revocation_hint: None,
             http_timeout: DEFAULT_HTTP_TIMEOUT,
         }
     }

@@ -19,6 +19,9 @@ pub(crate) struct ProviderInfo {
     pub(crate) name: String,
     /// The scopes requested at consent.
     pub(crate) scopes: Vec<String>,
+    /// Where users revoke the app themselves, for a provider that cannot revoke on disconnect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) revocation_hint: Option<String>,
 }
 
 /// `{"status": "ok"}` and friends.
@@ -71,6 +74,7 @@ pub(crate) async fn providers(
                 id: p.id().to_owned(),
                 name: p.display_name().to_owned(),
                 scopes: p.requested_scopes().to_vec(),
+                revocation_hint: p.revocation_hint().map(str::to_owned),
             })
             .collect(),
     )

@@ -141,6 +141,10 @@ impl AtlassianDc {
             Product::Confluence => AccountFields::new("userKey", "displayName", "email"),
         };
         spec.http_timeout = c.http_timeout;
+        spec.revocation_hint = Some(format!(
+            "in {}, open your profile, then Authorized applications, and revoke the app.",
+            c.product.name()
+        ));
         let http = self.http.clone();
         OAuthProvider::with_http(spec, self, http)
     }

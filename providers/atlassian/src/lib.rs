@@ -128,6 +128,9 @@ impl Atlassian {
         };
         spec.account_fields = AccountFields::new("account_id", "name", "email");
         spec.http_timeout = c.http_timeout;
+        spec.revocation_hint = Some(
+            "in your Atlassian account settings, open Connected apps and remove the app.".into(),
+        );
         let http = self.http.clone();
         OAuthProvider::with_http(spec, self, http)
     }

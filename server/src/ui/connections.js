@@ -470,6 +470,9 @@
         var message = provider.name + ' is disconnected.';
         if (revocation === 'revoked') {
           message += ' Its access was revoked at ' + provider.name + ' too.';
+        } else if (revocation === 'unsupported' && provider.revocation_hint) {
+          message += ' ' + provider.name + ' cannot be told from here; to remove the app there ' +
+            'too: ' + provider.revocation_hint;
         } else if (revocation === 'failed') {
           message += ' ' + provider.name + ' could not be told; you can also remove the app ' +
             'in your ' + provider.name + ' account settings.';

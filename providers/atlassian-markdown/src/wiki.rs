@@ -100,7 +100,11 @@ fn macro_tag(s: &str) -> Option<Tag<'_>> {
     let (params, len) = if after.starts_with('}') {
         ("", 1 + name_len + 1)
     } else if let Some(params) = after.strip_prefix(':') {
-        let end = params.find(['}', '\n'])?;
+        // Parameters longer than this are not a tag, which keeps the search short.
+        let end = params
+            .bytes()
+            .take(1024)
+            .position(|b| b == b'}' || b == b'\n')?;
         if !params[end..].starts_with('}') {
             return None;
         }
@@ -269,11 +273,38 @@ impl Parser<'_> {
             if !paragraph.is_empty() {
                 paragraph.push(Inline::Break);
             }
+            let after_first = at + trimmed.chars().next().map_or(1, char::len_utf8);
+            if let Some(tag_at) = self.code_tag_within(after_first, line_end, end) {
+                // A code block opening after some text: the text, then the block.
+                paragraph.extend(inline(&doc[pos..tag_at]));
+                pos = tag_at;
+                continue;
+            }
             paragraph.extend(inline(line));
             pos = next;
         }
         flush(&mut paragraph, &mut out);
         out
+    }
+
+    /// Where a `{code}` or `{noformat}` tag that is not closed on its own line starts between
+    /// `from` and `line_end`, if one does (one closed on its line is inline code).
+    fn code_tag_within(&mut self, from: usize, line_end: usize, end: usize) -> Option<usize> {
+        let mut from = from;
+        while from < line_end {
+            let brace = from + self.lower.get(from..line_end)?.find('{')?;
+            let tag = macro_tag(&self.doc[brace..line_end])
+                .filter(|tag| CODE_MACROS.contains(&tag.name.as_str()));
+            let Some(tag) = tag else {
+                from = brace + 1;
+                continue;
+            };
+            match self.find_close(&tag.name, brace + tag.len, end) {
+                Some(close) if close < line_end => from = close + tag.name.len() + 2,
+                _ => return Some(brace),
+            }
+        }
+        None
     }
 
     /// A quote, panel or callout: a quote headed by its title (or, for callouts, its kind).
@@ -989,6 +1020,18 @@ mod tests {
         );
         assert_eq!(md("{noformat}\n*raw*\n{noformat}"), "```\n*raw*\n```\n");
         assert_eq!(md("run {code}ls -la{code} now"), "run `ls -la` now\n");
+    }
+
+    #[test]
+    fn a_code_block_may_open_after_text() {
+        assert_eq!(
+            md("Run this:{code:bash}\nls -la\n{code}\nthen *check*"),
+            "Run this:\n\n```bash\nls -la\n```\n\nthen **check**\n"
+        );
+        assert_eq!(
+            md("a {code}x{code} b {noformat}\n*y*\n{noformat}"),
+            "a `x` b\n\n```\n*y*\n```\n"
+        );
     }
 
     #[test]

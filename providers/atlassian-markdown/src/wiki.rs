@@ -4,8 +4,8 @@
 //! Every string is accepted. Line ends may be CRLF, CR or LF. Formatting is read per line, as
 //! Jira does, and only where its delimiters sit at word boundaries (`2 * 3` and `well-known`
 //! stay text). `{code}` and `{noformat}` keep their body verbatim (an unclosed one runs to the
-//! end); `{quote}`, `{panel}` and the callout macros become quotes (an unclosed one is
-//! dropped); other known macros (`{color}`, `{anchor}`) vanish and unknown ones stay as text.
+//! end); `{quote}`, `{panel}` and the callout macros become quotes (an unclosed one loses its
+//! tag); other known macros (`{color}`, `{anchor}`) vanish and unknown ones stay as text.
 //! Nesting is bounded: lists deeper than [`MAX_LIST_DEPTH`] levels are flattened, and every
 //! search for a closing delimiter is a lookup, so the work stays close to linear.
 
@@ -144,16 +144,52 @@ impl Parser<'_> {
         let found = match cached {
             Some(found) => found,
             None => {
-                let found = self
-                    .lower
-                    .get(from..)
-                    .and_then(|rest| rest.find(&pattern))
-                    .map(|at| from + at);
+                let found = if CODE_MACROS.contains(&name) {
+                    self.find(&pattern, from)
+                } else {
+                    self.find_outside_code(&pattern, from)
+                };
                 self.closes.insert(name.to_owned(), (from, found));
                 found
             }
         };
         found.filter(|at| at + pattern.len() <= end)
+    }
+
+    /// Where `pattern` (lower case) next starts at or after `from`.
+    fn find(&self, pattern: &str, from: usize) -> Option<usize> {
+        self.lower
+            .get(from..)
+            .and_then(|rest| rest.find(pattern))
+            .map(|at| from + at)
+    }
+
+    /// Where `pattern` next starts at or after `from`, outside `{code}` and `{noformat}`
+    /// blocks (a quote's closing tag inside a code block in the quote does not close it).
+    fn find_outside_code(&self, pattern: &str, from: usize) -> Option<usize> {
+        let mut at = from;
+        let mut found = self.find(pattern, at)?;
+        loop {
+            let mut code = None;
+            let mut brace = at;
+            while let Some(next) = self.find("{", brace).filter(|&b| b < found) {
+                if let Some(tag) = macro_tag(&self.doc[next..])
+                    .filter(|tag| CODE_MACROS.contains(&tag.name.as_str()))
+                {
+                    code = Some((next + tag.len, tag.name));
+                    break;
+                }
+                brace = next + 1;
+            }
+            let Some((body, name)) = code else {
+                return Some(found);
+            };
+            // Skip the code block; an unclosed one runs to the end, closing nothing.
+            at = self.find(&format!("{{{name}}}"), body)? + name.len() + 2;
+            if found < at {
+                found = self.find(pattern, at)?;
+            }
+        }
     }
 
     /// Where the line at `from` ends: the next `\n`, or `end`. Cached like [`Self::find_close`],
@@ -1059,6 +1095,18 @@ mod tests {
         );
         assert_eq!(md("{info:title=FYI}x{info}"), "> **FYI**\n>\n> x\n");
         assert_eq!(md("{quote}\nunclosed"), "unclosed\n");
+    }
+
+    #[test]
+    fn containers_nest() {
+        assert_eq!(
+            md("{panel:title=Run}\n{code:sh}\nmake {panel}\n{code}\n|a|b|\n{panel}\nafter"),
+            "> **Run**\n>\n> ```sh\n> make {panel}\n> ```\n>\n> | a | b |\n> | --- | --- |\n\nafter\n"
+        );
+        assert_eq!(
+            md("{note}\n{quote}\n* inner\n{quote}\n{note}"),
+            "> **Note**\n>\n> > - inner\n"
+        );
     }
 
     #[test]

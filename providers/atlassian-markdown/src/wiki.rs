@@ -516,16 +516,20 @@ fn table_row(row: &str, first: bool) -> Vec<Cell> {
     cells
 }
 
-/// Inline formatting: the delimiter, what it becomes, and whether it may open inside a word.
+/// What an inline delimiter becomes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Style {
+    /// Bold.
     Strong,
+    /// Italic (`_…_` and `??…??`).
     Emphasis,
+    /// Struck through.
     Strike,
     /// Underline, superscript and subscript: the text is kept, the styling is not.
     Plain,
 }
 
+/// The inline delimiters: the text, what it becomes, and whether it may open inside a word.
 const DELIMITERS: [(&str, Style, bool); 7] = [
     ("*", Style::Strong, false),
     ("_", Style::Emphasis, false),

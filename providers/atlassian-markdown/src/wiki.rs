@@ -4,8 +4,8 @@
 //! Every string is accepted. Line ends may be CRLF, CR or LF. Formatting is read per line, as
 //! Jira does, and only where its delimiters sit at word boundaries (`2 * 3` and `well-known`
 //! stay text). `{code}` and `{noformat}` keep their body verbatim (an unclosed one runs to the
-//! end); `{quote}`, `{panel}` and the callout macros become quotes (an unclosed one is
-//! dropped); other known macros (`{color}`, `{anchor}`) vanish and unknown ones stay as text.
+//! end); `{quote}`, `{panel}` and the callout macros become quotes (an unclosed one loses its
+//! tag); other known macros (`{color}`, `{anchor}`) vanish and unknown ones stay as text.
 //! Nesting is bounded: lists deeper than [`MAX_LIST_DEPTH`] levels are flattened, and every
 //! search for a closing delimiter is a lookup, so the work stays close to linear.
 
@@ -100,7 +100,11 @@ fn macro_tag(s: &str) -> Option<Tag<'_>> {
     let (params, len) = if after.starts_with('}') {
         ("", 1 + name_len + 1)
     } else if let Some(params) = after.strip_prefix(':') {
-        let end = params.find(['}', '\n'])?;
+        // Parameters longer than this are not a tag, which keeps the search short.
+        let end = params
+            .bytes()
+            .take(1024)
+            .position(|b| b == b'}' || b == b'\n')?;
         if !params[end..].starts_with('}') {
             return None;
         }
@@ -140,16 +144,52 @@ impl Parser<'_> {
         let found = match cached {
             Some(found) => found,
             None => {
-                let found = self
-                    .lower
-                    .get(from..)
-                    .and_then(|rest| rest.find(&pattern))
-                    .map(|at| from + at);
+                let found = if CODE_MACROS.contains(&name) {
+                    self.find(&pattern, from)
+                } else {
+                    self.find_outside_code(&pattern, from)
+                };
                 self.closes.insert(name.to_owned(), (from, found));
                 found
             }
         };
         found.filter(|at| at + pattern.len() <= end)
+    }
+
+    /// Where `pattern` (lower case) next starts at or after `from`.
+    fn find(&self, pattern: &str, from: usize) -> Option<usize> {
+        self.lower
+            .get(from..)
+            .and_then(|rest| rest.find(pattern))
+            .map(|at| from + at)
+    }
+
+    /// Where `pattern` next starts at or after `from`, outside `{code}` and `{noformat}`
+    /// blocks (a quote's closing tag inside a code block in the quote does not close it).
+    fn find_outside_code(&self, pattern: &str, from: usize) -> Option<usize> {
+        let mut at = from;
+        let mut found = self.find(pattern, at)?;
+        loop {
+            let mut code = None;
+            let mut brace = at;
+            while let Some(next) = self.find("{", brace).filter(|&b| b < found) {
+                if let Some(tag) = macro_tag(&self.doc[next..])
+                    .filter(|tag| CODE_MACROS.contains(&tag.name.as_str()))
+                {
+                    code = Some((next + tag.len, tag.name));
+                    break;
+                }
+                brace = next + 1;
+            }
+            let Some((body, name)) = code else {
+                return Some(found);
+            };
+            // Skip the code block; an unclosed one runs to the end, closing nothing.
+            at = self.find(&format!("{{{name}}}"), body)? + name.len() + 2;
+            if found < at {
+                found = self.find(pattern, at)?;
+            }
+        }
     }
 
     /// Where the line at `from` ends: the next `\n`, or `end`. Cached like [`Self::find_close`],
@@ -269,11 +309,38 @@ impl Parser<'_> {
             if !paragraph.is_empty() {
                 paragraph.push(Inline::Break);
             }
+            let after_first = at + trimmed.chars().next().map_or(1, char::len_utf8);
+            if let Some(tag_at) = self.code_tag_within(after_first, line_end, end) {
+                // A code block opening after some text: the text, then the block.
+                paragraph.extend(inline(&doc[pos..tag_at]));
+                pos = tag_at;
+                continue;
+            }
             paragraph.extend(inline(line));
             pos = next;
         }
         flush(&mut paragraph, &mut out);
         out
+    }
+
+    /// Where a `{code}` or `{noformat}` tag that is not closed on its own line starts between
+    /// `from` and `line_end`, if one does (one closed on its line is inline code).
+    fn code_tag_within(&mut self, from: usize, line_end: usize, end: usize) -> Option<usize> {
+        let mut from = from;
+        while from < line_end {
+            let brace = from + self.lower.get(from..line_end)?.find('{')?;
+            let tag = macro_tag(&self.doc[brace..line_end])
+                .filter(|tag| CODE_MACROS.contains(&tag.name.as_str()));
+            let Some(tag) = tag else {
+                from = brace + 1;
+                continue;
+            };
+            match self.find_close(&tag.name, brace + tag.len, end) {
+                Some(close) if close < line_end => from = close + tag.name.len() + 2,
+                _ => return Some(brace),
+            }
+        }
+        None
     }
 
     /// A quote, panel or callout: a quote headed by its title (or, for callouts, its kind).
@@ -449,16 +516,20 @@ fn table_row(row: &str, first: bool) -> Vec<Cell> {
     cells
 }
 
-/// Inline formatting: the delimiter, what it becomes, and whether it may open inside a word.
+/// What an inline delimiter becomes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Style {
+    /// Bold.
     Strong,
+    /// Italic (`_…_` and `??…??`).
     Emphasis,
+    /// Struck through.
     Strike,
     /// Underline, superscript and subscript: the text is kept, the styling is not.
     Plain,
 }
 
+/// The inline delimiters: the text, what it becomes, and whether it may open inside a word.
 const DELIMITERS: [(&str, Style, bool); 7] = [
     ("*", Style::Strong, false),
     ("_", Style::Emphasis, false),
@@ -992,6 +1063,18 @@ mod tests {
     }
 
     #[test]
+    fn a_code_block_may_open_after_text() {
+        assert_eq!(
+            md("Run this:{code:bash}\nls -la\n{code}\nthen *check*"),
+            "Run this:\n\n```bash\nls -la\n```\n\nthen **check**\n"
+        );
+        assert_eq!(
+            md("a {code}x{code} b {noformat}\n*y*\n{noformat}"),
+            "a `x` b\n\n```\n*y*\n```\n"
+        );
+    }
+
+    #[test]
     fn an_unclosed_code_block_runs_to_the_end() {
         assert_eq!(
             md("before\n{code}\nfn x() {}\n*y*"),
@@ -1016,6 +1099,18 @@ mod tests {
         );
         assert_eq!(md("{info:title=FYI}x{info}"), "> **FYI**\n>\n> x\n");
         assert_eq!(md("{quote}\nunclosed"), "unclosed\n");
+    }
+
+    #[test]
+    fn containers_nest() {
+        assert_eq!(
+            md("{panel:title=Run}\n{code:sh}\nmake {panel}\n{code}\n|a|b|\n{panel}\nafter"),
+            "> **Run**\n>\n> ```sh\n> make {panel}\n> ```\n>\n> | a | b |\n> | --- | --- |\n\nafter\n"
+        );
+        assert_eq!(
+            md("{note}\n{quote}\n* inner\n{quote}\n{note}"),
+            "> **Note**\n>\n> > - inner\n"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use grantry_atlassian_fake::{FakeAtlassian, FakeConfig};
+use grantry_atlassian_fake::{DcConfig, FakeAtlassian, FakeConfig, FakeDataCenter};
 use grantry_core::ConfigError;
 use grantry_core::keyring::KeyRing;
 use grantry_server::{Config, JwtAuthenticator, ServerError};
@@ -101,6 +101,13 @@ pub(crate) async fn run(allow_remote: bool) -> Result<(), ServerError> {
     let fake = FakeAtlassian::start(fake_config)
         .await
         .map_err(|e| io_error("the fake Atlassian", e))?;
+    let jira_dc = FakeDataCenter::start(DcConfig {
+        redirect_uri: redirect_uri.clone(),
+        ..DcConfig::default()
+    })
+    .await
+    .map_err(|e| io_error("the fake Jira Data Center", e))?;
+    let jira_dc_config = jira_dc.fake.config().clone();
 
     let jwt_secret = KeyRing::generate_key_base64();
     let mut env = BTreeMap::new();
@@ -127,10 +134,20 @@ pub(crate) async fn run(allow_remote: bool) -> Result<(), ServerError> {
             "ATLASSIAN_OAUTH_SCOPE",
             grantry_atlassian::CONTENT_SCOPES.into(),
         ),
+        ("JIRA_DC_KIND", "atlassian-dc".into()),
+        ("JIRA_DC_BASE_URL", jira_dc.base_url.clone()),
+        ("JIRA_DC_PRODUCT", "jira".into()),
+        ("JIRA_DC_CLIENT_ID", jira_dc_config.client_id.clone()),
+        ("JIRA_DC_CLIENT_SECRET", jira_dc_config.client_secret.clone()),
+        ("JIRA_DC_REDIRECT_URI", redirect_uri.clone()),
     ] {
         env.insert(k.to_owned(), v);
     }
-    let config = Config::load_from(env, &["atlassian"])?;
+    let kinds: Vec<&str> = grantry_core::provider::factories()?
+        .iter()
+        .map(|f| f.id)
+        .collect();
+    let config = Config::load_from(env, &kinds)?;
     grantry_server::logging::init(&config.log_level)?;
     let state = grantry_server::prepare(&config).await?;
 
@@ -138,10 +155,11 @@ pub(crate) async fn run(allow_remote: bool) -> Result<(), ServerError> {
     let user_token = sign(&secret, DEMO_USER, "user")?;
     let admin_token = sign(&secret, DEMO_ADMIN, "admin")?;
     println!(
-        "\ngrantry demo — a fake Atlassian at {fake_url}, the server at {base}, a throw-away SQLite database.\n\
+        "\ngrantry demo — a fake Atlassian at {fake_url}, a fake Jira Data Center at {jira_dc_url}, the server at {base},\n\
+         a throw-away SQLite database.\n\
          Nothing here talks to Atlassian: ATLASSIAN_* variables and grantry.toml are ignored, every setting is generated.\n\n\
          In a browser, open\n   \
-            {base}/demo/login?as=user    to sign in as the demo user, then click \"Connect Atlassian\"\n   \
+            {base}/demo/login?as=user    to sign in as the demo user, then click \"Connect Atlassian\" or \"Connect Jira Data Center\"\n   \
             {base}/demo/login?as=admin   to sign in as the demo admin, who also sees everyone's connections\n\
          The fake's consent page has Accept and Decline buttons; you come back to {base}{PAGE}.\n\n\
          Or with curl, as the demo user and the demo admin:\n\n\
@@ -161,8 +179,12 @@ pub(crate) async fn run(allow_remote: bool) -> Result<(), ServerError> {
             curl -s -H \"Authorization: Bearer $USER\" {base}/api/v1/atlassian/sites\n   \
             curl -s -H \"Authorization: Bearer $ADMIN\" {base}/api/v1/atlassian/admin/connections\n   \
             curl -s -X DELETE -H \"Authorization: Bearer $USER\" {base}/api/v1/atlassian/connection\n\n\
+         The Jira Data Center instance is mounted at {base}/api/v1/jira-dc with the same routes (its site is the\n\
+         instance itself: see its status object), e.g. after connecting it:\n   \
+            curl -s -H \"Authorization: Bearer $USER\" '{base}/api/v1/jira-dc/search?q=payments'\n\n\
          Ctrl-C stops the demo and deletes its database.\n",
         fake_url = fake.base_url,
+        jira_dc_url = jira_dc.base_url,
         scope = grantry_atlassian::CONTENT_SCOPES,
     );
 
@@ -189,6 +211,7 @@ pub(crate) async fn run(allow_remote: bool) -> Result<(), ServerError> {
         tracing::warn!(error = %e, "maintenance task ended abnormally");
     }
     drop(fake);
+    drop(jira_dc);
     drop(scratch);
     Ok(())
 }

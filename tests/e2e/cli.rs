@@ -82,23 +82,23 @@ fn an_enabled_section_that_no_linked_provider_serves_stops_start_up() {
         Scratch::new()
             .with("GRANTRY_ENCRYPTION_KEY", &KeyRing::generate_key_base64())
             .with("GRANTRY_JWT_SECRET", "jwt")
-            .with("ENABLE_JIRA_DC_INTEGRATION", "true")
-            .with("JIRA_DC_KIND", "atlassian-dc")
-            .with("JIRA_DC_CLIENT_SECRET", "shh-dc-secret")
+            .with("ENABLE_DOCS_MCP_INTEGRATION", "true")
+            .with("DOCS_MCP_KIND", "mcp")
+            .with("DOCS_MCP_CLIENT_SECRET", "shh-mcp-secret")
     };
     let scratch_serve = scratch();
     let out = scratch_serve.run(&["serve"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains("ENABLE_JIRA_DC_INTEGRATION=true"), "{err}");
-    assert!(err.contains("`jira-dc` (kind `atlassian-dc`)"), "{err}");
+    assert!(err.contains("ENABLE_DOCS_MCP_INTEGRATION=true"), "{err}");
+    assert!(err.contains("`docs-mcp` (kind `mcp`)"), "{err}");
     assert!(
-        err.contains("this binary knows the kinds: atlassian"),
+        err.contains("this binary knows the kinds: atlassian, atlassian-dc"),
         "{err}"
     );
     assert!(err.contains("oauth2"), "{err}");
-    assert!(!err.contains("shh-dc-secret"), "{err}");
+    assert!(!err.contains("shh-mcp-secret"), "{err}");
     assert!(
         !db_file(scratch_serve.path()).exists(),
         "nothing is created before the configuration is valid"
@@ -106,7 +106,7 @@ fn an_enabled_section_that_no_linked_provider_serves_stops_start_up() {
 
     let out = scratch().run(&["providers"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("`jira-dc`"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`docs-mcp`"), "{}", stderr(&out));
     assert!(
         stdout(&out).lines().any(|l| l.starts_with("atlassian")),
         "the linked providers are still listed: {}",
@@ -114,9 +114,43 @@ fn an_enabled_section_that_no_linked_provider_serves_stops_start_up() {
     );
 
     let out = scratch()
-        .with("ENABLE_JIRA_DC_INTEGRATION", "false")
+        .with("ENABLE_DOCS_MCP_INTEGRATION", "false")
         .run(&["providers"]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_data_center_instance_from_the_environment_alone_is_checked_at_start_up() {
+    let scratch = || {
+        Scratch::new()
+            .with("GRANTRY_ENCRYPTION_KEY", &KeyRing::generate_key_base64())
+            .with("GRANTRY_JWT_SECRET", "jwt")
+            .with("JIRA_DC_KIND", "atlassian-dc")
+            .with("JIRA_DC_PRODUCT", "jira")
+            .with("JIRA_DC_CLIENT_ID", "dc-client")
+            .with("JIRA_DC_CLIENT_SECRET", "shh-dc-secret")
+            .with("JIRA_DC_REDIRECT_URI", "https://chat.example.com/cb")
+    };
+    for (base_url, wanted) in [
+        (None, "JIRA_DC_BASE_URL"),
+        (Some("http://jira.example.com"), "JIRA_DC_BASE_URL"),
+    ] {
+        let mut s = scratch();
+        if let Some(url) = base_url {
+            s = s.with("JIRA_DC_BASE_URL", url);
+        }
+        let out = s.run(&["serve"]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(wanted), "{err}");
+        assert!(!err.contains("shh-dc-secret"), "{err}");
+    }
+    let out = scratch()
+        .with("JIRA_DC_BASE_URL", "https://jira.example.com/jira")
+        .run(&["providers"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("jira-dc"), "{}", stdout(&out));
 }
 
 #[test]

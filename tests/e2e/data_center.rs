@@ -189,6 +189,17 @@ async fn two_instances_and_cloud_connect_side_by_side_with_pkce() {
         for id in ["atlassian", "jira-dc", "wiki-dc"] {
             assert!(ids.contains(&id), "{id}: {ids:?}");
         }
+        let jira_info = providers
+            .as_array()
+            .and_then(|list| list.iter().find(|p| p["id"] == "jira-dc"))
+            .expect("jira-dc listed");
+        assert_eq!(jira_info["name"], "Jira Data Center");
+        assert!(
+            jira_info["revocation_hint"]
+                .as_str()
+                .is_some_and(|h| h.contains("Authorized applications")),
+            "{jira_info}"
+        );
 
         let jira = s.connect(JIRA, &s.jira).await;
         assert_eq!(jira["provider"], "jira-dc", "{}: {jira}", db.kind);

@@ -72,12 +72,12 @@ fn the_binary_is_grantrys_whole_command_line() {
     assert_eq!(key.trim().len(), 44, "base64 of 32 bytes: {key}");
 
     let (ok, stdout, stderr) = providers(&[
-        ("ENABLE_JIRA_DC_INTEGRATION", "true"),
-        ("JIRA_DC_KIND", "atlassian-dc"),
+        ("ENABLE_DOCS_MCP_INTEGRATION", "true"),
+        ("DOCS_MCP_KIND", "mcp"),
     ]);
     assert!(!ok, "{stdout}");
     assert!(
-        stderr.contains("`jira-dc` (kind `atlassian-dc`)"),
+        stderr.contains("`docs-mcp` (kind `mcp`)"),
         "{stderr}"
     );
     assert!(

@@ -696,6 +696,41 @@ mod tests {
     }
 
     #[test]
+    fn scope_refusals_are_told_from_other_refusals() {
+        let cloud = br#"{"code":401,"message":"Unauthorized; scope does not match"}"#;
+        assert!(scope_refused(Flavor::Cloud, StatusCode::UNAUTHORIZED, cloud));
+        assert!(!scope_refused(Flavor::Cloud, StatusCode::FORBIDDEN, cloud));
+        let expired = br#"{"code":401,"message":"Unauthorized"}"#;
+        assert!(!scope_refused(Flavor::Cloud, StatusCode::UNAUTHORIZED, expired));
+        let dc = br#"{"message":"The access token does not have the required scope"}"#;
+        assert!(scope_refused(Flavor::DataCenter, StatusCode::FORBIDDEN, dc));
+        assert!(!scope_refused(Flavor::DataCenter, StatusCode::UNAUTHORIZED, dc));
+        assert!(!scope_refused(Flavor::DataCenter, StatusCode::FORBIDDEN, b"<html>"));
+    }
+
+    #[test]
+    fn data_center_urls_keep_the_context_path() {
+        let api = Url::parse("https://jira.example.com/jira").expect("url");
+        let token = AccessToken::new("t");
+        let http = reqwest::Client::new();
+        let g = Gateway {
+            http: &http,
+            api: &api,
+            flavor: Flavor::DataCenter,
+            token: &token,
+            provider: "jira-dc",
+            telemetry: &grantry_core::telemetry::Telemetry::default(),
+        };
+        let url = g
+            .url(Product::Jira, &site(&[]), &["rest", "api", "2", "issue", "A/B"])
+            .expect("url");
+        assert_eq!(
+            url.as_str(),
+            "https://jira.example.com/jira/rest/api/2/issue/A%2FB"
+        );
+    }
+
+    #[test]
     fn the_gateway_url_encodes_segments() {
         let api = Url::parse("http://127.0.0.1:9/base/").expect("url");
         let token = AccessToken::new("t");

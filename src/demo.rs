@@ -138,7 +138,10 @@ pub(crate) async fn run(allow_remote: bool) -> Result<(), ServerError> {
         ("JIRA_DC_BASE_URL", jira_dc.base_url.clone()),
         ("JIRA_DC_PRODUCT", "jira".into()),
         ("JIRA_DC_CLIENT_ID", jira_dc_config.client_id.clone()),
-        ("JIRA_DC_CLIENT_SECRET", jira_dc_config.client_secret.clone()),
+        (
+            "JIRA_DC_CLIENT_SECRET",
+            jira_dc_config.client_secret.clone(),
+        ),
         ("JIRA_DC_REDIRECT_URI", redirect_uri.clone()),
     ] {
         env.insert(k.to_owned(), v);

@@ -178,7 +178,9 @@ impl Setup {
 async fn two_instances_and_cloud_connect_side_by_side_with_pkce() {
     for db in TestDatabase::all().await {
         let s = setup(&db, Duration::from_secs(7200)).await;
-        let (status, providers) = s.h.call("GET", "/api/v1/providers", Some("alice"), None).await;
+        let (status, providers) =
+            s.h.call("GET", "/api/v1/providers", Some("alice"), None)
+                .await;
         assert_eq!(status, 200, "{providers}");
         let ids: Vec<&str> = providers
             .as_array()
@@ -204,7 +206,10 @@ async fn two_instances_and_cloud_connect_side_by_side_with_pkce() {
         let jira = s.connect(JIRA, &s.jira).await;
         assert_eq!(jira["provider"], "jira-dc", "{}: {jira}", db.kind);
         assert_eq!(jira["status"], "active");
-        assert_eq!(jira["account"]["id"], "JIRAUSER10000", "the stable key, not the name");
+        assert_eq!(
+            jira["account"]["id"], "JIRAUSER10000",
+            "the stable key, not the name"
+        );
         assert_eq!(jira["account"]["name"], "Alice Example");
         assert_eq!(jira["account"]["email"], "alice@example.com");
         assert_eq!(jira["scopes"], json!(["READ"]));
@@ -246,7 +251,10 @@ async fn data_center_content_has_the_cloud_shapes() {
         assert_eq!(body["partial_failures"], json!([]), "{body}");
         let hits = body["results"].as_array().expect("results");
         assert!(!hits.is_empty(), "{body}");
-        assert!(hits.iter().all(|h| h["kind"] == "jira_issue" && h["site_id"] == site.as_str()));
+        assert!(
+            hits.iter()
+                .all(|h| h["kind"] == "jira_issue" && h["site_id"] == site.as_str())
+        );
         assert!(
             hits[0]["url"]
                 .as_str()
@@ -266,11 +274,19 @@ async fn data_center_content_has_the_cloud_shapes() {
         let (status, projects) = s.get(&format!("{JIRA}/jira/{site}/projects")).await;
         assert_eq!(status, 200, "{projects}");
         assert_eq!(projects["truncated"], false);
-        let key = projects["projects"][0]["key"].as_str().expect("key").to_owned();
+        let key = projects["projects"][0]["key"]
+            .as_str()
+            .expect("key")
+            .to_owned();
         let (status, found) = s.get(&format!("{JIRA}/search?q=rollout&limit=5")).await;
         assert_eq!(status, 200, "{found}");
-        let issue_key = found["results"][0]["id"].as_str().unwrap_or(&format!("{key}-1")).to_owned();
-        let (status, issue) = s.get(&format!("{JIRA}/jira/{site}/issues/{issue_key}")).await;
+        let issue_key = found["results"][0]["id"]
+            .as_str()
+            .unwrap_or(&format!("{key}-1"))
+            .to_owned();
+        let (status, issue) = s
+            .get(&format!("{JIRA}/jira/{site}/issues/{issue_key}"))
+            .await;
         assert_eq!(status, 200, "{issue}");
         assert_eq!(issue["site_id"], site.as_str());
         let description = issue["description"].as_str().expect("description");
@@ -282,14 +298,21 @@ async fn data_center_content_has_the_cloud_shapes() {
         assert!(issue["reporter"]["account_id"].is_string(), "{issue}");
 
         // Spaces, a space's pages by cursor, a page as Markdown.
-        let (status, spaces) = s.get(&format!("{WIKI}/confluence/{wiki_site}/spaces")).await;
+        let (status, spaces) = s
+            .get(&format!("{WIKI}/confluence/{wiki_site}/spaces"))
+            .await;
         assert_eq!(status, 200, "{spaces}");
-        let space = spaces["spaces"][0]["key"].as_str().expect("space").to_owned();
+        let space = spaces["spaces"][0]["key"]
+            .as_str()
+            .expect("space")
+            .to_owned();
         let mut pages = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..10 {
             let path = match &cursor {
-                Some(c) => format!("{WIKI}/confluence/{wiki_site}/spaces/{space}/pages?limit=2&cursor={c}"),
+                Some(c) => {
+                    format!("{WIKI}/confluence/{wiki_site}/spaces/{space}/pages?limit=2&cursor={c}")
+                }
                 None => format!("{WIKI}/confluence/{wiki_site}/spaces/{space}/pages?limit=2"),
             };
             let (status, list) = s.get(&path).await;
@@ -302,10 +325,15 @@ async fn data_center_content_has_the_cloud_shapes() {
         }
         assert!(!pages.is_empty());
         let page_id = pages[0]["id"].as_str().expect("id").to_owned();
-        let (status, page) = s.get(&format!("{WIKI}/confluence/{wiki_site}/pages/{page_id}")).await;
+        let (status, page) = s
+            .get(&format!("{WIKI}/confluence/{wiki_site}/pages/{page_id}"))
+            .await;
         assert_eq!(status, 200, "{page}");
         assert_eq!(page["space"]["key"], space.as_str());
-        assert!(page["body"].as_str().is_some_and(|b| !b.is_empty()), "{page}");
+        assert!(
+            page["body"].as_str().is_some_and(|b| !b.is_empty()),
+            "{page}"
+        );
         assert!(
             page["url"]
                 .as_str()
@@ -319,10 +347,14 @@ async fn data_center_content_has_the_cloud_shapes() {
         assert_eq!(body["error"], "forbidden_site");
 
         // The proxy, with the same path rules.
-        let (status, me) = s.get(&format!("{JIRA}/proxy/jira/{site}/rest/api/2/myself")).await;
+        let (status, me) = s
+            .get(&format!("{JIRA}/proxy/jira/{site}/rest/api/2/myself"))
+            .await;
         assert_eq!(status, 200, "{me}");
         assert_eq!(me["key"], "JIRAUSER10000");
-        let (status, body) = s.get(&format!("{JIRA}/proxy/jira/{site}/rest/api/2/..%2f..%2fx")).await;
+        let (status, body) = s
+            .get(&format!("{JIRA}/proxy/jira/{site}/rest/api/2/..%2f..%2fx"))
+            .await;
         assert_eq!(status, 400, "{body}");
         assert!(s.jira.fake.content_requests().iter().all(|r| r.authorised));
     }
@@ -337,7 +369,9 @@ async fn rotation_sends_redirect_uri_and_a_stolen_refresh_token_ends_the_grant()
         // Two refreshes, each rotating the refresh token.
         for round in 1..=2 {
             s.wait_until_due("jira-dc").await;
-            let (status, body) = s.get(&format!("{JIRA}/jira/{}/projects", instance(&s).await)).await;
+            let (status, body) = s
+                .get(&format!("{JIRA}/jira/{}/projects", instance(&s).await))
+                .await;
             assert_eq!(status, 200, "round {round}: {body}");
             assert_eq!(s.jira.fake.counters().token_refresh, round, "{}", db.kind);
         }
@@ -351,25 +385,26 @@ async fn rotation_sends_redirect_uri_and_a_stolen_refresh_token_ends_the_grant()
 
         // Someone replays the first, rotated-out refresh token: the fake kills the whole grant.
         let config = s.jira.fake.config().clone();
-        let resp = s
-            .h
-            .http
-            .post(s.jira.url("/rest/oauth2/latest/token"))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", first.as_str()),
-                ("client_id", config.client_id.as_str()),
-                ("client_secret", config.client_secret.as_str()),
-                ("redirect_uri", REDIRECT),
-            ])
-            .send()
-            .await
-            .expect("replay");
+        let resp =
+            s.h.http
+                .post(s.jira.url("/rest/oauth2/latest/token"))
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", first.as_str()),
+                    ("client_id", config.client_id.as_str()),
+                    ("client_secret", config.client_secret.as_str()),
+                    ("redirect_uri", REDIRECT),
+                ])
+                .send()
+                .await
+                .expect("replay");
         assert_eq!(resp.status(), 400);
         assert_eq!(s.jira.fake.counters().refresh_reuse, 1);
         // Grantry's next refresh is refused: the connection needs consent again, kept.
         s.wait_until_due("jira-dc").await;
-        let (status, body) = s.get(&format!("{JIRA}/jira/{}/projects", instance(&s).await)).await;
+        let (status, body) = s
+            .get(&format!("{JIRA}/jira/{}/projects", instance(&s).await))
+            .await;
         assert_eq!(status, 409, "{body}");
         assert_eq!(body["error"], "needs_reauth");
         let (_, status_object) = s.get(&format!("{JIRA}/connection/status")).await;
@@ -388,14 +423,13 @@ async fn disconnect_deletes_the_tokens_and_says_revocation_is_unsupported() {
     for db in TestDatabase::all().await {
         let s = setup(&db, Duration::from_secs(7200)).await;
         s.connect(JIRA, &s.jira).await;
-        let resp = s
-            .h
-            .http
-            .delete(s.h.url(&format!("{JIRA}/connection")))
-            .bearer_auth(s.h.token("alice", "user"))
-            .send()
-            .await
-            .expect("delete");
+        let resp =
+            s.h.http
+                .delete(s.h.url(&format!("{JIRA}/connection")))
+                .bearer_auth(s.h.token("alice", "user"))
+                .send()
+                .await
+                .expect("delete");
         assert_eq!(resp.status(), 204);
         assert_eq!(resp.headers()["grantry-revocation"], "unsupported");
         let (_, status) = s.get(&format!("{JIRA}/connection/status")).await;

@@ -76,10 +76,7 @@ fn the_binary_is_grantrys_whole_command_line() {
         ("DOCS_MCP_KIND", "mcp"),
     ]);
     assert!(!ok, "{stdout}");
-    assert!(
-        stderr.contains("`docs-mcp` (kind `mcp`)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("`docs-mcp` (kind `mcp`)"), "{stderr}");
     assert!(
         stderr.contains("example"),
         "the example is a known kind: {stderr}"

@@ -493,13 +493,15 @@ async fn dc_spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, ContentEr
             })
             .await?;
         let count = page.results.len();
-        spaces.extend(page.results.into_iter().map(|s| SpaceView {
-            url: page_url(g, site, s.links.webui.as_deref())
-                .or_else(|| web_url(site, &format!("/display/{}", s.key))),
-            id: s.id,
-            key: s.key,
-            name: s.name,
-            kind: s.kind,
+        spaces.extend(page.results.into_iter().map(|s| {
+            SpaceView {
+                url: page_url(g, site, s.links.webui.as_deref())
+                    .or_else(|| web_url(site, &format!("/display/{}", s.key))),
+                id: s.id,
+                key: s.key,
+                name: s.name,
+                kind: s.kind,
+            }
         }));
         if count == 0 || page.links.next.is_none() {
             truncated = false;

@@ -698,14 +698,30 @@ mod tests {
     #[test]
     fn scope_refusals_are_told_from_other_refusals() {
         let cloud = br#"{"code":401,"message":"Unauthorized; scope does not match"}"#;
-        assert!(scope_refused(Flavor::Cloud, StatusCode::UNAUTHORIZED, cloud));
+        assert!(scope_refused(
+            Flavor::Cloud,
+            StatusCode::UNAUTHORIZED,
+            cloud
+        ));
         assert!(!scope_refused(Flavor::Cloud, StatusCode::FORBIDDEN, cloud));
         let expired = br#"{"code":401,"message":"Unauthorized"}"#;
-        assert!(!scope_refused(Flavor::Cloud, StatusCode::UNAUTHORIZED, expired));
+        assert!(!scope_refused(
+            Flavor::Cloud,
+            StatusCode::UNAUTHORIZED,
+            expired
+        ));
         let dc = br#"{"message":"The access token does not have the required scope"}"#;
         assert!(scope_refused(Flavor::DataCenter, StatusCode::FORBIDDEN, dc));
-        assert!(!scope_refused(Flavor::DataCenter, StatusCode::UNAUTHORIZED, dc));
-        assert!(!scope_refused(Flavor::DataCenter, StatusCode::FORBIDDEN, b"<html>"));
+        assert!(!scope_refused(
+            Flavor::DataCenter,
+            StatusCode::UNAUTHORIZED,
+            dc
+        ));
+        assert!(!scope_refused(
+            Flavor::DataCenter,
+            StatusCode::FORBIDDEN,
+            b"<html>"
+        ));
     }
 
     #[test]
@@ -722,7 +738,11 @@ mod tests {
             telemetry: &grantry_core::telemetry::Telemetry::default(),
         };
         let url = g
-            .url(Product::Jira, &site(&[]), &["rest", "api", "2", "issue", "A/B"])
+            .url(
+                Product::Jira,
+                &site(&[]),
+                &["rest", "api", "2", "issue", "A/B"],
+            )
             .expect("url");
         assert_eq!(
             url.as_str(),

@@ -365,7 +365,11 @@ pub(crate) async fn issue(
     site: &Resource,
     key: &str,
 ) -> Result<IssueView, ContentError> {
-    let url = g.url(Product::Jira, site, &["rest", "api", version(g), "issue", key])?;
+    let url = g.url(
+        Product::Jira,
+        site,
+        &["rest", "api", version(g), "issue", key],
+    )?;
     let what = format!("Jira issue {key}");
     let issue: Issue = g
         .json(JIRA_ISSUE, &what, || {

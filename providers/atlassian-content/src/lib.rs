@@ -198,10 +198,12 @@ fn site<'a>(
             ))
         })?;
     match product {
-        Some(product) if !deployment.reaches(product, site) => Err(ContentError::ForbiddenSite(format!(
-            "your Atlassian grant does not reach {} on site {site_id}",
-            product.name()
-        ))),
+        Some(product) if !deployment.reaches(product, site) => {
+            Err(ContentError::ForbiddenSite(format!(
+                "your Atlassian grant does not reach {} on site {site_id}",
+                product.name()
+            )))
+        }
         _ => Ok(site),
     }
 }

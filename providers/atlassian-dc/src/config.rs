@@ -196,7 +196,10 @@ mod tests {
         ("product", "Jira"),
         ("client_id", "id"),
         ("client_secret", "secret"),
-        ("redirect_uri", "https://chat.example.com/settings/connections"),
+        (
+            "redirect_uri",
+            "https://chat.example.com/settings/connections",
+        ),
     ];
 
     fn with(changes: &[(&str, &str)]) -> ProviderSettings {
@@ -233,9 +236,18 @@ mod tests {
         for (change, variable) in [
             (("product", "bitbucket"), "JIRA_DC_PRODUCT"),
             (("product", ""), "JIRA_DC_PRODUCT"),
-            (("oauth_scope", "READ offline_access"), "JIRA_DC_OAUTH_SCOPE"),
-            (("base_url", "https://jira.example.com/?x=1"), "JIRA_DC_BASE_URL"),
-            (("base_url", "https://u:p@jira.example.com"), "JIRA_DC_BASE_URL"),
+            (
+                ("oauth_scope", "READ offline_access"),
+                "JIRA_DC_OAUTH_SCOPE",
+            ),
+            (
+                ("base_url", "https://jira.example.com/?x=1"),
+                "JIRA_DC_BASE_URL",
+            ),
+            (
+                ("base_url", "https://u:p@jira.example.com"),
+                "JIRA_DC_BASE_URL",
+            ),
             (("base_url", ""), "JIRA_DC_BASE_URL"),
             (("client_secret", ""), "JIRA_DC_CLIENT_SECRET"),
             (("http_timeout", "0"), "JIRA_DC_HTTP_TIMEOUT"),

@@ -42,8 +42,14 @@ pub const FACTORY_ID: &str = "atlassian-dc";
 /// permissions.
 pub static SCOPES: &[ScopeInfo] = &[
     scope("READ", "View what the user can view"),
-    scope("WRITE", "Create and change what the user can change (includes READ)"),
-    scope("ADMIN", "Administer projects or spaces the user administers (includes WRITE)"),
+    scope(
+        "WRITE",
+        "Create and change what the user can change (includes READ)",
+    ),
+    scope(
+        "ADMIN",
+        "Administer projects or spaces the user administers (includes WRITE)",
+    ),
     scope(
         "SYSTEM_ADMIN",
         "Administer the instance, when the user is a system administrator (includes ADMIN)",
@@ -71,7 +77,10 @@ impl AtlassianDc {
     pub fn new(config: DcConfig) -> Result<Self, ConfigError> {
         let http = grantry_protocol::http::client(config.http_timeout).map_err(|e| {
             ConfigError::Invalid {
-                variable: format!("{}_BASE_URL", grantry_core::provider::env_prefix(&config.id)),
+                variable: format!(
+                    "{}_BASE_URL",
+                    grantry_core::provider::env_prefix(&config.id)
+                ),
                 reason: format!("cannot build the HTTP client: {e}"),
             }
         })?;
@@ -153,8 +162,7 @@ impl AtlassianDc {
     async fn title(&self, call: AccountCall<'_>) -> String {
         let url = self.url("rest/applinks/1.0/manifest");
         let what = "the application-links manifest";
-        match grantry_protocol::http::get_json::<Manifest>(call.http, url, call.token, what).await
-        {
+        match grantry_protocol::http::get_json::<Manifest>(call.http, url, call.token, what).await {
             Ok(Manifest { name: Some(name) }) if !name.trim().is_empty() => name.trim().to_owned(),
             other => {
                 if let Err(e) = other {

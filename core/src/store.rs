@@ -647,24 +647,16 @@ pub trait TokenStore: Send + Sync + 'static {
     }
 
     /// Deletes the connection `connection_id` with its resources, only while it still belongs
-    /// to the account `account_id`, recording `connection.deleted` with `reason`; whether it did.
-    ///
-    /// The default reads the row, then deletes the (user, provider) connection if it is still
-    /// that row; a store should do both in one transaction.
+    /// to the account `account_id` (in one transaction: a reconnect to another account in
+    /// between must keep its row), recording `connection.deleted` with `reason`; whether it did.
+    /// Unsupported by default.
     async fn delete_account_connection(
         &self,
-        connection_id: &str,
-        account_id: &str,
-        reason: DeleteReason,
+        _connection_id: &str,
+        _account_id: &str,
+        _reason: DeleteReason,
     ) -> Result<bool, StoreError> {
-        let Some(record) = self.connection_by_id(connection_id).await? else {
-            return Ok(false);
-        };
-        if record.account.id != account_id {
-            return Ok(false);
-        }
-        self.delete_connection(&record.user_id, &record.provider, reason)
-            .await
+        Err(unsupported("deleting connections by account"))
     }
 
     /// The value `provider` stored under `name` with

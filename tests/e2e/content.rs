@@ -399,6 +399,18 @@ async fn confluence_spaces_pages_and_a_page_as_markdown() {
         assert_eq!(first["pages"][0]["version"], 7);
         assert_eq!(first["pages"][0]["updated_at"], "2024-06-19T08:30:00Z");
         let cursor = first["next_cursor"].as_str().expect("a next cursor");
+        // A cursor Atlassian did not hand out (its own part forged) is the client's mistake.
+        let forged = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(br#"{"k":"ENG","c":"not-a-cursor-of-atlassian"}"#)
+        };
+        let (got, body) = get(
+            &h,
+            &format!("/confluence/{ACME_SITE_ID}/spaces/ENG/pages?cursor={forged}"),
+        )
+        .await;
+        assert_error(got, &body, 400, "invalid_request");
         // The cursor is bound to its space.
         let (got, body) = get(
             &h,

@@ -356,6 +356,16 @@ async fn data_center_content_has_the_cloud_shapes() {
             .get(&format!("{JIRA}/proxy/jira/{site}/rest/api/2/..%2f..%2fx"))
             .await;
         assert_eq!(status, 400, "{body}");
+        // Only the REST API and attachments: never the OAuth endpoints or the web UI.
+        for path in [
+            "rest/oauth2/latest/token",
+            "secure/admin/ViewApplicationProperties.jspa",
+            "rest/api",
+        ] {
+            let (status, body) = s.get(&format!("{JIRA}/proxy/jira/{site}/{path}")).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert_eq!(body["error"], "invalid_request");
+        }
         assert!(s.jira.fake.content_requests().iter().all(|r| r.authorised));
     }
 }

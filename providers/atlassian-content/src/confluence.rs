@@ -239,17 +239,15 @@ pub(crate) struct PageView {
     body: String,
 }
 
-/// Where a page listing goes on: the space it belongs to and Atlassian's own cursor, sealed
-/// into one opaque string for the client.
+/// Where a page listing goes on: the space key it was asked for and Atlassian's own cursor
+/// (Cloud) or offset (Data Center), in one opaque string for the client. The space is resolved
+/// from the key on every page, so a cursor cannot point the listing at another space.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PageCursor {
     /// The space key the listing was asked for.
     #[serde(rename = "k")]
     key: String,
-    /// The space id it resolved to.
-    #[serde(rename = "s")]
-    space_id: String,
-    /// Atlassian's cursor.
+    /// Atlassian's cursor, or the Data Center offset.
     #[serde(rename = "c")]
     upstream: String,
 }
@@ -284,6 +282,17 @@ fn page_url(g: &Gateway<'_>, site: &Resource, webui: Option<&str>) -> Option<Str
         Flavor::Cloud => wiki_url(site, webui),
         Flavor::DataCenter => web_url(site, webui?),
     }
+}
+
+/// The `start` of a v1 `_links.next` (Data Center), when it moves forward and stays within
+/// [`MAX_DC_START`]; `None` ends the listing.
+fn next_start(links: &Links, start: usize) -> Option<usize> {
+    let next = links.next.as_deref()?;
+    let url = Url::parse("https://site.invalid/").ok()?.join(next).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "start")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .filter(|next| *next > start && *next <= MAX_DC_START)
 }
 
 /// The `cursor` parameter of a v2 `_links.next` (a relative URL), never its host or path.
@@ -550,10 +559,8 @@ pub(crate) async fn pages(
     if g.flavor == Flavor::DataCenter {
         return dc_pages(g, site, space_key, cursor, limit).await;
     }
-    let (space_id, upstream) = match cursor {
-        Some(c) => (c.space_id, Some(c.upstream)),
-        None => (space_id(g, site, space_key).await?, None),
-    };
+    let space_id = space_id(g, site, space_key).await?;
+    let upstream = cursor.map(|c| c.upstream);
     let url = g.url(
         Product::Confluence,
         site,
@@ -583,7 +590,6 @@ pub(crate) async fn pages(
         next_cursor: next.map(|upstream| {
             PageCursor {
                 key: space_key.to_owned(),
-                space_id: space_id.clone(),
                 upstream,
             }
             .encode()
@@ -640,15 +646,15 @@ async fn dc_pages(
             ])
         })
         .await?;
-    let count = listing.results.len();
-    let next_cursor = (count > 0 && listing.links.next.is_some()).then(|| {
-        PageCursor {
-            key: space_key.to_owned(),
-            space_id: String::new(),
-            upstream: (start + count).to_string(),
-        }
-        .encode()
-    });
+    let next_cursor = next_start(&listing.links, start)
+        .filter(|_| !listing.results.is_empty())
+        .map(|next| {
+            PageCursor {
+                key: space_key.to_owned(),
+                upstream: next.to_string(),
+            }
+            .encode()
+        });
     Ok(PageList {
         site_id: site.id.clone(),
         space_key: space_key.to_owned(),
@@ -821,7 +827,6 @@ mod tests {
     fn cursors_come_back_only_for_their_space() {
         let cursor = PageCursor {
             key: "ENG".into(),
-            space_id: "98305".into(),
             upstream: "abc=/+".into(),
         };
         let text = cursor.encode();
@@ -830,6 +835,26 @@ mod tests {
         assert!(PageCursor::decode("not base64!", "ENG").is_err());
         assert!(PageCursor::decode(&URL_SAFE_NO_PAD.encode("[1]"), "ENG").is_err());
         assert!(PageCursor::decode(&"A".repeat(MAX_CURSOR + 1), "ENG").is_err());
+    }
+
+    #[test]
+    fn data_center_offsets_come_from_the_next_link_and_move_forward() {
+        let links = |next: &str| Links {
+            webui: None,
+            next: Some(next.to_owned()),
+        };
+        assert_eq!(
+            next_start(&links("/rest/api/content?spaceKey=ENG&start=4&limit=2"), 2),
+            Some(4)
+        );
+        assert_eq!(next_start(&links("/rest/api/content?start=2"), 2), None);
+        assert_eq!(next_start(&links("/rest/api/content?start=1"), 2), None);
+        assert_eq!(
+            next_start(&links(&format!("/x?start={}", MAX_DC_START + 1)), 0),
+            None
+        );
+        assert_eq!(next_start(&links("/rest/api/content?limit=2"), 0), None);
+        assert_eq!(next_start(&Links::default(), 0), None);
     }
 
     #[test]

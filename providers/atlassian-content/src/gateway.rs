@@ -137,6 +137,9 @@ pub(crate) enum ContentError {
     ForbiddenSite(String),
     /// 404 `not_found`: Atlassian has no such issue or page (or the grant cannot see it).
     NotFound(String),
+    /// 400 `invalid_request`: Atlassian refused what the client passed through (a cursor it
+    /// did not hand out, say).
+    Refused(String),
     /// 403 `insufficient_scope`: Atlassian refused the operation because the grant lacks the
     /// scope it needs.
     InsufficientScope {
@@ -164,6 +167,7 @@ impl fmt::Display for ContentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadRequest(m)
+            | Self::Refused(m)
             | Self::UnknownSite(m)
             | Self::ForbiddenSite(m)
             | Self::NotFound(m)
@@ -190,7 +194,7 @@ impl ContentError {
     /// The HTTP status answered.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::Refused(_) => StatusCode::BAD_REQUEST,
             Self::UnknownSite(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::ForbiddenSite(_) | Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -202,7 +206,7 @@ impl ContentError {
     /// The stable error code answered.
     pub(crate) fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) => "invalid_request",
+            Self::BadRequest(_) | Self::Refused(_) => "invalid_request",
             Self::UnknownSite(_) => "unknown_site",
             Self::ForbiddenSite(_) => "forbidden_site",
             Self::NotFound(_) => "not_found",
@@ -370,18 +374,16 @@ impl Gateway<'_> {
                 what: what.to_owned(),
                 retry_after: wait.unwrap_or(DEFAULT_WAIT.as_secs()).max(1),
             },
+            StatusCode::BAD_REQUEST => ContentError::Refused(format!(
+                "{what}: Atlassian refused the request as invalid (HTTP 400)"
+            )),
             StatusCode::NOT_FOUND => {
                 ContentError::NotFound(format!("{what}: not found (or this grant cannot see it)"))
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-                if scope_refused(self.flavor, status, &body) =>
-            {
+            StatusCode::UNAUTHORIZED if self.flavor == Flavor::Cloud && scope_refused(&body) => {
                 ContentError::InsufficientScope {
                     what: what.to_owned(),
-                    scope: match self.flavor {
-                        Flavor::Cloud => operation.scope,
-                        Flavor::DataCenter => DATA_CENTER_READ,
-                    },
+                    scope: operation.scope,
                     variable: format!("{}_OAUTH_SCOPE", env_prefix(self.provider)),
                 }
             }
@@ -397,26 +399,18 @@ impl Gateway<'_> {
     }
 }
 
-/// The Data Center scope every read operation needs.
-const DATA_CENTER_READ: &str = "READ";
-
-/// Whether an error answer is a scope refusal: Cloud's `401 {"code":401,"message":"Unauthorized;
-/// scope does not match"}`, Data Center's 403 whose message names the token's scope.
-fn scope_refused(flavor: Flavor, status: StatusCode, body: &[u8]) -> bool {
+/// Whether an error body is Atlassian Cloud's scope refusal (`{"code":401,"message":
+/// "Unauthorized; scope does not match"}`).
+fn scope_refused(body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Refusal {
         message: String,
     }
-    let Ok(refusal) = serde_json::from_slice::<Refusal>(body) else {
-        return false;
-    };
-    let message = refusal.message.to_ascii_lowercase();
-    match flavor {
-        Flavor::Cloud => {
-            status == StatusCode::UNAUTHORIZED && message.contains("scope does not match")
-        }
-        Flavor::DataCenter => status == StatusCode::FORBIDDEN && message.contains("scope"),
-    }
+    serde_json::from_slice::<Refusal>(body).is_ok_and(|r| {
+        r.message
+            .to_ascii_lowercase()
+            .contains("scope does not match")
+    })
 }
 
 fn send_failure(e: &reqwest::Error) -> &'static str {
@@ -697,31 +691,11 @@ mod tests {
 
     #[test]
     fn scope_refusals_are_told_from_other_refusals() {
-        let cloud = br#"{"code":401,"message":"Unauthorized; scope does not match"}"#;
         assert!(scope_refused(
-            Flavor::Cloud,
-            StatusCode::UNAUTHORIZED,
-            cloud
+            br#"{"code":401,"message":"Unauthorized; scope does not match"}"#
         ));
-        assert!(!scope_refused(Flavor::Cloud, StatusCode::FORBIDDEN, cloud));
-        let expired = br#"{"code":401,"message":"Unauthorized"}"#;
-        assert!(!scope_refused(
-            Flavor::Cloud,
-            StatusCode::UNAUTHORIZED,
-            expired
-        ));
-        let dc = br#"{"message":"The access token does not have the required scope"}"#;
-        assert!(scope_refused(Flavor::DataCenter, StatusCode::FORBIDDEN, dc));
-        assert!(!scope_refused(
-            Flavor::DataCenter,
-            StatusCode::UNAUTHORIZED,
-            dc
-        ));
-        assert!(!scope_refused(
-            Flavor::DataCenter,
-            StatusCode::FORBIDDEN,
-            b"<html>"
-        ));
+        assert!(!scope_refused(br#"{"code":401,"message":"Unauthorized"}"#));
+        assert!(!scope_refused(b"<html>"));
     }
 
     #[test]

@@ -232,23 +232,29 @@ pub(crate) async fn search(
     let page: JqlPage = g
         .json(JIRA_SEARCH, &what, || g.http.post(url.clone()).json(&body))
         .await?;
-    Ok(page
-        .issues
-        .into_iter()
-        .filter(|issue| !issue.key.is_empty())
-        .map(|issue| Hit {
-            kind: "jira_issue",
-            site_id: site.id.clone(),
-            url: web_url(site, &format!("/browse/{}", issue.key)),
-            title: issue.fields.summary.unwrap_or_default(),
-            excerpt: match (g.flavor, &issue.fields.description) {
-                (Flavor::DataCenter, Value::String(wiki)) => wiki_plain_text(wiki, EXCERPT_CHARS),
-                (_, description) => adf_to_plain_text(description, EXCERPT_CHARS),
-            },
-            updated_at: timestamp(issue.fields.updated.as_deref()),
-            id: issue.key,
-        })
-        .collect())
+    let flavor = g.flavor;
+    let site = site.clone();
+    off_thread(move || {
+        page.issues
+            .into_iter()
+            .filter(|issue| !issue.key.is_empty())
+            .map(|issue| Hit {
+                kind: "jira_issue",
+                site_id: site.id.clone(),
+                url: web_url(&site, &format!("/browse/{}", issue.key)),
+                title: issue.fields.summary.unwrap_or_default(),
+                excerpt: match (flavor, &issue.fields.description) {
+                    (Flavor::DataCenter, Value::String(wiki)) => {
+                        wiki_plain_text(wiki, EXCERPT_CHARS)
+                    }
+                    (_, description) => adf_to_plain_text(description, EXCERPT_CHARS),
+                },
+                updated_at: timestamp(issue.fields.updated.as_deref()),
+                id: issue.key,
+            })
+            .collect()
+    })
+    .await
 }
 
 /// Every project of the site (pagination followed, at most [`MAX_PROJECTS`]).

@@ -1,8 +1,10 @@
-//! `ANY /proxy/{jira|confluence}/{site_id}/{*path}`: the user's own calls to the gateway.
+//! `ANY /proxy/{jira|confluence}/{site_id}/{*path}`: the user's own calls to Atlassian.
 //!
 //! Only sites of the user's grant and products the site has; the path is checked segment by
 //! segment on the raw request (no `.`/`..`, no encoded slash, backslash or dot, no control
-//! characters), re-encoded, and must land under `/ex/{product}/{cloudid}/`. A short list of
+//! characters), re-encoded, and must land under `/ex/{product}/{cloudid}/` on Cloud, or on Data
+//! Center under the instance's base URL in its REST API or attachment downloads
+//! ([`DATA_CENTER_PREFIXES`]). A short list of
 //! request headers passes (never the caller's `Authorization` or `Cookie`, never hop-by-hop
 //! headers); the upstream answer comes back with a short list of headers and a capped body,
 //! streamed chunk by chunk (never held whole in memory).
@@ -15,7 +17,16 @@ use percent_encoding::percent_decode_str;
 
 use grantry_protocol::http::retry_after;
 
-use super::gateway::{ContentError, Gateway, Product};
+use super::gateway::{ContentError, Flavor, Gateway, Product};
+
+/// The paths (under the base URL) the proxy reaches on a Data Center instance: the REST API
+/// and attachment downloads, never the web UI, the administration pages or the OAuth endpoints.
+pub(crate) const DATA_CENTER_PREFIXES: &[&[&str]] = &[
+    &["rest", "api"],
+    &["rest", "agile"],
+    &["download", "attachments"],
+    &["secure", "attachment"],
+];
 
 /// Largest upstream body passed back.
 pub(crate) const MAX_PROXY_BODY: usize = 8 * 1024 * 1024;
@@ -175,6 +186,17 @@ pub(crate) async fn forward(
         )));
     }
     let segments: Vec<&str> = target.segments.iter().map(String::as_str).collect();
+    if g.flavor == Flavor::DataCenter
+        && !DATA_CENTER_PREFIXES
+            .iter()
+            .any(|prefix| segments.len() > prefix.len() && segments.starts_with(prefix))
+    {
+        return Err(ContentError::BadRequest(
+            "the proxy path is refused: on Data Center it reaches rest/api/…, rest/agile/…, \
+             download/attachments/… and secure/attachment/… only"
+                .into(),
+        ));
+    }
     let mut url = g.url(target.product, site, &segments)?;
     let prefix = g.url(target.product, site, &[""])?;
     if !url.path().starts_with(prefix.path()) {

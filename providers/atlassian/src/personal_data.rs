@@ -50,6 +50,9 @@ const MAX_WAIT: chrono::Duration = chrono::Duration::days(30);
 const STATE: &str = "personal_data_report";
 /// Connections of a page whose fresh token is tried for a report.
 const MAX_TOKEN_ATTEMPTS: usize = 3;
+/// Reports sent by one maintenance pass at most (1,800 accounts); the cycle goes on at the next
+/// pass, so a pass stays short whatever the number of connections.
+const MAX_REPORTS_PER_PASS: usize = 20;
 /// What the report call is called in errors.
 const WHAT: &str = "personal data report";
 
@@ -62,6 +65,9 @@ struct Cycle {
     /// The cycle in progress goes on after this user id; a new cycle starts when `None`.
     #[serde(default)]
     after: Option<String>,
+    /// The `Cycle-Period` Atlassian gave in this cycle, in seconds (kept across passes).
+    #[serde(default)]
+    period_secs: Option<i64>,
 }
 
 /// Atlassian's answer to one report.
@@ -407,8 +413,13 @@ pub(crate) async fn maintain(atlassian: &Atlassian, context: &ProviderContext, n
     }
     let mut counts = Counts::default();
     let mut token = ReportToken::default();
-    let mut period: Option<chrono::Duration> = None;
+    let mut period: Option<chrono::Duration> = cycle.period_secs.map(chrono::Duration::seconds);
+    let mut sent_reports = 0;
     loop {
+        if sent_reports == MAX_REPORTS_PER_PASS {
+            tracing::debug!("personal data report cycle goes on at the next pass");
+            break;
+        }
         let page = match store
             .accounts_page(ID, cycle.after.as_deref(), MAX_BATCH)
             .await
@@ -479,7 +490,9 @@ pub(crate) async fn maintain(atlassian: &Atlassian, context: &ProviderContext, n
                     period: answered,
                 })) => {
                     counts.reported += batch.len() as u64;
+                    sent_reports += 1;
                     period = answered.or(period);
+                    cycle.period_secs = period.map(|p| p.num_seconds());
                     apply(
                         atlassian,
                         context,
@@ -497,6 +510,7 @@ pub(crate) async fn maintain(atlassian: &Atlassian, context: &ProviderContext, n
             cycle = Cycle {
                 not_before: Some(now + wait),
                 after: None,
+                period_secs: None,
             };
             save(context, &cycle).await;
             tracing::info!(
@@ -583,6 +597,7 @@ mod tests {
         let cycle = Cycle {
             not_before: Some(Utc::now()),
             after: Some("user-9".into()),
+            period_secs: Some(3600),
         };
         let text = serde_json::to_string(&cycle).expect("json");
         assert_eq!(serde_json::from_str::<Cycle>(&text).expect("cycle"), cycle);

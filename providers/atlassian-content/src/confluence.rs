@@ -284,25 +284,22 @@ fn page_url(g: &Gateway<'_>, site: &Resource, webui: Option<&str>) -> Option<Str
     }
 }
 
+/// The query parameter `name` of `_links.next` (a relative URL), never its host or path.
+fn link_param(links: &Links, name: &str) -> Option<String> {
+    let next = links.next.as_deref()?;
+    let url = Url::parse("https://site.invalid/").ok()?.join(next).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+}
+
 /// The `start` of a v1 `_links.next` (Data Center), when it moves forward and stays within
 /// [`MAX_DC_START`]; `None` ends the listing.
 fn next_start(links: &Links, start: usize) -> Option<usize> {
-    let next = links.next.as_deref()?;
-    let url = Url::parse("https://site.invalid/").ok()?.join(next).ok()?;
-    url.query_pairs()
-        .find(|(k, _)| k == "start")
-        .and_then(|(_, v)| v.parse::<usize>().ok())
+    link_param(links, "start")
+        .and_then(|v| v.parse::<usize>().ok())
         .filter(|next| *next > start && *next <= MAX_DC_START)
-}
-
-/// The `cursor` parameter of a v2 `_links.next` (a relative URL), never its host or path.
-fn next_cursor(links: &Links) -> Option<String> {
-    let next = links.next.as_deref()?;
-    let url = Url::parse("https://site.invalid/").ok()?.join(next).ok()?;
-    url.query_pairs()
-        .find(|(k, _)| k == "cursor")
-        .map(|(_, v)| v.into_owned())
-        .filter(|c| !c.is_empty())
 }
 
 /// A `webui` link (relative to `/wiki`) on the site.
@@ -434,15 +431,18 @@ async fn cloud_search(
         .collect())
 }
 
-/// Every space of the site (pagination followed, at most [`MAX_SPACES`]).
+/// Every space of the site (pagination followed, at most [`MAX_SPACES`]): Cloud's
+/// `/wiki/api/v2/spaces` by the `cursor` of `_links.next`, Data Center's `/rest/api/space` by its
+/// `start`.
 pub(crate) async fn spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, ContentError> {
-    if g.flavor == Flavor::DataCenter {
-        return dc_spaces(g, site).await;
-    }
-    let url = g.url(Product::Confluence, site, &["wiki", "api", "v2", "spaces"])?;
+    let (path, page_size, follow): (&[&str], usize, &str) = match g.flavor {
+        Flavor::Cloud => (&["wiki", "api", "v2", "spaces"], SPACE_PAGE, "cursor"),
+        Flavor::DataCenter => (&["rest", "api", "space"], DC_SPACE_PAGE, "start"),
+    };
+    let url = g.url(Product::Confluence, site, path)?;
     let what = format!("Confluence spaces of {}", site_label(site));
     let mut spaces = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut next: Option<String> = None;
     let mut truncated = true;
     for _ in 0..MAX_PAGES {
         let page: Listing<Space> = g
@@ -450,69 +450,30 @@ pub(crate) async fn spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, C
                 let request = g
                     .http
                     .get(url.clone())
-                    .query(&[("limit", SPACE_PAGE.to_string())]);
-                match &cursor {
-                    Some(c) => request.query(&[("cursor", c)]),
+                    .query(&[("limit", page_size.to_string())]);
+                match &next {
+                    Some(value) => request.query(&[(follow, value)]),
                     None => request,
                 }
             })
             .await?;
         let count = page.results.len();
         spaces.extend(page.results.into_iter().map(|s| {
-            SpaceView {
-                url: wiki_url(site, s.links.webui.as_deref())
-                    .or_else(|| web_url(site, &format!("/wiki/spaces/{}", s.key))),
-                id: s.id,
-                key: s.key,
-                name: s.name,
-                kind: s.kind,
-            }
-        }));
-        cursor = next_cursor(&page.links);
-        if count == 0 || cursor.is_none() {
-            truncated = false;
-            break;
-        }
-        if spaces.len() >= MAX_SPACES {
-            break;
-        }
-    }
-    truncated = truncated || spaces.len() > MAX_SPACES;
-    spaces.truncate(MAX_SPACES);
-    Ok(Spaces {
-        site_id: site.id.clone(),
-        spaces,
-        truncated,
-    })
-}
-
-/// Every space of a Data Center instance (`/rest/api/space`, offset-paged).
-async fn dc_spaces(g: &Gateway<'_>, site: &Resource) -> Result<Spaces, ContentError> {
-    let url = g.url(Product::Confluence, site, &["rest", "api", "space"])?;
-    let what = format!("Confluence spaces of {}", site_label(site));
-    let mut spaces = Vec::new();
-    let mut truncated = true;
-    for _ in 0..MAX_PAGES {
-        let start = spaces.len();
-        let page: Listing<Space> = g
-            .json(CONFLUENCE_SPACES, &what, || {
-                g.http
-                    .get(url.clone())
-                    .query(&[("start", start), ("limit", DC_SPACE_PAGE)])
-            })
-            .await?;
-        let count = page.results.len();
-        spaces.extend(page.results.into_iter().map(|s| {
+            let fallback = match g.flavor {
+                Flavor::Cloud => format!("/wiki/spaces/{}", s.key),
+                Flavor::DataCenter => format!("/display/{}", s.key),
+            };
             SpaceView {
                 url: page_url(g, site, s.links.webui.as_deref())
-                    .or_else(|| web_url(site, &format!("/display/{}", s.key))),
+                    .or_else(|| web_url(site, &fallback)),
                 id: s.id,
                 key: s.key,
                 name: s.name,
                 kind: s.kind,
             }
         }));
-        if count == 0 || page.links.next.is_none() {
+        next = link_param(&page.links, follow);
+        if count == 0 || next.is_none() {
             truncated = false;
             break;
         }
@@ -582,7 +543,7 @@ pub(crate) async fn pages(
     let next = if listing.results.is_empty() {
         None
     } else {
-        next_cursor(&listing.links)
+        link_param(&listing.links, "cursor")
     };
     Ok(PageList {
         site_id: site.id.clone(),
@@ -864,14 +825,17 @@ mod tests {
             next: Some(next.to_owned()),
         };
         assert_eq!(
-            next_cursor(&links("/wiki/api/v2/spaces?cursor=a%2Bb&limit=2")).as_deref(),
+            link_param(&links("/wiki/api/v2/spaces?cursor=a%2Bb&limit=2"), "cursor").as_deref(),
             Some("a+b")
         );
         assert_eq!(
-            next_cursor(&links("https://evil.example/x?cursor=z")).as_deref(),
+            link_param(&links("https://evil.example/x?cursor=z"), "cursor").as_deref(),
             Some("z")
         );
-        assert_eq!(next_cursor(&links("/wiki/api/v2/spaces?limit=2")), None);
-        assert_eq!(next_cursor(&Links::default()), None);
+        assert_eq!(
+            link_param(&links("/wiki/api/v2/spaces?limit=2"), "cursor"),
+            None
+        );
+        assert_eq!(link_param(&Links::default(), "cursor"), None);
     }
 }

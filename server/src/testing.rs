@@ -24,8 +24,8 @@ use crate::store::SqlStore;
 /// The variable that points the PostgreSQL tests at a server.
 pub const POSTGRES_URL_VAR: &str = "GRANTRY_TEST_POSTGRES_URL";
 
-/// A fresh, empty database that lives as long as this value (PostgreSQL databases are dropped
-/// by [`TestDatabase::cleanup`]).
+/// A fresh, empty database that lives as long as this value: a PostgreSQL database is dropped
+/// when the value is (or earlier, by [`TestDatabase::cleanup`]), so test runs leave none behind.
 #[derive(Debug)]
 pub struct TestDatabase {
     /// The `DATABASE_URL` of the fresh database.
@@ -102,19 +102,45 @@ impl TestDatabase {
         store
     }
 
-    /// Drops a PostgreSQL database (SQLite files go with their folder).
-    pub async fn cleanup(self) {
-        if let (Some(admin), Some(name)) = (&self.admin_url, &self.name)
-            && let Ok(opts) = PgConnectOptions::from_str(admin)
-            && let Ok(mut conn) = PgConnection::connect_with(&opts).await
-        {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
-            let _ = conn.close().await;
+    /// Drops a PostgreSQL database now (SQLite files go with their folder).
+    pub async fn cleanup(mut self) {
+        if let (Some(admin), Some(name)) = (self.admin_url.take(), self.name.take()) {
+            drop_database(&admin, &name).await;
         }
+    }
+}
+
+impl Drop for TestDatabase {
+    /// Drops a PostgreSQL database still there, from a thread of its own (a test's runtime may
+    /// be the one dropping this value, and cannot be blocked on).
+    fn drop(&mut self) {
+        let (Some(admin), Some(name)) = (self.admin_url.take(), self.name.take()) else {
+            return;
+        };
+        let dropper = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(drop_database(&admin, &name));
+            }
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// `DROP DATABASE … WITH (FORCE)` through the admin URL; failures are ignored (a test database
+/// left behind is not worth failing a test for).
+async fn drop_database(admin: &str, name: &str) {
+    if let Ok(opts) = PgConnectOptions::from_str(admin)
+        && let Ok(mut conn) = PgConnection::connect_with(&opts).await
+    {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+        let _ = conn.close().await;
     }
 }
 

@@ -242,6 +242,27 @@ macro_rules! select_provider_page {
     };
 }
 
+/// The two statements that delete the connection matching `$filter` (a condition on
+/// `connections` over `$1` and `$2`): its resources first, then the row, returning what the
+/// deletion event needs.
+macro_rules! delete_connection_where {
+    ($filter:literal) => {
+        (
+            concat!(
+                "DELETE FROM connection_resources WHERE connection_id IN \
+                 (SELECT id FROM connections WHERE ",
+                $filter,
+                ")"
+            ),
+            concat!(
+                "DELETE FROM connections WHERE ",
+                $filter,
+                " RETURNING id, user_id, provider"
+            ),
+        )
+    };
+}
+
 /// [`select_page`] of every provider's connections in (provider, user id) order.
 macro_rules! select_all_page {
     ($columns:ident, $join:ident, $where:literal) => {
@@ -488,6 +509,46 @@ impl SqlStore {
     /// takes it at once instead of at its next poll.
     pub fn events_signal(&self) -> &Arc<tokio::sync::Notify> {
         &self.events_signal
+    }
+
+    /// Deletes the connection the two `statements` of [`delete_connection_where`] match (bound to
+    /// `first` and `second`) with its resources and records `connection.deleted` with `reason`,
+    /// in one transaction; the deleted connection's id, `None` when nothing matched.
+    async fn delete_matching(
+        &self,
+        statements: (&'static str, &'static str),
+        first: &str,
+        second: &str,
+        reason: DeleteReason,
+    ) -> Result<Option<String>, StoreError> {
+        let (resources, connection) = statements;
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query(resources)
+            .bind(first.to_owned())
+            .bind(second.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let deleted = sqlx::query(connection)
+            .bind(first.to_owned())
+            .bind(second.to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = deleted else {
+            return Ok(None);
+        };
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        let connection_id: String = row.try_get("id").map_err(get)?;
+        let user_id: String = row.try_get("user_id").map_err(get)?;
+        let provider: String = row.try_get("provider").map_err(get)?;
+        let event = reason.event(ConnectionRef {
+            connection_id: &connection_id,
+            user_id: &user_id,
+            provider: &provider,
+        });
+        self.commit_with_event(tx, &event).await?;
+        Ok(Some(connection_id))
     }
 
     /// Writes `event` and one pending delivery per endpoint in `tx`, commits it, then wakes
@@ -1024,37 +1085,11 @@ impl TokenStore for SqlStore {
         provider: &str,
         reason: DeleteReason,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query(
-            "DELETE FROM connection_resources WHERE connection_id IN \
-             (SELECT id FROM connections WHERE user_id = $1 AND provider = $2)",
-        )
-        .bind(user_id.to_owned())
-        .bind(provider.to_owned())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let deleted = sqlx::query(
-            "DELETE FROM connections WHERE user_id = $1 AND provider = $2 RETURNING id",
-        )
-        .bind(user_id.to_owned())
-        .bind(provider.to_owned())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let Some(row) = deleted else {
-            return Ok(false);
-        };
-        let connection_id: String = row
-            .try_get("id")
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let event = reason.event(ConnectionRef {
-            connection_id: &connection_id,
-            user_id,
-            provider,
-        });
-        self.commit_with_event(tx, &event).await?;
-        Ok(true)
+        let statements = delete_connection_where!("user_id = $1 AND provider = $2");
+        Ok(self
+            .delete_matching(statements, user_id, provider, reason)
+            .await?
+            .is_some())
     }
 
     async fn replace_resources(
@@ -1623,38 +1658,17 @@ impl TokenStore for SqlStore {
         account_id: &str,
         reason: DeleteReason,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query(
-            "DELETE FROM connection_resources WHERE connection_id IN \
-             (SELECT id FROM connections WHERE id = $1 AND account_id = $2)",
-        )
-        .bind(connection_id.to_owned())
-        .bind(account_id.to_owned())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let deleted = sqlx::query(
-            "DELETE FROM connections WHERE id = $1 AND account_id = $2 RETURNING user_id, provider",
-        )
-        .bind(connection_id.to_owned())
-        .bind(account_id.to_owned())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let Some(row) = deleted else {
-            return Ok(false);
-        };
-        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-        let user_id: String = row.try_get("user_id").map_err(get)?;
-        let provider: String = row.try_get("provider").map_err(get)?;
-        let event = reason.event(ConnectionRef {
-            connection_id,
-            user_id: &user_id,
-            provider: &provider,
-        });
-        self.commit_with_event(tx, &event).await?;
-        self.announce(connection_id).await;
-        Ok(true)
+        let statements = delete_connection_where!("id = $1 AND account_id = $2");
+        match self
+            .delete_matching(statements, connection_id, account_id, reason)
+            .await?
+        {
+            Some(deleted) => {
+                self.announce(&deleted).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn provider_state(

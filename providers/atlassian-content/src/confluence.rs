@@ -10,7 +10,7 @@ use url::Url;
 
 use super::gateway::{
     CONFLUENCE_PAGE, CONFLUENCE_PAGES, CONFLUENCE_SEARCH, CONFLUENCE_SPACE, CONFLUENCE_SPACES,
-    ContentError, Flavor, Gateway, Product, id_string, off_thread, timestamp, web_url,
+    ContentError, Flavor, Gateway, Product, id_string, off_thread, site_root, timestamp, web_url,
 };
 use super::jira::site_label;
 use super::search::{Hit, text_query};
@@ -731,14 +731,7 @@ async fn dc_page(g: &Gateway<'_>, site: &Resource, id: &str) -> Result<PageView,
                 .query(&[("expand", "body.storage,version,space")])
         })
         .await?;
-    let base = site.url.as_deref().and_then(|u| {
-        let mut url = Url::parse(u).ok()?;
-        if !url.path().ends_with('/') {
-            let with_slash = format!("{}/", url.path());
-            url.set_path(&with_slash);
-        }
-        Some(url)
-    });
+    let base = site_root(site);
     let storage = content
         .body
         .and_then(|b| b.storage)

@@ -423,12 +423,9 @@ fn send_failure(e: &reqwest::Error) -> &'static str {
     }
 }
 
-/// A web link on the site: `site.url` (with its context path, a Data Center `/jira` say)
-/// followed by an absolute `path`; never another host, never above the context path.
-pub(crate) fn web_url(site: &Resource, path: &str) -> Option<String> {
-    if !path.starts_with('/') || path.starts_with("//") || path.contains('\\') {
-        return None;
-    }
+/// The site's http(s) URL with its path (a Data Center context path, say) ending in `/`, so
+/// that relative links resolve under it.
+pub(crate) fn site_root(site: &Resource) -> Option<Url> {
     let mut base = Url::parse(site.url.as_deref()?).ok()?;
     if !matches!(base.scheme(), "http" | "https") {
         return None;
@@ -437,6 +434,16 @@ pub(crate) fn web_url(site: &Resource, path: &str) -> Option<String> {
         let with_slash = format!("{}/", base.path());
         base.set_path(&with_slash);
     }
+    Some(base)
+}
+
+/// A web link on the site: `site.url` (with its context path, a Data Center `/jira` say)
+/// followed by an absolute `path`; never another host, never above the context path.
+pub(crate) fn web_url(site: &Resource, path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.starts_with("//") || path.contains('\\') {
+        return None;
+    }
+    let base = site_root(site)?;
     let url = base.join(path.trim_start_matches('/')).ok()?;
     (url.host_str() == base.host_str() && url.path().starts_with(base.path()))
         .then(|| url.to_string())

@@ -108,7 +108,7 @@ impl Atlassian {
             authorization: at(&c.auth_url, "/authorize"),
             token: at(&c.auth_url, "/oauth/token"),
             revocation: None,
-            account: at(&c.api_url, "/me"),
+            account: self.me_url(),
         };
         let mut spec = OAuthSpec::new(ID, "Atlassian", client, endpoints);
         spec.scope_catalogue = SCOPES;
@@ -126,13 +126,20 @@ impl Atlassian {
             absolute_expiry: Some(std::time::Duration::from_secs(365 * DAY)),
             refresh_margin: std::time::Duration::from_secs(300),
         };
-        spec.account_fields = AccountFields::new("account_id", "name", "email");
+        spec.account_fields = account_fields();
         spec.http_timeout = c.http_timeout;
         spec.revocation_hint = Some(
             "in your Atlassian account settings, open Connected apps and remove the app.".into(),
         );
         let http = self.http.clone();
         OAuthProvider::with_http(spec, self, http)
+    }
+
+    /// Where the account is read: `{ATLASSIAN_API_URL}/me`.
+    pub(crate) fn me_url(&self) -> url::Url {
+        let mut url = self.config.api_url.clone();
+        url.set_path("/me");
+        url
     }
 
     /// The live list of sites a token reaches, duplicate cloud ids merged.
@@ -192,6 +199,11 @@ impl Hooks for Atlassian {
         webhooks::maintain(self, context, now).await;
         personal_data::maintain(self, context, now).await;
     }
+}
+
+/// Where `/me` holds the account: `account_id`, `name`, `email`.
+pub(crate) fn account_fields() -> AccountFields {
+    AccountFields::new("account_id", "name", "email")
 }
 
 /// Merges entries that share a cloud id (Jira and Confluence of one site), keeping every site.

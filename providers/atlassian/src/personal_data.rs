@@ -29,7 +29,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use grantry_core::events::DeleteReason;
 use grantry_core::store::{ConnectionStatus, StoredAccount};
 use grantry_core::{AccessToken, ProviderContext};
-use grantry_protocol::AccountFields;
 use grantry_protocol::http::{read_capped, retry_after, send_error};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, HeaderMap};
@@ -277,9 +276,7 @@ async fn reread(
     if access.connection_id != account.connection_id {
         return Err("the connection was replaced meanwhile".into());
     }
-    let mut url = atlassian.config().api_url.clone();
-    url.set_path("/me");
-    let fields = AccountFields::new("account_id", "name", "email");
+    let (url, fields) = (atlassian.me_url(), crate::account_fields());
     let read = grantry_protocol::account::read_account(
         atlassian.http(),
         &url,

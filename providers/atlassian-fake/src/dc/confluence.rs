@@ -77,6 +77,27 @@ fn list_links(fake: &FakeDataCenter, path: &str, next: Option<String>) -> Value 
 }
 
 /// The page of `items` from `start`, capped at [`DC_PAGE_CAP`], and the next start if any.
+/// One page of a v1 list at `path`: the results with the window's `start`, `limit` and `size`,
+/// and `_links` whose `next` repeats `params` with the next `start`.
+fn list_page(
+    fake: &FakeDataCenter,
+    path: &str,
+    results: Vec<Value>,
+    start: usize,
+    limit: usize,
+    params: &[(&str, Option<String>)],
+    next: Option<usize>,
+) -> Value {
+    let next = next.map(|at| next_link(path, params, at));
+    json!({
+        "size": results.len(),
+        "results": results,
+        "start": start,
+        "limit": limit,
+        "_links": list_links(fake, path, next),
+    })
+}
+
 fn window<T>(items: &[T], start: usize, limit: usize) -> (&[T], Option<usize>) {
     let from = start.min(items.len());
     let to = from.saturating_add(limit).min(items.len());
@@ -169,24 +190,20 @@ async fn spaces(
             })
         })
         .collect();
-    let next = next.map(|at| {
-        next_link(
-            "/rest/api/space",
-            &[
-                ("limit", Some(limit.to_string())),
-                ("expand", query.expand.clone()),
-            ],
-            at,
-        )
-    });
-    axum::Json(json!({
-        "results": results,
-        "start": start,
-        "limit": limit,
-        "size": items.len(),
-        "_links": list_links(&fake, "/rest/api/space", next),
-    }))
-    .into_response()
+    let params = [
+        ("limit", Some(limit.to_string())),
+        ("expand", query.expand.clone()),
+    ];
+    let page = list_page(
+        &fake,
+        "/rest/api/space",
+        results,
+        start,
+        limit,
+        &params,
+        next,
+    );
+    axum::Json(page).into_response()
 }
 
 async fn content_list(
@@ -213,26 +230,22 @@ async fn content_list(
     let limit = query.limit.unwrap_or(25).min(DC_PAGE_CAP);
     let (items, next) = window(&pages, start, limit);
     let results: Vec<Value> = items.iter().map(|p| page_summary(&fake, p)).collect();
-    let next = next.map(|at| {
-        next_link(
-            "/rest/api/content",
-            &[
-                ("spaceKey", query.space_key.clone()),
-                ("type", query.kind.clone()),
-                ("limit", Some(limit.to_string())),
-                ("expand", query.expand.clone()),
-            ],
-            at,
-        )
-    });
-    axum::Json(json!({
-        "results": results,
-        "start": start,
-        "limit": limit,
-        "size": items.len(),
-        "_links": list_links(&fake, "/rest/api/content", next),
-    }))
-    .into_response()
+    let params = [
+        ("spaceKey", query.space_key.clone()),
+        ("type", query.kind.clone()),
+        ("limit", Some(limit.to_string())),
+        ("expand", query.expand.clone()),
+    ];
+    let page = list_page(
+        &fake,
+        "/rest/api/content",
+        results,
+        start,
+        limit,
+        &params,
+        next,
+    );
+    axum::Json(page).into_response()
 }
 
 #[derive(Deserialize)]
@@ -372,27 +385,23 @@ async fn search(
     let limit = query.limit.unwrap_or(25).min(DC_PAGE_CAP);
     let (items, next) = window(&hits, start, limit);
     let results: Vec<Value> = items.iter().map(|p| page_summary(&fake, p)).collect();
-    let next = next.map(|at| {
-        next_link(
-            "/rest/api/content/search",
-            &[
-                ("cql", Some(cql_text.to_owned())),
-                ("limit", Some(limit.to_string())),
-                ("expand", query.expand.clone()),
-            ],
-            at,
-        )
-    });
-    axum::Json(json!({
-        "results": results,
-        "start": start,
-        "limit": limit,
-        "size": items.len(),
-        "totalSize": hits.len(),
-        "cqlQuery": cql_text,
-        "_links": list_links(&fake, "/rest/api/content/search", next),
-    }))
-    .into_response()
+    let params = [
+        ("cql", Some(cql_text.to_owned())),
+        ("limit", Some(limit.to_string())),
+        ("expand", query.expand.clone()),
+    ];
+    let mut page = list_page(
+        &fake,
+        "/rest/api/content/search",
+        results,
+        start,
+        limit,
+        &params,
+        next,
+    );
+    page["totalSize"] = json!(hits.len());
+    page["cqlQuery"] = json!(cql_text);
+    axum::Json(page).into_response()
 }
 
 #[cfg(test)]
